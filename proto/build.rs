@@ -1,0 +1,14 @@
+//! Compiles the protos with protox (pure Rust), so building Spillway needs no system protoc.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["externalscaler.proto"];
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let descriptors = protox::compile(protos, ["."])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(descriptors)?;
+    Ok(())
+}

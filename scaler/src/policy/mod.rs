@@ -1,0 +1,1 @@
+//! Tenants scaling policies.

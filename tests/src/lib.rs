@@ -1,0 +1,1 @@
+//! Support for Spillway end-to-end tests.
