@@ -8,9 +8,22 @@
 //!   engine is allowed to make.
 //! - [`exposition`]: the Prometheus text / OpenMetrics parser. Pure and zero-copy over
 //!   the response bytes; this is the ingest hot path.
+//! - [`rate`]: counters to rates per source, with reset and staleness handling.
+//! - [`aggregate`]: sums each source's contribution into a workload's signal.
+//! - [`store`]: per (workload, signal) windows at 1 s resolution, bounded in memory.
+//! - [`ingest`]: the entry point all inputs share: contributions → store → the set of
+//!   workloads that need a fresh decision.
+//! - [`scrape`]: the scrape loop (HTTP, timeouts, bounded concurrency, target health).
+//! - [`clock`]: the only place wall-clock time is read.
 #![forbid(unsafe_code)]
 
+pub mod aggregate;
+pub mod clock;
 pub mod exposition;
+pub mod ingest;
+pub mod rate;
+pub mod scrape;
 pub mod signal;
+pub mod store;
 
 pub use signal::{Signal, SignalView, WorkloadKey};

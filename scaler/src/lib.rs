@@ -8,8 +8,27 @@
 //!   a [`engine::Decision`] with its reason out.
 //! - [`placement`]: the placement planner. Pure: desired replicas + free node capacity in,
 //!   a regular / burst split out.
+//!
+//! Around that pure core, the edges:
+//!
+//! - [`keda`]: the KEDA `ExternalScaler` gRPC service and its server.
+//! - [`runtime`]: the decision loop that runs the engine when signals change.
+//! - [`workloads`]: each workload's published decision, activity channel and history.
+//! - [`telemetry`]: `/metrics`; [`http`]: the HTTP side; [`status`]: the status report.
+//! - [`app`]: one Spillway process wired together; [`demo`]: `spillway demo`'s
+//!   built-in gateway, traffic profile and policies; [`config`]: `spillway serve`'s file.
 #![forbid(unsafe_code)]
 
+pub mod app;
+pub mod config;
+pub mod demo;
+pub mod durations;
 pub mod engine;
+pub mod http;
+pub mod keda;
 pub mod placement;
 pub mod policy;
+pub mod runtime;
+pub mod status;
+pub mod telemetry;
+pub mod workloads;

@@ -61,6 +61,15 @@ impl PolicyStore {
         Self::default()
     }
 
+    /// A store serving a fixed set that did not come from a directory (the demo's
+    /// embedded policies). Calling [`Self::reload`] later replaces it.
+    pub fn from_set(set: PolicySet) -> Self {
+        Self {
+            current: RwLock::new(Arc::new(set)),
+            ..Self::default()
+        }
+    }
+
     /// The set in force. Cheap: one reference-count increment.
     pub fn current(&self) -> Arc<PolicySet> {
         match self.current.read() {
@@ -124,7 +133,10 @@ impl PolicyStore {
                     (text, parsed)
                 }
                 // An unreadable file is a change of content: report it, keep the last good.
-                Err(msg) => (String::new(), Some(Err(PolicyErrors::whole_file(&name, msg)))),
+                Err(msg) => (
+                    String::new(),
+                    Some(Err(PolicyErrors::whole_file(&name, msg))),
+                ),
             };
             let Some(parsed) = parsed else { continue };
             let st = files.entry(path.clone()).or_default();
@@ -164,7 +176,9 @@ impl PolicyStore {
             v
         };
         for path in order {
-            let Some(st) = files.get_mut(&path) else { continue };
+            let Some(st) = files.get_mut(&path) else {
+                continue;
+            };
             let Some(good) = &st.good else { continue };
             if let Some(owner) = owners.get(&good.tenant) {
                 let err = PolicyError {

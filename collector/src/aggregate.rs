@@ -1,0 +1,192 @@
+//! Sums what every source contributes to a workload's signal.
+//!
+//! Each source (a scrape target, a remote-write sender) reports the part of a
+//! workload's signal it sees: one gateway replica's share of the QPS, one node's share
+//! of the CPU. The workload's value is the sum of the fresh contributions. A source
+//! that fails keeps its last contribution until it is older than the staleness limit:
+//! one gateway replica timing out must not read as a third of the traffic vanishing,
+//! which would scale the workload down on a monitoring fault.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use crate::signal::{Signal, WorkloadKey};
+
+#[derive(Clone, Copy, Debug)]
+struct Contribution {
+    value: f64,
+    at_ms: i64,
+}
+
+/// Per (workload, signal): each source's latest contribution.
+#[derive(Debug, Default)]
+pub struct Contributions {
+    by_workload: DashMap<(WorkloadKey, Signal), HashMap<Arc<str>, Contribution>>,
+    by_source: DashMap<(Arc<str>, Signal), Vec<WorkloadKey>>,
+}
+
+/// A workload whose summed value changed, to be recorded and re-decided.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Total {
+    pub workload: WorkloadKey,
+    pub signal: Signal,
+    pub value: f64,
+}
+
+impl Contributions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replaces everything `source` contributes to `signal` with `values`, taken at
+    /// `at_ms`. Workloads the source no longer mentions lose its contribution. Returns
+    /// the new totals of every workload touched.
+    pub fn replace(
+        &self,
+        source: &Arc<str>,
+        signal: Signal,
+        values: Vec<(WorkloadKey, f64)>,
+        at_ms: i64,
+    ) -> Vec<Total> {
+        let mut touched: Vec<WorkloadKey> = Vec::with_capacity(values.len());
+        for (workload, value) in values {
+            self.by_workload
+                .entry((workload.clone(), signal))
+                .or_default()
+                .insert(source.clone(), Contribution { value, at_ms });
+            touched.push(workload);
+        }
+        let previous = self
+            .by_source
+            .insert((source.clone(), signal), touched.clone())
+            .unwrap_or_default();
+        let mut totals: Vec<Total> = Vec::with_capacity(touched.len());
+        for workload in previous {
+            if !touched.contains(&workload) {
+                self.remove_contribution(&workload, signal, source);
+                totals.extend(self.total(&workload, signal));
+            }
+        }
+        totals.extend(
+            touched
+                .iter()
+                .filter_map(|workload| self.total(workload, signal)),
+        );
+        totals
+    }
+
+    /// Drops contributions older than `max_age_ms`; returns the totals that changed.
+    pub fn expire(&self, now_ms: i64, max_age_ms: i64) -> Vec<Total> {
+        let mut changed = Vec::new();
+        let mut emptied = Vec::new();
+        for mut entry in self.by_workload.iter_mut() {
+            let before = entry.value().len();
+            entry
+                .value_mut()
+                .retain(|_, c| now_ms.saturating_sub(c.at_ms) <= max_age_ms);
+            if entry.value().len() != before {
+                if entry.value().is_empty() {
+                    emptied.push(entry.key().clone());
+                } else {
+                    changed.push(entry.key().clone());
+                }
+            }
+        }
+        for key in emptied {
+            self.by_workload
+                .remove_if(&key, |_, sources| sources.is_empty());
+        }
+        changed
+            .into_iter()
+            .filter_map(|(workload, signal)| self.total(&workload, signal))
+            .collect()
+    }
+
+    /// Forgets a source entirely (removed from configuration), returning new totals.
+    pub fn remove_source(&self, source: &Arc<str>) -> Vec<Total> {
+        let mut totals = Vec::new();
+        for signal in Signal::ALL {
+            if let Some((_, workloads)) = self.by_source.remove(&(source.clone(), signal)) {
+                for workload in workloads {
+                    self.remove_contribution(&workload, signal, source);
+                    totals.extend(self.total(&workload, signal));
+                }
+            }
+        }
+        totals
+    }
+
+    /// The current sum for a workload's signal and how many sources feed it.
+    pub fn total(&self, workload: &WorkloadKey, signal: Signal) -> Option<Total> {
+        let sources = self.by_workload.get(&(workload.clone(), signal))?;
+        Some(Total {
+            workload: workload.clone(),
+            signal,
+            value: sources.values().map(|c| c.value).sum(),
+        })
+    }
+
+    fn remove_contribution(&self, workload: &WorkloadKey, signal: Signal, source: &Arc<str>) {
+        let key = (workload.clone(), signal);
+        if let Some(mut sources) = self.by_workload.get_mut(&key) {
+            sources.remove(source);
+        }
+        self.by_workload
+            .remove_if(&key, |_, sources| sources.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn web() -> WorkloadKey {
+        WorkloadKey::new("acme", "web")
+    }
+
+    #[test]
+    fn totals_sum_sources_and_follow_replacements() {
+        let contributions = Contributions::new();
+        let a: Arc<str> = "gw-a".into();
+        let b: Arc<str> = "gw-b".into();
+        contributions.replace(&a, Signal::Qps, vec![(web(), 10.0)], 0);
+        let totals = contributions.replace(&b, Signal::Qps, vec![(web(), 5.0)], 0);
+        assert_eq!(totals[0].value, 15.0);
+        let totals = contributions.replace(&a, Signal::Qps, vec![], 1_000);
+        assert_eq!(
+            totals,
+            vec![Total {
+                workload: web(),
+                signal: Signal::Qps,
+                value: 5.0
+            }]
+        );
+    }
+
+    #[test]
+    fn a_silent_source_is_kept_until_stale() {
+        let contributions = Contributions::new();
+        let a: Arc<str> = "gw-a".into();
+        let b: Arc<str> = "gw-b".into();
+        contributions.replace(&a, Signal::Qps, vec![(web(), 10.0)], 0);
+        contributions.replace(&b, Signal::Qps, vec![(web(), 5.0)], 9_000);
+        assert!(contributions.expire(9_000, 10_000).is_empty());
+        let changed = contributions.expire(12_000, 10_000);
+        assert_eq!(changed[0].value, 5.0);
+        assert!(contributions.expire(30_000, 10_000).is_empty());
+        assert!(contributions.total(&web(), Signal::Qps).is_none());
+    }
+
+    #[test]
+    fn removing_a_source_drops_its_share() {
+        let contributions = Contributions::new();
+        let a: Arc<str> = "gw-a".into();
+        contributions.replace(&a, Signal::Qps, vec![(web(), 10.0)], 0);
+        contributions.replace(&a, Signal::CpuCores, vec![(web(), 2.0)], 0);
+        let totals = contributions.remove_source(&a);
+        assert!(totals.is_empty());
+        assert!(contributions.total(&web(), Signal::CpuCores).is_none());
+    }
+}

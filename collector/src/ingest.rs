@@ -1,0 +1,128 @@
+//! Where every input lands: contributions are summed, recorded into the store, and the
+//! workloads they touched are marked for a fresh decision.
+//!
+//! The decision loop waits on [`Ingest::changed`] and takes the dirty set with
+//! [`Ingest::take_dirty`]; bursts of updates to one workload coalesce into one
+//! decision instead of queueing one per sample.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::Notify;
+
+use crate::aggregate::{Contributions, Total};
+use crate::signal::{Signal, WorkloadKey};
+use crate::store::{Store, StoreLimits};
+
+/// Counters describing what ingest did, for /metrics.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    pub values_recorded: AtomicU64,
+    pub values_refused: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct Ingest {
+    store: Store,
+    contributions: Contributions,
+    dirty: Mutex<HashSet<WorkloadKey>>,
+    notify: Notify,
+    pub stats: IngestStats,
+}
+
+impl Ingest {
+    pub fn new(limits: StoreLimits) -> Arc<Self> {
+        Arc::new(Self {
+            store: Store::new(limits),
+            contributions: Contributions::new(),
+            dirty: Mutex::new(HashSet::new()),
+            notify: Notify::new(),
+            stats: IngestStats::default(),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Replaces what `source` contributes to `signal` (see [`Contributions::replace`]).
+    pub fn apply(
+        &self,
+        source: &Arc<str>,
+        signal: Signal,
+        values: Vec<(WorkloadKey, f64)>,
+        at_ms: i64,
+    ) {
+        let totals = self.contributions.replace(source, signal, values, at_ms);
+        self.record(totals, at_ms);
+    }
+
+    /// Drops contributions older than `max_age_ms` and records the new totals.
+    pub fn expire(&self, now_ms: i64, max_age_ms: i64) {
+        let totals = self.contributions.expire(now_ms, max_age_ms);
+        self.record(totals, now_ms);
+    }
+
+    /// Forgets a source that left the configuration.
+    pub fn remove_source(&self, source: &Arc<str>, now_ms: i64) {
+        let totals = self.contributions.remove_source(source);
+        self.record(totals, now_ms);
+    }
+
+    /// Takes the set of workloads whose signals changed since the last call.
+    pub fn take_dirty(&self) -> HashSet<WorkloadKey> {
+        std::mem::take(&mut *self.dirty.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Resolves once some workload's signals changed after the last [`Self::take_dirty`].
+    pub async fn changed(&self) {
+        self.notify.notified().await;
+    }
+
+    fn record(&self, totals: Vec<Total>, at_ms: i64) {
+        if totals.is_empty() {
+            return;
+        }
+        let second = at_ms.div_euclid(1000);
+        let mut dirty = self.dirty.lock().unwrap_or_else(PoisonError::into_inner);
+        for total in totals {
+            match self
+                .store
+                .record(&total.workload, total.signal, second, total.value)
+            {
+                Ok(()) => {
+                    self.stats.values_recorded.fetch_add(1, Ordering::Relaxed);
+                    dirty.insert(total.workload);
+                }
+                Err(error) => {
+                    self.stats.values_refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%error, "signal value not stored");
+                }
+            }
+        }
+        drop(dirty);
+        self.notify.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signal::SignalView;
+
+    #[tokio::test]
+    async fn applied_values_are_stored_and_wake_the_decision_loop() {
+        let ingest = Ingest::new(StoreLimits::default());
+        let web = WorkloadKey::new("acme", "web");
+        let source: Arc<str> = "gw".into();
+        ingest.apply(&source, Signal::Qps, vec![(web.clone(), 42.0)], 5_500);
+        tokio::time::timeout(std::time::Duration::from_secs(1), ingest.changed())
+            .await
+            .expect("notified");
+        assert_eq!(ingest.take_dirty(), HashSet::from([web.clone()]));
+        assert!(ingest.take_dirty().is_empty());
+        let view = ingest.store().view(&web);
+        assert_eq!(view.mean(Signal::Qps, 5, 1), Some(42.0));
+    }
+}

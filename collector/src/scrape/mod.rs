@@ -1,0 +1,184 @@
+//! Scraping gateways' Prometheus text exposition.
+//!
+//! Every target runs its own task on its own interval, so a slow or dead target only
+//! delays itself; a semaphore bounds how many scrapes are in flight at once, and each
+//! scrape has its own timeout and body size limit. A failed or garbled scrape leaves the
+//! target's last contribution in place (until staleness drops it) and is recorded in the
+//! target's [`TargetHealth`].
+
+mod health;
+mod target;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+pub use health::{ScrapeStats, TargetHealth};
+pub use target::{QpsMapping, ScrapeError, ScrapeOutcome, ingest_body, scrape_once};
+
+use crate::ingest::Ingest;
+use crate::rate::CounterTracker;
+use crate::signal::Signal;
+
+/// How and what to scrape.
+#[derive(Clone, Debug)]
+pub struct ScrapeConfig {
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Scrapes in flight at once across all targets.
+    pub max_concurrency: usize,
+    /// Responses larger than this are refused (protects memory from a broken target).
+    pub max_body_bytes: usize,
+    /// A target's contribution is dropped when its last good scrape is older than this.
+    pub staleness: Duration,
+    pub mapping: QpsMapping,
+}
+
+impl Default for ScrapeConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            max_concurrency: 64,
+            max_body_bytes: 64 << 20,
+            staleness: Duration::from_secs(30),
+            mapping: QpsMapping::default(),
+        }
+    }
+}
+
+/// One endpoint to scrape. `id` names it in health reports and as a contribution source.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Target {
+    pub id: Arc<str>,
+    pub url: String,
+}
+
+impl Target {
+    pub fn new(url: impl Into<String>) -> Self {
+        let url = url.into();
+        Self {
+            id: url.as_str().into(),
+            url,
+        }
+    }
+}
+
+/// Called after every scrape with its duration and outcome (for the process's metrics).
+pub type ScrapeHook = Arc<dyn Fn(Duration, &Result<ScrapeOutcome, ScrapeError>) + Send + Sync>;
+
+/// Runs scrapes of a fixed target list until `shutdown` flips to `true`.
+pub struct Scraper {
+    client: reqwest::Client,
+    config: ScrapeConfig,
+    ingest: Arc<Ingest>,
+    health: Arc<DashMap<Arc<str>, TargetHealth>>,
+    stats: Arc<ScrapeStats>,
+    hook: Option<ScrapeHook>,
+}
+
+impl Scraper {
+    pub fn new(client: reqwest::Client, config: ScrapeConfig, ingest: Arc<Ingest>) -> Self {
+        Self {
+            client,
+            config,
+            ingest,
+            health: Arc::new(DashMap::new()),
+            stats: Arc::new(ScrapeStats::new()),
+            hook: None,
+        }
+    }
+
+    pub fn on_scrape(mut self, hook: ScrapeHook) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
+    /// Per-target health, shared with the status API and /metrics.
+    pub fn health(&self) -> Arc<DashMap<Arc<str>, TargetHealth>> {
+        self.health.clone()
+    }
+
+    pub fn stats(&self) -> Arc<ScrapeStats> {
+        self.stats.clone()
+    }
+
+    pub async fn run(self, targets: Vec<Target>, mut shutdown: watch::Receiver<bool>) {
+        let permits = Arc::new(Semaphore::new(self.config.max_concurrency.max(1)));
+        let mut tasks = JoinSet::new();
+        for target in targets {
+            self.health
+                .insert(target.id.clone(), TargetHealth::new(&target.url));
+            tasks.spawn(run_target(
+                target,
+                self.client.clone(),
+                self.config.clone(),
+                self.ingest.clone(),
+                self.health.clone(),
+                self.stats.clone(),
+                self.hook.clone(),
+                permits.clone(),
+                shutdown.clone(),
+            ));
+        }
+        let staleness_ms = self.config.staleness.as_millis() as i64;
+        let mut sweep = tokio::time::interval(self.config.interval.max(Duration::from_millis(100)));
+        loop {
+            tokio::select! {
+                _ = sweep.tick() => self.ingest.expire(crate::clock::unix_ms(), staleness_ms),
+                _ = shutdown.changed() => break,
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+        tasks.shutdown().await;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_target(
+    target: Target,
+    client: reqwest::Client,
+    config: ScrapeConfig,
+    ingest: Arc<Ingest>,
+    health: Arc<DashMap<Arc<str>, TargetHealth>>,
+    stats: Arc<ScrapeStats>,
+    hook: Option<ScrapeHook>,
+    permits: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let max_gap_ms =
+        (config.staleness.as_millis() as i64).max(3 * config.interval.as_millis() as i64);
+    let mut tracker = CounterTracker::new(max_gap_ms);
+    let mut ticker = tokio::time::interval(config.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let Ok(_permit) = permits.acquire().await else {
+            return;
+        };
+        let started = tokio::time::Instant::now();
+        let at_ms = crate::clock::unix_ms();
+        let outcome = scrape_once(&client, &target, &config, &mut tracker, at_ms).await;
+        let elapsed = started.elapsed();
+        stats.record(elapsed, &outcome);
+        if let Some(hook) = &hook {
+            hook(elapsed, &outcome);
+        }
+        if let Some(mut entry) = health.get_mut(&target.id) {
+            entry.update(&outcome, elapsed, at_ms);
+        }
+        if let Ok(scraped) = outcome {
+            ingest.apply(&target.id, Signal::Qps, scraped.rates, at_ms);
+        } else if let Err(error) = outcome {
+            tracing::debug!(target = %target.url, %error, "scrape failed");
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! One Spillway process: collector, decision loop, KEDA gRPC service and HTTP side,
+//! wired together and stopped together. `spillway demo` and `spillway serve` both run
+//! this; they differ only in where targets and policies come from.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use spillway_collector::ingest::Ingest;
+use spillway_collector::scrape::{ScrapeConfig, Scraper, Target};
+use spillway_collector::store::StoreLimits;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::http::{self, HttpState};
+use crate::keda::{self, KedaService, ServerSettings};
+use crate::policy::PolicyStore;
+use crate::runtime::{DecisionLoop, DecisionObserver};
+use crate::telemetry::Metrics;
+use crate::workloads::Workloads;
+
+/// Where policies come from and how often the directory is re-read.
+#[derive(Clone, Debug)]
+pub enum PolicySource {
+    /// A directory of one YAML file per tenant (or a mounted ConfigMap), hot-reloaded.
+    Directory {
+        path: PathBuf,
+        reload_every: Duration,
+    },
+    /// Policies already loaded (the demo's embedded ones); never reloaded.
+    Fixed,
+}
+
+/// Everything a process needs besides its listeners.
+pub struct ProcessConfig {
+    pub scrape: ScrapeConfig,
+    pub targets: Vec<Target>,
+    pub store: StoreLimits,
+    pub decision_tick: Duration,
+    pub server: ServerSettings,
+    pub policies: Arc<PolicyStore>,
+    pub policy_source: PolicySource,
+    pub observer: Option<DecisionObserver>,
+}
+
+/// The process's sockets, bound by the caller (tests bind 127.0.0.1:0).
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub http: TcpListener,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("HTTP server failed: {0}")]
+    Http(#[from] std::io::Error),
+    #[error("building the HTTP client for scrapes failed: {0}")]
+    Client(#[source] reqwest::Error),
+    #[error("a task of the process panicked: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Installs ring as the process's one rustls crypto provider (idempotent).
+pub fn install_crypto_provider() {
+    // Err means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Builds the HTTP client scrapes use: gzip, rustls with the process provider.
+pub fn scrape_client(config: &ScrapeConfig) -> Result<reqwest::Client, reqwest::Error> {
+    install_crypto_provider();
+    reqwest::Client::builder()
+        .connect_timeout(config.timeout)
+        .pool_max_idle_per_host(4)
+        .user_agent(concat!("spillway/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Runs until `shutdown` flips to true, then stops every part and returns.
+pub async fn run(
+    config: ProcessConfig,
+    listeners: Listeners,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    let metrics = Arc::new(Metrics::new());
+    let workloads = Arc::new(Workloads::new());
+    let ingest = Ingest::new(config.store);
+    let client = scrape_client(&config.scrape).map_err(RunError::Client)?;
+    let metrics_for_scrapes = metrics.clone();
+    let scraper = Scraper::new(client, config.scrape.clone(), ingest.clone()).on_scrape(Arc::new(
+        move |duration, outcome| metrics_for_scrapes.observe_scrape(duration, outcome),
+    ));
+    let targets = scraper.health();
+
+    let mut tasks: JoinSet<Result<(), RunError>> = JoinSet::new();
+    let wait = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let service = KedaService::new(
+        config.policies.clone(),
+        workloads.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    );
+    let grpc_server = keda::serve(
+        listeners.grpc,
+        service,
+        config.server.clone(),
+        wait(shutdown.clone()),
+    );
+    tasks.spawn(async move { grpc_server.await.map_err(RunError::from) });
+
+    let policies = config.policies.clone();
+    let http_state = HttpState {
+        metrics: metrics.clone(),
+        workloads: workloads.clone(),
+        ingest: ingest.clone(),
+        targets,
+        policy_status: Arc::new(move || {
+            policies
+                .status()
+                .into_iter()
+                .filter_map(|file| file.error.map(|e| format!("{}: {e}", file.path.display())))
+                .collect()
+        }),
+    };
+    let http_server = http::serve(listeners.http, http_state, wait(shutdown.clone()));
+    tasks.spawn(async move { http_server.await.map_err(RunError::from) });
+
+    let scrape_shutdown = shutdown.clone();
+    let targets = config.targets.clone();
+    tasks.spawn(async move {
+        scraper.run(targets, scrape_shutdown).await;
+        Ok(())
+    });
+
+    let decisions = DecisionLoop {
+        policies: config.policies.clone(),
+        ingest: ingest.clone(),
+        workloads,
+        metrics: metrics.clone(),
+        observer: config.observer,
+        tick: config.decision_tick,
+    };
+    let decision_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        decisions.run(decision_shutdown).await;
+        Ok(())
+    });
+
+    if let PolicySource::Directory { path, reload_every } = config.policy_source {
+        let policies = config.policies.clone();
+        let mut reload_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let mut ticker = tokio::time::interval(reload_every);
+            ticker.tick().await;
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {
+                        let store = policies.clone();
+                        let dir = path.clone();
+                        let outcome = tokio::task::spawn_blocking(move || store.reload(&dir)).await?;
+                        metrics.record_reload(&outcome);
+                    }
+                    _ = reload_shutdown.changed() => return Ok(()),
+                }
+            }
+        });
+    }
+
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        let result = joined.map_err(RunError::from).and_then(|r| r);
+        if let Err(error) = result {
+            tracing::error!(%error, "part of the process failed; shutting down");
+            first_error.get_or_insert(error);
+            tasks.abort_all();
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}

@@ -1,0 +1,148 @@
+//! `spillway demo`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use spillway_collector::WorkloadKey;
+use spillway_collector::scrape::{ScrapeConfig, Target};
+use spillway_collector::store::StoreLimits;
+use spillway_scaler::app::{self, Listeners, PolicySource, ProcessConfig};
+use spillway_scaler::demo::POLICIES;
+use spillway_scaler::demo::gateway::DemoGateway;
+use spillway_scaler::demo::profile::{DEFAULT_PROFILE, Profile};
+use spillway_scaler::keda::ServerSettings;
+use spillway_scaler::policy::{self, PolicySet, PolicyStore};
+use spillway_scaler::workloads::Published;
+use tokio::net::TcpListener;
+
+use super::{ListenArgs, parse_duration};
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub listen: ListenArgs,
+    /// Address of the built-in demo gateway's /metrics.
+    #[arg(long, default_value = "127.0.0.1:9091")]
+    pub gateway: SocketAddr,
+    /// A traffic profile YAML replacing the built-in one.
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
+    /// A policy directory replacing the built-in demo tenants (hot-reloaded).
+    #[arg(long)]
+    pub policies: Option<PathBuf>,
+    /// How often the demo gateway is scraped.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub scrape_interval: Duration,
+    /// Print no line per decision.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let profile_text = match &args.profile {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading traffic profile {}", path.display()))?,
+        None => DEFAULT_PROFILE.to_owned(),
+    };
+    let profile = Profile::parse(&profile_text)?;
+    let (policies, policy_source) = match &args.policies {
+        Some(dir) => {
+            let store = PolicyStore::new();
+            let outcome = store.reload(dir);
+            if let Some(error) = outcome.dir_error {
+                anyhow::bail!("policy directory {}: {error}", dir.display());
+            }
+            for (path, errors) in &outcome.errors {
+                eprintln!("policy {} refused:\n{errors}", path.display());
+            }
+            let source = PolicySource::Directory {
+                path: dir.clone(),
+                reload_every: Duration::from_secs(2),
+            };
+            (store, source)
+        }
+        None => {
+            let parsed = POLICIES
+                .iter()
+                .map(|(name, text)| policy::parse_policy(name, text))
+                .collect::<Result<Vec<_>, _>>()
+                .context("the built-in demo policies")?;
+            let set = PolicySet::from_policies(parsed).context("the built-in demo policies")?;
+            (PolicyStore::from_set(set), PolicySource::Fixed)
+        }
+    };
+
+    let grpc = bind(args.listen.grpc, "KEDA gRPC").await?;
+    let http = bind(args.listen.http, "metrics/status HTTP").await?;
+    let gateway_listener = bind(args.gateway, "demo gateway").await?;
+    let gateway_addr = gateway_listener.local_addr()?;
+    println!("Spillway demo");
+    println!("  KEDA gRPC        grpc={}", grpc.local_addr()?);
+    println!(
+        "  metrics, status  http={}   (http://{0}/metrics)",
+        http.local_addr()?
+    );
+    println!("  demo gateway     gateway={gateway_addr}   (http://{gateway_addr}/metrics)");
+    println!("  Ctrl-C stops.");
+
+    let shutdown = super::shutdown_on_signal();
+    let gateway = DemoGateway::new(profile);
+    let mut gateway_shutdown = shutdown.clone();
+    let gateway_task = tokio::spawn(gateway.serve(gateway_listener, async move {
+        let _ = gateway_shutdown.wait_for(|stop| *stop).await;
+    }));
+
+    let scrape = ScrapeConfig {
+        interval: args.scrape_interval,
+        timeout: args.scrape_interval.min(Duration::from_secs(2)),
+        staleness: args.scrape_interval * 10,
+        ..ScrapeConfig::default()
+    };
+    let observer: Option<spillway_scaler::runtime::DecisionObserver> = if args.quiet {
+        None
+    } else {
+        Some(Arc::new(print_decision))
+    };
+    let config = ProcessConfig {
+        scrape,
+        targets: vec![Target::new(format!("http://{gateway_addr}/metrics"))],
+        store: StoreLimits::default(),
+        decision_tick: Duration::from_secs(1),
+        server: ServerSettings::default(),
+        policies: Arc::new(policies),
+        policy_source,
+        observer,
+    };
+    app::run(config, Listeners { grpc, http }, shutdown).await?;
+    gateway_task.await??;
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| {
+        format!("binding the {what} port {addr} (pass another address, or port 0)")
+    })
+}
+
+/// One readable line per decision that changed something.
+fn print_decision(key: &WorkloadKey, latest: &Published, previous: Option<&Published>) {
+    let time = chrono::DateTime::from_timestamp_millis(latest.at_ms)
+        .map(|t| t.format("%H:%M:%S").to_string())
+        .unwrap_or_default();
+    let from = previous.map_or(latest.current, |p| p.desired);
+    let qps = latest
+        .qps
+        .map_or_else(|| "    -".to_owned(), |q| format!("{q:7.1}"));
+    println!(
+        "{time}  {:<16} {from:>3} → {:<3} {:<8} qps {qps}  [{}] {}",
+        key.to_string(),
+        latest.desired,
+        if latest.active { "active" } else { "idle" },
+        latest.rule,
+        latest.reason
+    );
+}

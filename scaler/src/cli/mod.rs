@@ -1,0 +1,151 @@
+//! Subcommands of the `spillway` binary.
+
+mod demo;
+mod inspect;
+mod serve;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tokio::sync::watch;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "spillway",
+    version,
+    about = "KEDA external scaler: traffic-driven replicas with hysteresis, regular nodes first, burst to virtual nodes"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `spillway_scaler=debug`.
+    #[arg(long, global = true, env = "SPILLWAY_LOG")]
+    pub log: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run Spillway on an embedded default: a built-in demo gateway with a traffic
+    /// profile, the demo tenants' policies, real gRPC and /metrics ports. No cluster.
+    Demo(demo::DemoArgs),
+    /// Run Spillway for real from a config file.
+    Serve(serve::ServeArgs),
+    /// Work with tenants' policy files.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Show every workload's decision, scrape targets and policy problems.
+    Status(inspect::StatusArgs),
+    /// Explain a workload's recent decisions: `spillway explain TENANT/APP`.
+    Explain(inspect::ExplainArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Check policy files; prints every problem and exits non-zero if there is any.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// Listen addresses shared by `demo` and (through the config file) `serve`.
+#[derive(Args, Debug, Clone)]
+pub struct ListenArgs {
+    /// Address of the KEDA gRPC service (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub grpc: SocketAddr,
+    /// Address of /metrics and the status API.
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    pub http: SocketAddr,
+}
+
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    spillway_scaler::durations::parse(text).map_err(|e| e.to_string())
+}
+
+pub fn init_logging(cli: &Cli) {
+    let default = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "info",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(cli.log.as_deref().unwrap_or(default))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Demo(args) => demo::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Policy(PolicyCommand::Validate { files }) => Ok(validate(&files)),
+        Command::Status(args) => inspect::status(args).await,
+        Command::Explain(args) => inspect::explain(args).await,
+    }
+}
+
+fn validate(files: &[PathBuf]) -> ExitCode {
+    let reports = spillway_scaler::policy::validate_files(files);
+    let mut failed = 0;
+    for report in &reports {
+        match &report.result {
+            Ok(policy) => println!(
+                "ok    {}  tenant {} ({} apps)",
+                report.path.display(),
+                policy.tenant,
+                policy.apps.len()
+            ),
+            Err(errors) => {
+                failed += 1;
+                println!("FAIL  {}", report.path.display());
+                for line in errors.to_string().lines() {
+                    println!("      {line}");
+                }
+            }
+        }
+    }
+    if failed > 0 {
+        println!("{failed} of {} policy files have problems", reports.len());
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// A channel that flips to `true` on Ctrl-C or SIGTERM.
+pub fn shutdown_on_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        eprintln!("spillway: shutting down");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,222 @@
+//! `spillway serve --config FILE`: the process's own configuration (listen addresses,
+//! scrape targets, the policy directory). Tenants' policies live in their own files.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use spillway_collector::scrape::{QpsMapping, ScrapeConfig, Target};
+use spillway_collector::store::StoreLimits;
+
+/// Largest config file read; a config is a few hundred lines at most.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: larger than {MAX_CONFIG_BYTES} bytes")]
+    TooLarge { path: String },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawConfig {
+    #[serde(default)]
+    listen: RawListen,
+    policies: PathBuf,
+    #[serde(default, deserialize_with = "optional_duration")]
+    policy_reload: Option<Duration>,
+    #[serde(default)]
+    scrape: RawScrape,
+    #[serde(default)]
+    qps: Option<RawMapping>,
+    #[serde(default)]
+    store: RawStore,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawListen {
+    grpc: SocketAddr,
+    http: SocketAddr,
+}
+
+impl Default for RawListen {
+    fn default() -> Self {
+        Self {
+            grpc: SocketAddr::from(([0, 0, 0, 0], 9090)),
+            http: SocketAddr::from(([0, 0, 0, 0], 9100)),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawScrape {
+    #[serde(default, deserialize_with = "optional_duration")]
+    interval: Option<Duration>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    staleness: Option<Duration>,
+    #[serde(default)]
+    max_concurrency: Option<usize>,
+    #[serde(default)]
+    targets: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawMapping {
+    metric: String,
+    tenant_label: String,
+    app_label: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawStore {
+    #[serde(default, deserialize_with = "optional_duration")]
+    horizon: Option<Duration>,
+    #[serde(default)]
+    max_windows: Option<usize>,
+}
+
+fn optional_duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    crate::durations::deserialize(deserializer).map(Some)
+}
+
+/// The resolved configuration of `spillway serve`.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub policies: PathBuf,
+    pub policy_reload: Duration,
+    pub scrape: ScrapeConfig,
+    pub targets: Vec<Target>,
+    pub store: StoreLimits,
+}
+
+impl ServeConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let name = path.display().to_string();
+        let read = |source| ConfigError::Read {
+            path: name.clone(),
+            source,
+        };
+        let metadata = std::fs::metadata(path).map_err(read)?;
+        if metadata.len() > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge { path: name });
+        }
+        let text = std::fs::read_to_string(path).map_err(read)?;
+        let mut config = Self::parse(&name, &text)?;
+        if config.policies.is_relative() {
+            // Relative to the config file, as people expect of a path written in it.
+            if let Some(dir) = path.parent() {
+                config.policies = dir.join(&config.policies);
+            }
+        }
+        Ok(config)
+    }
+
+    pub fn parse(name: &str, text: &str) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: name.to_owned(),
+            message,
+        };
+        let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let defaults = ScrapeConfig::default();
+        let mapping = raw.qps.map_or_else(QpsMapping::default, |m| QpsMapping {
+            metric: m.metric,
+            tenant_label: m.tenant_label,
+            app_label: m.app_label,
+        });
+        let scrape = ScrapeConfig {
+            interval: raw.scrape.interval.unwrap_or(defaults.interval),
+            timeout: raw.scrape.timeout.unwrap_or(defaults.timeout),
+            staleness: raw.scrape.staleness.unwrap_or(defaults.staleness),
+            max_concurrency: raw
+                .scrape
+                .max_concurrency
+                .unwrap_or(defaults.max_concurrency),
+            max_body_bytes: defaults.max_body_bytes,
+            mapping,
+        };
+        if scrape.interval < Duration::from_millis(100) {
+            return Err(invalid("scrape.interval must be at least 100ms".into()));
+        }
+        if scrape.timeout.is_zero() || scrape.timeout > scrape.interval {
+            return Err(invalid(format!(
+                "scrape.timeout must be > 0 and at most scrape.interval ({:?})",
+                scrape.interval
+            )));
+        }
+        let mut targets = Vec::with_capacity(raw.scrape.targets.len());
+        for url in raw.scrape.targets {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(format!(
+                    "scrape target '{url}' must be an http:// or https:// URL"
+                )));
+            }
+            targets.push(Target::new(url));
+        }
+        let store_defaults = StoreLimits::default();
+        let store = StoreLimits {
+            horizon_secs: raw.store.horizon.map_or(store_defaults.horizon_secs, |h| {
+                h.as_secs().clamp(60, 86_400) as u32
+            }),
+            max_windows: raw.store.max_windows.unwrap_or(store_defaults.max_windows),
+        };
+        Ok(Self {
+            grpc: raw.listen.grpc,
+            http: raw.listen.http,
+            policies: raw.policies,
+            policy_reload: raw.policy_reload.unwrap_or(Duration::from_secs(5)),
+            scrape,
+            targets,
+            store,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_minimal_config_gets_defaults() {
+        let config = ServeConfig::parse("c.yaml", "policies: ./policies\n").unwrap();
+        assert_eq!(config.grpc.port(), 9090);
+        assert_eq!(config.scrape.interval, Duration::from_secs(5));
+        assert_eq!(config.scrape.mapping.metric, "gateway_requests_total");
+    }
+
+    #[test]
+    fn bad_configs_say_what_is_wrong() {
+        let error = ServeConfig::parse("c.yaml", "policies: p\nscrape: {targets: [gw:9113]}\n")
+            .unwrap_err();
+        assert!(error.to_string().contains("must be an http"), "{error}");
+        let error = ServeConfig::parse(
+            "c.yaml",
+            "policies: p\nscrape: {interval: 1s, timeout: 2s}\n",
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("timeout"), "{error}");
+        let error = ServeConfig::parse("c.yaml", "policies: p\nunknown: 1\n").unwrap_err();
+        assert!(error.to_string().contains("c.yaml"), "{error}");
+        let error =
+            ServeConfig::parse("c.yaml", "policies: p\nscrape: {interval: fast}\n").unwrap_err();
+        assert!(error.to_string().contains("not a duration"), "{error}");
+    }
+}

@@ -1,0 +1,120 @@
+//! The HTTP side: `/metrics`, health probes, and the status API behind
+//! `spillway status` and `spillway explain`.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use dashmap::DashMap;
+use spillway_collector::WorkloadKey;
+use spillway_collector::ingest::Ingest;
+use spillway_collector::scrape::TargetHealth;
+use tokio::net::TcpListener;
+
+use crate::status::{StatusReport, TargetStatus, WorkloadStatus};
+use crate::telemetry::{Metrics, TargetLabels};
+use crate::workloads::Workloads;
+
+/// What the HTTP handlers read.
+#[derive(Clone)]
+pub struct HttpState {
+    pub metrics: Arc<Metrics>,
+    pub workloads: Arc<Workloads>,
+    pub ingest: Arc<Ingest>,
+    pub targets: Arc<DashMap<Arc<str>, TargetHealth>>,
+    pub policy_status: Arc<dyn Fn() -> Vec<String> + Send + Sync>,
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(|| async { "ok\n" }))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/workloads/{tenant}/{app}", get(workload))
+        .with_state(state)
+}
+
+/// Serves the router on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: HttpState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn metrics(State(state): State<HttpState>) -> Response {
+    refresh_gauges(&state);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Gauges that mirror collector state are read at scrape time, not pushed.
+fn refresh_gauges(state: &HttpState) {
+    let store = state.ingest.store();
+    state.metrics.store_windows.set(store.window_count() as i64);
+    state
+        .metrics
+        .store_bytes
+        .set(store.approximate_bytes() as i64);
+    for target in state.targets.iter() {
+        state
+            .metrics
+            .scrape_up
+            .get_or_create(&TargetLabels {
+                target: target.key().to_string(),
+            })
+            .set(i64::from(target.value().up));
+    }
+}
+
+fn report(state: &HttpState) -> StatusReport {
+    StatusReport {
+        workloads: state
+            .workloads
+            .all()
+            .iter()
+            .map(|entry| WorkloadStatus::from_entry(entry))
+            .collect(),
+        targets: state
+            .targets
+            .iter()
+            .map(|t| TargetStatus::from_health(t.key(), t.value()))
+            .collect(),
+        policy_errors: (state.policy_status)(),
+    }
+}
+
+async fn status(State(state): State<HttpState>) -> Response {
+    axum::Json(report(&state)).into_response()
+}
+
+async fn workload(
+    State(state): State<HttpState>,
+    Path((tenant, app)): Path<(String, String)>,
+) -> Response {
+    match state
+        .workloads
+        .get(&WorkloadKey::new(tenant.as_str(), app.as_str()))
+    {
+        Some(entry) => axum::Json(WorkloadStatus::from_entry(&entry)).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            format!("no workload {tenant}/{app}: it is not in any loaded policy\n"),
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,12 @@
+//! KEDA's external scaler, served over gRPC.
+//!
+//! - [`request`]: checks KEDA's ScaledObject reference and trigger metadata.
+//! - [`service`]: the `ExternalScaler` methods.
+//! - [`server`]: the tonic server (HTTP/2 streams, keepalive, health).
+
+pub mod request;
+pub mod server;
+pub mod service;
+
+pub use server::{ServerSettings, serve};
+pub use service::{KedaService, METRIC_NAME};

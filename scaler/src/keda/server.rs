@@ -1,0 +1,61 @@
+//! The gRPC server KEDA connects to.
+//!
+//! KEDA keeps one HTTP/2 connection per scaler address and multiplexes every
+//! ScaledObject's calls and every `StreamIsActive` stream over it, so the server allows
+//! many concurrent streams per connection and probes idle connections with keepalive
+//! (KEDA's client configures none, so a dead peer is only noticed from this side).
+
+use std::future::Future;
+use std::time::Duration;
+
+use spillway_proto::externalscaler::external_scaler_server::ExternalScalerServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use super::service::KedaService;
+
+/// Connection-level settings.
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    pub max_concurrent_streams: u32,
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    /// KEDA's requests are a few hundred bytes; anything far larger is refused early.
+    pub max_request_bytes: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 16_384,
+            keepalive_interval: Duration::from_secs(20),
+            keepalive_timeout: Duration::from_secs(10),
+            max_request_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// Serves KEDA's ExternalScaler (plus gRPC health) on `listener` until `shutdown`
+/// resolves. Taking the listener lets tests bind 127.0.0.1:0.
+pub async fn serve(
+    listener: TcpListener,
+    service: KedaService,
+    settings: ServerSettings,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<ExternalScalerServer<KedaService>>()
+        .await;
+    let scaler =
+        ExternalScalerServer::new(service).max_decoding_message_size(settings.max_request_bytes);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .max_concurrent_streams(Some(settings.max_concurrent_streams))
+        .http2_keepalive_interval(Some(settings.keepalive_interval))
+        .http2_keepalive_timeout(Some(settings.keepalive_timeout))
+        .add_service(health_service)
+        .add_service(scaler)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}
