@@ -1,1 +1,17 @@
-//! Support for Spillway end-to-end tests.
+//! Support for Spillway's end-to-end tests, which start the real `spillway` binary and
+//! talk to it over real sockets on 127.0.0.1.
+//!
+//! - [`process`]: start `spillway`, learn its ports from its first lines, stop it.
+//! - [`keda`]: a gRPC client that calls Spillway exactly as KEDA does.
+//! - [`gateway`]: an in-test gateway whose counters and failure modes a test controls.
+//! - [`wait`]: bounded waiting: every wait in these tests has a deadline.
+//!
+//! The tests themselves live in `tests/e2e/` and are built as integration tests of the
+//! `spillway-scaler` package, because only a binary's own package gets
+//! `CARGO_BIN_EXE_spillway`.
+#![forbid(unsafe_code)]
+
+pub mod gateway;
+pub mod keda;
+pub mod process;
+pub mod wait;

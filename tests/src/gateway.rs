@@ -1,0 +1,114 @@
+//! An in-test gateway: serves `gateway_requests_total` counters the test advances, or a
+//! failure mode (garbage, errors, hanging).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+/// How the gateway answers a scrape.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Mode {
+    /// Real exposition of the counters.
+    Healthy,
+    /// 200 with a body that is not Prometheus text.
+    Garbage,
+    /// HTTP 500.
+    Failing,
+    /// Never answers within the scrape timeout.
+    Hanging,
+}
+
+#[derive(Default)]
+struct Counters {
+    values: Vec<(String, String, f64)>,
+}
+
+#[derive(Clone)]
+pub struct FakeGateway {
+    counters: Arc<Mutex<Counters>>,
+    mode: Arc<Mutex<Mode>>,
+    pub addr: SocketAddr,
+}
+
+impl FakeGateway {
+    /// Starts serving `/metrics` on 127.0.0.1 with a free port.
+    pub async fn start(mode: Mode) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let gateway = Self {
+            counters: Arc::default(),
+            mode: Arc::new(Mutex::new(mode)),
+            addr,
+        };
+        let app = Router::new()
+            .route("/metrics", get(metrics))
+            .with_state(gateway.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        gateway
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/metrics", self.addr)
+    }
+
+    /// Adds `requests` to a workload's counter.
+    pub fn add(&self, tenant: &str, app: &str, requests: f64) {
+        let mut counters = self.counters.lock().expect("counters lock");
+        match counters
+            .values
+            .iter_mut()
+            .find(|(t, a, _)| t == tenant && a == app)
+        {
+            Some(entry) => entry.2 += requests,
+            None => counters.values.push((tenant.into(), app.into(), requests)),
+        }
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        *self.mode.lock().expect("mode lock") = mode;
+    }
+
+    /// Adds `qps × interval` every `interval` in the background: steady traffic.
+    pub fn drive(&self, tenant: &str, app: &str, qps: f64, interval: Duration) {
+        let gateway = self.clone();
+        let (tenant, app) = (tenant.to_owned(), app.to_owned());
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            loop {
+                ticker.tick().await;
+                gateway.add(&tenant, &app, qps * interval.as_secs_f64());
+            }
+        });
+    }
+}
+
+async fn metrics(State(gateway): State<FakeGateway>) -> Response {
+    let mode = gateway.mode.lock().expect("mode lock").clone();
+    match mode {
+        Mode::Healthy => {
+            let counters = gateway.counters.lock().expect("counters lock");
+            let mut body = String::from("# TYPE gateway_requests_total counter\n");
+            for (tenant, app, value) in &counters.values {
+                body.push_str(&format!(
+                    "gateway_requests_total{{tenant=\"{tenant}\",app=\"{app}\",code=\"200\"}} {value}\n"
+                ));
+            }
+            body.into_response()
+        }
+        Mode::Garbage => "<html><body>502 Bad Gateway</body></html>\n".into_response(),
+        Mode::Failing => (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
+        Mode::Hanging => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            "late".into_response()
+        }
+    }
+}

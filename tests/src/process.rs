@@ -1,0 +1,115 @@
+//! Starting and stopping the real `spillway` binary.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A running `spillway`, killed on drop.
+pub struct Spillway {
+    child: Child,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    /// The demo gateway's address when running `spillway demo`.
+    pub gateway: Option<SocketAddr>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Spillway {
+    /// `spillway demo` on free ports, with extra arguments.
+    pub fn demo(binary: &str, extra: &[&str]) -> Self {
+        let mut args = vec![
+            "demo",
+            "--grpc",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--gateway",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        Self::start(binary, &args, true)
+    }
+
+    /// `spillway serve --config FILE`; the config must listen on 127.0.0.1:0.
+    pub fn serve(binary: &str, config: &std::path::Path) -> Self {
+        let config = config.to_string_lossy().into_owned();
+        Self::start(binary, &["serve", "--config", &config], false)
+    }
+
+    fn start(binary: &str, args: &[&str], demo: bool) -> Self {
+        let mut child = Command::new(binary)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut grpc = None;
+        let mut http = None;
+        let mut gateway = None;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while grpc.is_none() || http.is_none() || (demo && gateway.is_none()) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("spillway printed no listen addresses within 60s"));
+            for word in line.split_whitespace() {
+                if let Some(addr) = word.strip_prefix("grpc=") {
+                    grpc = addr.parse().ok();
+                } else if let Some(addr) = word.strip_prefix("http=") {
+                    http = addr.parse().ok();
+                } else if let Some(addr) = word.strip_prefix("gateway=") {
+                    gateway = addr.parse().ok();
+                }
+            }
+        }
+        Self {
+            child,
+            grpc: grpc.expect("grpc address"),
+            http: http.expect("http address"),
+            gateway,
+            lines: rx,
+        }
+    }
+
+    /// Lines printed since the addresses (decision lines in the demo).
+    pub fn drain_lines(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Spillway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
