@@ -8,7 +8,9 @@ pub fn parse_duration_secs(text: &str) -> Result<u32, String> {
         return Ok(0);
     }
     if s.is_empty() {
-        return Err("expected a duration such as `15s`, `5m` or `1h30m`, found an empty string".into());
+        return Err(
+            "expected a duration such as `15s`, `5m` or `1h30m`, found an empty string".into(),
+        );
     }
     const UNITS: [(char, u64); 4] = [('d', 86_400), ('h', 3_600), ('m', 60), ('s', 1)];
     let mut total: u64 = 0;
@@ -79,7 +81,17 @@ mod tests {
 
     #[test]
     fn refuses_bad_forms() {
-        for bad in ["", "15", "s", "1m1h", "5x", "500ms", "1.5s", "-5s", "99999999999d"] {
+        for bad in [
+            "",
+            "15",
+            "s",
+            "1m1h",
+            "5x",
+            "500ms",
+            "1.5s",
+            "-5s",
+            "99999999999d",
+        ] {
             assert!(parse_duration_secs(bad).is_err(), "{bad} should be refused");
         }
     }

@@ -50,7 +50,8 @@ pub(crate) fn read_limited(path: &Path) -> Result<String, String> {
             "file is larger than {MAX_POLICY_BYTES} bytes, the limit for a policy file"
         ));
     }
-    String::from_utf8(bytes).map_err(|e| format!("not valid UTF-8 (at byte {})", e.utf8_error().valid_up_to()))
+    String::from_utf8(bytes)
+        .map_err(|e| format!("not valid UTF-8 (at byte {})", e.utf8_error().valid_up_to()))
 }
 
 /// Policy files in `dir`: `*.yaml` / `*.yml`, following symlinks (a ConfigMap volume's

@@ -150,7 +150,10 @@ impl<'s> Reader<'s> {
                 } else {
                     format!("a mapping with fields {}", allowed.join(", "))
                 };
-                self.error(&loc_of(node, path), format!("expected {what}, found {}", other.describe()));
+                self.error(
+                    &loc_of(node, path),
+                    format!("expected {what}, found {}", other.describe()),
+                );
                 return None;
             }
         };
@@ -166,7 +169,10 @@ impl<'s> Reader<'s> {
             if !allowed.is_empty() && !allowed.contains(&key.as_str()) {
                 self.error(
                     &loc_of(k, &join(path, key)),
-                    format!("unknown field `{key}`; expected one of: {}", allowed.join(", ")),
+                    format!(
+                        "unknown field `{key}`; expected one of: {}",
+                        allowed.join(", ")
+                    ),
                 );
                 continue;
             }
@@ -187,7 +193,11 @@ impl<'s> Reader<'s> {
             None => {
                 self.error(
                     &loc,
-                    format!("expected a whole number from 0 to {}, found {}", u32::MAX, node.value.describe()),
+                    format!(
+                        "expected a whole number from 0 to {}, found {}",
+                        u32::MAX,
+                        node.value.describe()
+                    ),
                 );
                 None
             }
@@ -205,7 +215,10 @@ impl<'s> Reader<'s> {
         match x {
             Some(value) => Some(At { value, loc }),
             None => {
-                self.error(&loc, format!("expected a number, found {}", node.value.describe()));
+                self.error(
+                    &loc,
+                    format!("expected a number, found {}", node.value.describe()),
+                );
                 None
             }
         }
@@ -216,7 +229,10 @@ impl<'s> Reader<'s> {
         match node.value {
             Value::Bool(value) => Some(At { value, loc }),
             _ => {
-                self.error(&loc, format!("expected true or false, found {}", node.value.describe()));
+                self.error(
+                    &loc,
+                    format!("expected true or false, found {}", node.value.describe()),
+                );
                 None
             }
         }
@@ -225,9 +241,15 @@ impl<'s> Reader<'s> {
     fn string(&mut self, node: &Node, path: &str) -> Option<At<String>> {
         let loc = loc_of(node, path);
         match &node.value {
-            Value::Str(s) => Some(At { value: s.clone(), loc }),
+            Value::Str(s) => Some(At {
+                value: s.clone(),
+                loc,
+            }),
             other => {
-                self.error(&loc, format!("expected a string, found {}", other.describe()));
+                self.error(
+                    &loc,
+                    format!("expected a string, found {}", other.describe()),
+                );
                 None
             }
         }
@@ -252,7 +274,12 @@ impl<'s> Reader<'s> {
         }
     }
 
-    fn quantity(&mut self, node: &Node, path: &str, parse: fn(&str) -> Result<u64, String>) -> Option<At<u64>> {
+    fn quantity(
+        &mut self,
+        node: &Node,
+        path: &str,
+        parse: fn(&str) -> Result<u64, String>,
+    ) -> Option<At<u64>> {
         let loc = loc_of(node, path);
         let text = match &node.value {
             Value::Str(s) => s.clone(),
@@ -262,7 +289,10 @@ impl<'s> Reader<'s> {
             other => {
                 self.error(
                     &loc,
-                    format!("expected a Kubernetes quantity such as `500m` or `1Gi`, found {}", other.describe()),
+                    format!(
+                        "expected a Kubernetes quantity such as `500m` or `1Gi`, found {}",
+                        other.describe()
+                    ),
                 );
                 return None;
             }
@@ -284,7 +314,10 @@ impl<'s> Reader<'s> {
             "Min" | "min" => SelectPolicy::Min,
             "Disabled" | "disabled" => SelectPolicy::Disabled,
             other => {
-                self.error(&at.loc, format!("expected one of Max, Min, Disabled, found `{other}`"));
+                self.error(
+                    &at.loc,
+                    format!("expected one of Max, Min, Disabled, found `{other}`"),
+                );
                 return None;
             }
         };
@@ -296,7 +329,8 @@ impl<'s> Reader<'s> {
             root: loc_of(root, ""),
             ..RawDocument::default()
         };
-        let Some(fields) = self.fields(root, "", &["apiVersion", "kind", "metadata", "spec"]) else {
+        let Some(fields) = self.fields(root, "", &["apiVersion", "kind", "metadata", "spec"])
+        else {
             return doc;
         };
         let (mut api, mut kind, mut spec_seen, mut meta_seen) = (false, false, false, false);
@@ -307,7 +341,10 @@ impl<'s> Reader<'s> {
                     if let Some(v) = self.string(node, &path)
                         && v.value != "spillway.io/v1"
                     {
-                        self.error(&v.loc, format!("expected `spillway.io/v1`, found `{}`", v.value));
+                        self.error(
+                            &v.loc,
+                            format!("expected `spillway.io/v1`, found `{}`", v.value),
+                        );
                     }
                 }
                 "kind" => {
@@ -315,7 +352,10 @@ impl<'s> Reader<'s> {
                     if let Some(v) = self.string(node, &path)
                         && v.value != "ScalingPolicy"
                     {
-                        self.error(&v.loc, format!("expected `ScalingPolicy`, found `{}`", v.value));
+                        self.error(
+                            &v.loc,
+                            format!("expected `ScalingPolicy`, found `{}`", v.value),
+                        );
                     }
                 }
                 "metadata" => {
@@ -324,8 +364,14 @@ impl<'s> Reader<'s> {
                             doc.tenant = self.string(n, &p);
                         }
                     }
-                    if matches!(node.value, Value::Map(_) | Value::Null) && !has_key(node, "tenant") {
-                        self.missing(node, &path, "tenant", "the tenant's name, e.g. `tenant: acme`");
+                    if matches!(node.value, Value::Map(_) | Value::Null) && !has_key(node, "tenant")
+                    {
+                        self.missing(
+                            node,
+                            &path,
+                            "tenant",
+                            "the tenant's name, e.g. `tenant: acme`",
+                        );
                     }
                     meta_seen = true;
                 }
@@ -338,23 +384,38 @@ impl<'s> Reader<'s> {
         }
         let root_loc = doc.root.clone();
         if !api {
-            self.error(&root_loc, "missing field `apiVersion`; expected `apiVersion: spillway.io/v1`");
+            self.error(
+                &root_loc,
+                "missing field `apiVersion`; expected `apiVersion: spillway.io/v1`",
+            );
         }
         if !kind {
-            self.error(&root_loc, "missing field `kind`; expected `kind: ScalingPolicy`");
+            self.error(
+                &root_loc,
+                "missing field `kind`; expected `kind: ScalingPolicy`",
+            );
         }
         if !meta_seen {
-            self.error(&root_loc, "missing field `metadata`; expected `metadata: { tenant: NAME }`");
+            self.error(
+                &root_loc,
+                "missing field `metadata`; expected `metadata: { tenant: NAME }`",
+            );
         }
         if !spec_seen {
-            self.error(&root_loc, "missing field `spec`; expected the tenant's namespaces, defaults and apps");
+            self.error(
+                &root_loc,
+                "missing field `spec`; expected the tenant's namespaces, defaults and apps",
+            );
         }
         doc
     }
 
     fn missing(&mut self, parent: &Node, parent_path: &str, field: &str, expected: &str) {
         let loc = loc_of(parent, parent_path);
-        self.error(&loc, format!("missing field `{field}`; expected {expected}"));
+        self.error(
+            &loc,
+            format!("missing field `{field}`; expected {expected}"),
+        );
     }
 
     fn spec(&mut self, node: &Node, path: &str, doc: &mut RawDocument) {
@@ -376,7 +437,10 @@ impl<'s> Reader<'s> {
                         }
                         other => self.error(
                             &loc,
-                            format!("expected a list of namespace names, found {}", other.describe()),
+                            format!(
+                                "expected a list of namespace names, found {}",
+                                other.describe()
+                            ),
                         ),
                     }
                 }
@@ -398,10 +462,20 @@ impl<'s> Reader<'s> {
             }
         }
         if doc.namespaces.is_none() {
-            self.missing(node, path, "namespaces", "the list of namespaces allowed to use this policy");
+            self.missing(
+                node,
+                path,
+                "namespaces",
+                "the list of namespaces allowed to use this policy",
+            );
         }
         if doc.apps_loc.is_none() {
-            self.missing(node, path, "apps", "a mapping of app names to overrides (`checkout: {}` is enough)");
+            self.missing(
+                node,
+                path,
+                "apps",
+                "a mapping of app names to overrides (`checkout: {}` is enough)",
+            );
         }
     }
 
@@ -447,7 +521,11 @@ impl<'s> Reader<'s> {
                 "limits" => {
                     for (k, v, vp) in self.fields(n, &p, &["up", "down"]).unwrap_or_default() {
                         let limit = self.limit(v, &vp);
-                        if k == "up" { app.up = limit } else { app.down = limit }
+                        if k == "up" {
+                            app.up = limit
+                        } else {
+                            app.down = limit
+                        }
                     }
                 }
                 "panic" => {
@@ -472,14 +550,28 @@ impl<'s> Reader<'s> {
                                 .collect();
                             app.schedules = Some(At { value: list, loc });
                         }
-                        Value::Null => app.schedules = Some(At { value: Vec::new(), loc }),
-                        other => self.error(&loc, format!("expected a list of schedules, found {}", other.describe())),
+                        Value::Null => {
+                            app.schedules = Some(At {
+                                value: Vec::new(),
+                                loc,
+                            })
+                        }
+                        other => self.error(
+                            &loc,
+                            format!("expected a list of schedules, found {}", other.describe()),
+                        ),
                     }
                 }
                 "placement" => {
-                    for (k, v, vp) in self.fields(n, &p, &["burst", "requests"]).unwrap_or_default() {
+                    for (k, v, vp) in self
+                        .fields(n, &p, &["burst", "requests"])
+                        .unwrap_or_default()
+                    {
                         if k == "burst" {
-                            for (bk, bv, bp) in self.fields(v, &vp, &["enabled", "maxReplicas"]).unwrap_or_default() {
+                            for (bk, bv, bp) in self
+                                .fields(v, &vp, &["enabled", "maxReplicas"])
+                                .unwrap_or_default()
+                            {
                                 if bk == "enabled" {
                                     app.burst_enabled = self.bool(bv, &bp);
                                 } else {
@@ -487,7 +579,9 @@ impl<'s> Reader<'s> {
                                 }
                             }
                         } else {
-                            for (rk, rv, rp) in self.fields(v, &vp, &["cpu", "memory"]).unwrap_or_default() {
+                            for (rk, rv, rp) in
+                                self.fields(v, &vp, &["cpu", "memory"]).unwrap_or_default()
+                            {
                                 if rk == "cpu" {
                                     app.cpu_request = self.quantity(rv, &rp, parse_cpu_millis);
                                 } else {
@@ -533,7 +627,8 @@ impl<'s> Reader<'s> {
             match k {
                 "enabled" => sig.enabled = self.bool(v, &vp),
                 "activation" => {
-                    sig.activation = if target_name == "targetUtilization" && path.ends_with("cpu") {
+                    sig.activation = if target_name == "targetUtilization" && path.ends_with("cpu")
+                    {
                         self.quantity(v, &vp, parse_cpu_millis).map(|a| At {
                             value: a.value as f64 / 1000.0,
                             loc: a.loc,
@@ -589,9 +684,21 @@ impl<'s> Reader<'s> {
         }
         let have = [
             ("name", s.name.is_some(), "a name for the schedule"),
-            ("cron", s.cron.is_some(), "a cron expression such as \"0 50 23 10 11 *\""),
-            ("duration", s.duration.is_some(), "how long each slice lasts, e.g. `3h`"),
-            ("minReplicas", s.min_replicas.is_some(), "the minimum replicas during the slice"),
+            (
+                "cron",
+                s.cron.is_some(),
+                "a cron expression such as \"0 50 23 10 11 *\"",
+            ),
+            (
+                "duration",
+                s.duration.is_some(),
+                "how long each slice lasts, e.g. `3h`",
+            ),
+            (
+                "minReplicas",
+                s.min_replicas.is_some(),
+                "the minimum replicas during the slice",
+            ),
         ];
         for (field, present, expected) in have {
             // A field that was written but failed to parse already has its own error.

@@ -4,7 +4,9 @@
 pub fn parse_quantity(text: &str) -> Result<f64, String> {
     let s = text.trim();
     let expected = || {
-        format!("expected a Kubernetes quantity such as `500m`, `2`, `1Gi` or `512Mi`, found `{text}`")
+        format!(
+            "expected a Kubernetes quantity such as `500m`, `2`, `1Gi` or `512Mi`, found `{text}`"
+        )
     };
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -40,7 +42,9 @@ pub fn parse_cpu_millis(text: &str) -> Result<u64, String> {
         return Err(format!("CPU `{text}` is finer than 1m (one millicore)"));
     }
     if !(1.0..=1e9).contains(&millis.round()) {
-        return Err(format!("CPU `{text}` is out of range: expected at least 1m"));
+        return Err(format!(
+            "CPU `{text}` is out of range: expected at least 1m"
+        ));
     }
     Ok(millis.round() as u64)
 }
@@ -49,7 +53,9 @@ pub fn parse_cpu_millis(text: &str) -> Result<u64, String> {
 pub fn parse_memory_bytes(text: &str) -> Result<u64, String> {
     let bytes = parse_quantity(text)?.ceil();
     if !(1.0..=9.0e18).contains(&bytes) {
-        return Err(format!("memory `{text}` is out of range: expected at least 1 byte"));
+        return Err(format!(
+            "memory `{text}` is out of range: expected at least 1 byte"
+        ));
     }
     Ok(bytes as u64)
 }

@@ -17,15 +17,21 @@ pub struct PolicySet {
 /// Why a ScaledObject's workload has no policy. The Display text says what to fix.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LookupError {
-    #[error("no scaling policy for tenant `{tenant}`: add a ScalingPolicy file with `metadata: {{ tenant: {tenant} }}` to the policy directory, or fix the ScaledObject's `tenant` metadata")]
+    #[error(
+        "no scaling policy for tenant `{tenant}`: add a ScalingPolicy file with `metadata: {{ tenant: {tenant} }}` to the policy directory, or fix the ScaledObject's `tenant` metadata"
+    )]
     UnknownTenant { tenant: String },
-    #[error("tenant `{tenant}` has no app `{app}` in its policy ({source_name}): list it under `spec.apps` (an empty override `{app}: {{}}` is enough), or fix the ScaledObject's `app` metadata")]
+    #[error(
+        "tenant `{tenant}` has no app `{app}` in its policy ({source_name}): list it under `spec.apps` (an empty override `{app}: {{}}` is enough), or fix the ScaledObject's `app` metadata"
+    )]
     UnknownApp {
         tenant: String,
         app: String,
         source_name: String,
     },
-    #[error("namespace `{namespace}` may not use tenant `{tenant}`'s policy (allowed: {allowed}): add it to `spec.namespaces` in {source_name}, or move the ScaledObject")]
+    #[error(
+        "namespace `{namespace}` may not use tenant `{tenant}`'s policy (allowed: {allowed}): add it to `spec.namespaces` in {source_name}, or move the ScaledObject"
+    )]
     NamespaceNotAllowed {
         tenant: String,
         namespace: String,
@@ -63,10 +69,18 @@ impl PolicySet {
     }
 
     /// The policy for a ScaledObject naming `tenant`/`app` from `namespace`.
-    pub fn lookup(&self, tenant: &str, app: &str, namespace: &str) -> Result<Arc<AppPolicy>, LookupError> {
-        let t = self.tenants.get(tenant).ok_or_else(|| LookupError::UnknownTenant {
-            tenant: tenant.to_owned(),
-        })?;
+    pub fn lookup(
+        &self,
+        tenant: &str,
+        app: &str,
+        namespace: &str,
+    ) -> Result<Arc<AppPolicy>, LookupError> {
+        let t = self
+            .tenants
+            .get(tenant)
+            .ok_or_else(|| LookupError::UnknownTenant {
+                tenant: tenant.to_owned(),
+            })?;
         if !t.namespaces.iter().any(|n| n == namespace) {
             return Err(LookupError::NamespaceNotAllowed {
                 tenant: tenant.to_owned(),
@@ -75,19 +89,25 @@ impl PolicySet {
                 source_name: t.source_name.clone(),
             });
         }
-        t.apps.get(app).cloned().ok_or_else(|| LookupError::UnknownApp {
-            tenant: tenant.to_owned(),
-            app: app.to_owned(),
-            source_name: t.source_name.clone(),
-        })
+        t.apps
+            .get(app)
+            .cloned()
+            .ok_or_else(|| LookupError::UnknownApp {
+                tenant: tenant.to_owned(),
+                app: app.to_owned(),
+                source_name: t.source_name.clone(),
+            })
     }
 
     /// Every known workload with its policy, in (tenant, app) order.
     pub fn workloads(&self) -> impl Iterator<Item = (WorkloadKey, Arc<AppPolicy>)> + '_ {
         self.tenants.values().flat_map(|t| {
-            t.apps
-                .iter()
-                .map(move |(app, p)| (WorkloadKey::new(t.tenant.as_str(), app.as_str()), Arc::clone(p)))
+            t.apps.iter().map(move |(app, p)| {
+                (
+                    WorkloadKey::new(t.tenant.as_str(), app.as_str()),
+                    Arc::clone(p),
+                )
+            })
         })
     }
 

@@ -124,7 +124,10 @@ impl PolicyStore {
                     (text, parsed)
                 }
                 // An unreadable file is a change of content: report it, keep the last good.
-                Err(msg) => (String::new(), Some(Err(PolicyErrors::whole_file(&name, msg)))),
+                Err(msg) => (
+                    String::new(),
+                    Some(Err(PolicyErrors::whole_file(&name, msg))),
+                ),
             };
             let Some(parsed) = parsed else { continue };
             let st = files.entry(path.clone()).or_default();
@@ -164,7 +167,9 @@ impl PolicyStore {
             v
         };
         for path in order {
-            let Some(st) = files.get_mut(&path) else { continue };
+            let Some(st) = files.get_mut(&path) else {
+                continue;
+            };
             let Some(good) = &st.good else { continue };
             if let Some(owner) = owners.get(&good.tenant) {
                 let err = PolicyError {

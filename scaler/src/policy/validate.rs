@@ -56,7 +56,8 @@ fn value<T: Copy>(app: &Option<At<T>>, def: &Option<At<T>>, builtin: T) -> T {
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -76,12 +77,18 @@ pub fn resolve(reader: &mut Reader<'_>, doc: RawDocument) -> Option<TenantPolicy
     let mut namespaces = Vec::new();
     if let Some(list) = &doc.namespaces {
         if list.value.is_empty() {
-            reader.error(&list.loc, "expected at least one namespace; an empty list would refuse every ScaledObject");
+            reader.error(
+                &list.loc,
+                "expected at least one namespace; an empty list would refuse every ScaledObject",
+            );
         }
         let mut seen = BTreeSet::new();
         for ns in &list.value {
             if !is_dns_label(&ns.value) {
-                reader.error(&ns.loc, format!("expected a Kubernetes namespace name, found `{}`", ns.value));
+                reader.error(
+                    &ns.loc,
+                    format!("expected a Kubernetes namespace name, found `{}`", ns.value),
+                );
             } else if !seen.insert(ns.value.clone()) {
                 reader.error(&ns.loc, format!("namespace `{}` is listed twice", ns.value));
             } else {
@@ -110,7 +117,10 @@ pub fn resolve(reader: &mut Reader<'_>, doc: RawDocument) -> Option<TenantPolicy
     if !reader.errors.is_empty() {
         return None;
     }
-    let (tenant_line, tenant_column) = doc.tenant.as_ref().map_or((0, 0), |t| (t.loc.line, t.loc.column));
+    let (tenant_line, tenant_column) = doc
+        .tenant
+        .as_ref()
+        .map_or((0, 0), |t| (t.loc.line, t.loc.column));
     Some(TenantPolicy {
         tenant,
         source_name: reader.source_name.to_owned(),
@@ -121,7 +131,13 @@ pub fn resolve(reader: &mut Reader<'_>, doc: RawDocument) -> Option<TenantPolicy
     })
 }
 
-fn resolve_app(reader: &mut Reader<'_>, tenant: &str, name: &str, app: &RawApp, def: &RawApp) -> Option<AppPolicy> {
+fn resolve_app(
+    reader: &mut Reader<'_>,
+    tenant: &str,
+    name: &str,
+    app: &RawApp,
+    def: &RawApp,
+) -> Option<AppPolicy> {
     let errors_before = reader.errors.len();
     // Errors about values inherited from built-in defaults point at the app's own entry.
     let here = |loc: Option<&Loc>| loc.cloned().unwrap_or_else(|| app.loc.clone());
@@ -131,7 +147,10 @@ fn resolve_app(reader: &mut Reader<'_>, tenant: &str, name: &str, app: &RawApp, 
     let max = value(&app.max, &def.max, defaults::MAX_REPLICAS);
     let max_loc = here(pick(&app.max, &def.max).map(|a| &a.loc));
     if max == 0 || max > MAX_REPLICAS_LIMIT {
-        reader.error(&max_loc, format!("expected replicas.max from 1 to {MAX_REPLICAS_LIMIT}, found {max}"));
+        reader.error(
+            &max_loc,
+            format!("expected replicas.max from 1 to {MAX_REPLICAS_LIMIT}, found {max}"),
+        );
     }
     if min > max {
         let loc = here(pick(&app.min, &def.min).map(|a| &a.loc));
@@ -142,10 +161,32 @@ fn resolve_app(reader: &mut Reader<'_>, tenant: &str, name: &str, app: &RawApp, 
     }
 
     // signals
-    let window = value(&app.signal_window, &def.signal_window, defaults::SIGNAL_WINDOW_SECS);
-    check_range(reader, pick(&app.signal_window, &def.signal_window), window, 1, MAX_WINDOW_SECS, "signals.window");
-    let stale = value(&app.stale_after, &def.stale_after, defaults::STALE_AFTER_SECS);
-    check_range(reader, pick(&app.stale_after, &def.stale_after), stale, 1, MAX_WINDOW_SECS, "signals.staleAfter");
+    let window = value(
+        &app.signal_window,
+        &def.signal_window,
+        defaults::SIGNAL_WINDOW_SECS,
+    );
+    check_range(
+        reader,
+        pick(&app.signal_window, &def.signal_window),
+        window,
+        1,
+        MAX_WINDOW_SECS,
+        "signals.window",
+    );
+    let stale = value(
+        &app.stale_after,
+        &def.stale_after,
+        defaults::STALE_AFTER_SECS,
+    );
+    check_range(
+        reader,
+        pick(&app.stale_after, &def.stale_after),
+        stale,
+        1,
+        MAX_WINDOW_SECS,
+        "signals.staleAfter",
+    );
 
     let qps = merged_signal(reader, app.qps.as_ref(), def.qps.as_ref(), None).and_then(|(target, activation, loc)| {
         match target {
@@ -159,16 +200,26 @@ fn resolve_app(reader: &mut Reader<'_>, tenant: &str, name: &str, app: &RawApp, 
             }),
         }
     });
-    let cpu = merged_signal(reader, app.cpu.as_ref(), def.cpu.as_ref(), Some(defaults::CPU_TARGET_UTILIZATION))
-        .map(|(t, a, _)| UtilizationTarget {
-            target_utilization: t.unwrap_or(defaults::CPU_TARGET_UTILIZATION),
-            activation: a,
-        });
-    let memory = merged_signal(reader, app.memory.as_ref(), def.memory.as_ref(), Some(defaults::MEMORY_TARGET_UTILIZATION))
-        .map(|(t, a, _)| UtilizationTarget {
-            target_utilization: t.unwrap_or(defaults::MEMORY_TARGET_UTILIZATION),
-            activation: a,
-        });
+    let cpu = merged_signal(
+        reader,
+        app.cpu.as_ref(),
+        def.cpu.as_ref(),
+        Some(defaults::CPU_TARGET_UTILIZATION),
+    )
+    .map(|(t, a, _)| UtilizationTarget {
+        target_utilization: t.unwrap_or(defaults::CPU_TARGET_UTILIZATION),
+        activation: a,
+    });
+    let memory = merged_signal(
+        reader,
+        app.memory.as_ref(),
+        def.memory.as_ref(),
+        Some(defaults::MEMORY_TARGET_UTILIZATION),
+    )
+    .map(|(t, a, _)| UtilizationTarget {
+        target_utilization: t.unwrap_or(defaults::MEMORY_TARGET_UTILIZATION),
+        activation: a,
+    });
     if qps.is_none() && cpu.is_none() && memory.is_none() && reader.errors.len() == errors_before {
         reader.error(
             &app.loc,
@@ -177,8 +228,16 @@ fn resolve_app(reader: &mut Reader<'_>, tenant: &str, name: &str, app: &RawApp, 
     }
 
     // hysteresis
-    let up_above = value(&app.scale_up_above, &def.scale_up_above, defaults::SCALE_UP_ABOVE);
-    let down_below = value(&app.scale_down_below, &def.scale_down_below, defaults::SCALE_DOWN_BELOW);
+    let up_above = value(
+        &app.scale_up_above,
+        &def.scale_up_above,
+        defaults::SCALE_UP_ABOVE,
+    );
+    let down_below = value(
+        &app.scale_down_below,
+        &def.scale_down_below,
+        defaults::SCALE_DOWN_BELOW,
+    );
     if !(1.0..=10.0).contains(&up_above) {
         let loc = here(pick(&app.scale_up_above, &def.scale_up_above).map(|a| &a.loc));
         reader.error(&loc, format!("expected hysteresis.scaleUpAbove from 1.0 to 10.0 (a ratio of load to target), found {up_above}"));
@@ -188,22 +247,81 @@ fn resolve_app(reader: &mut Reader<'_>, tenant: &str, name: &str, app: &RawApp, 
         reader.error(&loc, format!("expected hysteresis.scaleDownBelow above 0 and below 1.0 (a ratio of load to target), found {down_below}"));
     }
     let up_window = value(&app.up_window, &def.up_window, defaults::UP_WINDOW_SECS);
-    check_range(reader, pick(&app.up_window, &def.up_window), up_window, 0, MAX_WINDOW_SECS, "hysteresis.upWindow");
-    let down_window = value(&app.down_window, &def.down_window, defaults::DOWN_WINDOW_SECS);
-    check_range(reader, pick(&app.down_window, &def.down_window), down_window, 0, MAX_WINDOW_SECS, "hysteresis.downWindow");
+    check_range(
+        reader,
+        pick(&app.up_window, &def.up_window),
+        up_window,
+        0,
+        MAX_WINDOW_SECS,
+        "hysteresis.upWindow",
+    );
+    let down_window = value(
+        &app.down_window,
+        &def.down_window,
+        defaults::DOWN_WINDOW_SECS,
+    );
+    check_range(
+        reader,
+        pick(&app.down_window, &def.down_window),
+        down_window,
+        0,
+        MAX_WINDOW_SECS,
+        "hysteresis.downWindow",
+    );
 
     // limits
-    let up = merged_limit(reader, &app.up, &def.up, &app.loc, "up", (Some(defaults::UP_PODS), Some(defaults::UP_PERCENT), defaults::UP_PERIOD_SECS));
-    let down = merged_limit(reader, &app.down, &def.down, &app.loc, "down", (None, Some(defaults::DOWN_PERCENT), defaults::DOWN_PERIOD_SECS));
+    let up = merged_limit(
+        reader,
+        &app.up,
+        &def.up,
+        &app.loc,
+        "up",
+        (
+            Some(defaults::UP_PODS),
+            Some(defaults::UP_PERCENT),
+            defaults::UP_PERIOD_SECS,
+        ),
+    );
+    let down = merged_limit(
+        reader,
+        &app.down,
+        &def.down,
+        &app.loc,
+        "down",
+        (
+            None,
+            Some(defaults::DOWN_PERCENT),
+            defaults::DOWN_PERIOD_SECS,
+        ),
+    );
 
     // panic
     let panic = PanicRule {
         enabled: value(&app.panic_enabled, &def.panic_enabled, true),
-        window_secs: value(&app.panic_window, &def.panic_window, defaults::PANIC_WINDOW_SECS),
-        threshold: value(&app.panic_threshold, &def.panic_threshold, defaults::PANIC_THRESHOLD),
-        stable_window_secs: value(&app.panic_stable_window, &def.panic_stable_window, defaults::PANIC_STABLE_WINDOW_SECS),
+        window_secs: value(
+            &app.panic_window,
+            &def.panic_window,
+            defaults::PANIC_WINDOW_SECS,
+        ),
+        threshold: value(
+            &app.panic_threshold,
+            &def.panic_threshold,
+            defaults::PANIC_THRESHOLD,
+        ),
+        stable_window_secs: value(
+            &app.panic_stable_window,
+            &def.panic_stable_window,
+            defaults::PANIC_STABLE_WINDOW_SECS,
+        ),
     };
-    check_range(reader, pick(&app.panic_window, &def.panic_window), panic.window_secs, 1, window, "panic.window (at most signals.window)");
+    check_range(
+        reader,
+        pick(&app.panic_window, &def.panic_window),
+        panic.window_secs,
+        1,
+        window,
+        "panic.window (at most signals.window)",
+    );
     check_range(
         reader,
         pick(&app.panic_stable_window, &def.panic_stable_window),
@@ -225,7 +343,13 @@ fn resolve_app(reader: &mut Reader<'_>, tenant: &str, name: &str, app: &RawApp, 
         for raw in &list.value {
             if let Some(s) = resolve_schedule(reader, raw, max) {
                 if !names.insert(s.name.clone()) {
-                    reader.error(&raw.loc, format!("schedule name `{}` is used twice; expected unique names", s.name));
+                    reader.error(
+                        &raw.loc,
+                        format!(
+                            "schedule name `{}` is used twice; expected unique names",
+                            s.name
+                        ),
+                    );
                 }
                 schedules.push(s);
             }
@@ -240,18 +364,41 @@ fn resolve_app(reader: &mut Reader<'_>, tenant: &str, name: &str, app: &RawApp, 
             max_replicas: burst_max,
         },
         requests: ResourceRequests {
-            cpu_millis: value(&app.cpu_request, &def.cpu_request, defaults::CPU_REQUEST_MILLIS),
-            memory_bytes: value(&app.memory_request, &def.memory_request, defaults::MEMORY_REQUEST_BYTES),
+            cpu_millis: value(
+                &app.cpu_request,
+                &def.cpu_request,
+                defaults::CPU_REQUEST_MILLIS,
+            ),
+            memory_bytes: value(
+                &app.memory_request,
+                &def.memory_request,
+                defaults::MEMORY_REQUEST_BYTES,
+            ),
         },
     };
 
-    let hpa_tolerance = value(&app.hpa_tolerance, &def.hpa_tolerance, defaults::HPA_TOLERANCE);
+    let hpa_tolerance = value(
+        &app.hpa_tolerance,
+        &def.hpa_tolerance,
+        defaults::HPA_TOLERANCE,
+    );
     if !(0.0..1.0).contains(&hpa_tolerance) {
         let loc = here(pick(&app.hpa_tolerance, &def.hpa_tolerance).map(|a| &a.loc));
         reader.error(&loc, format!("expected hpaTolerance from 0 (HPA configured as pass-through) to below 1.0 (Kubernetes' default is 0.1), found {hpa_tolerance}"));
     }
-    let activation_window = value(&app.activation_window, &def.activation_window, defaults::ACTIVATION_WINDOW_SECS);
-    check_range(reader, pick(&app.activation_window, &def.activation_window), activation_window, 1, MAX_WINDOW_SECS, "activation.window");
+    let activation_window = value(
+        &app.activation_window,
+        &def.activation_window,
+        defaults::ACTIVATION_WINDOW_SECS,
+    );
+    check_range(
+        reader,
+        pick(&app.activation_window, &def.activation_window),
+        activation_window,
+        1,
+        MAX_WINDOW_SECS,
+        "activation.window",
+    );
 
     if reader.errors.len() != errors_before {
         return None;
@@ -285,11 +432,21 @@ fn resolve_app(reader: &mut Reader<'_>, tenant: &str, name: &str, app: &RawApp, 
     })
 }
 
-fn check_range(reader: &mut Reader<'_>, at: Option<&At<u32>>, v: u32, lo: u32, hi: u32, what: &str) {
+fn check_range(
+    reader: &mut Reader<'_>,
+    at: Option<&At<u32>>,
+    v: u32,
+    lo: u32,
+    hi: u32,
+    what: &str,
+) {
     if let Some(at) = at
         && !(lo..=hi).contains(&v)
     {
-        reader.error(&at.loc, format!("expected {what} from {lo}s to {hi}s, found {v}s"));
+        reader.error(
+            &at.loc,
+            format!("expected {what} from {lo}s to {hi}s, found {v}s"),
+        );
     }
 }
 
@@ -329,7 +486,10 @@ fn merged_signal(
     if let Some(act) = activation
         && act.value < 0.0
     {
-        reader.error(&act.loc, format!("expected activation of 0 or more, found {}", act.value));
+        reader.error(
+            &act.loc,
+            format!("expected activation of 0 or more, found {}", act.value),
+        );
     }
     Some((target.map(|t| t.value), activation.map(|a| a.value), loc))
 }
@@ -349,7 +509,13 @@ fn merged_limit(
     if let Some(p) = pick(&app.per, &def.per)
         && !(1..=MAX_PERIOD_SECS).contains(&p.value)
     {
-        reader.error(&p.loc, format!("expected limits.{direction}.per from 1s to {MAX_PERIOD_SECS}s, found {}s", p.value));
+        reader.error(
+            &p.loc,
+            format!(
+                "expected limits.{direction}.per from 1s to {MAX_PERIOD_SECS}s, found {}s",
+                p.value
+            ),
+        );
     }
     if let Some(p) = pods
         && p.value == 0
@@ -359,7 +525,13 @@ fn merged_limit(
     if let Some(p) = percent {
         let hi = if direction == "down" { 100 } else { 10_000 };
         if !(1..=hi).contains(&p.value) {
-            reader.error(&p.loc, format!("expected limits.{direction}.percent from 1 to {hi}, found {}", p.value));
+            reader.error(
+                &p.loc,
+                format!(
+                    "expected limits.{direction}.percent from 1 to {hi}, found {}",
+                    p.value
+                ),
+            );
         }
     }
     let _ = app_loc;
@@ -396,18 +568,23 @@ fn resolve_schedule(reader: &mut Reader<'_>, raw: &RawSchedule, max: u32) -> Opt
     });
     let timezone = match &raw.timezone {
         None => Some(Tz::UTC),
-        Some(tz) => match Tz::from_str(&tz.value) {
-            Ok(tz) => Some(tz),
-            Err(_) => {
-                reader.error(&tz.loc, format!("expected an IANA time zone such as `Asia/Shanghai` or `UTC`, found `{}`", tz.value));
-                None
+        Some(tz) => {
+            match Tz::from_str(&tz.value) {
+                Ok(tz) => Some(tz),
+                Err(_) => {
+                    reader.error(&tz.loc, format!("expected an IANA time zone such as `Asia/Shanghai` or `UTC`, found `{}`", tz.value));
+                    None
+                }
             }
-        },
+        }
     };
     if let Some(d) = &raw.duration
         && !(1..=MAX_SCHEDULE_SECS).contains(&d.value)
     {
-        reader.error(&d.loc, format!("expected a duration from 1s to 31d, found {}s", d.value));
+        reader.error(
+            &d.loc,
+            format!("expected a duration from 1s to 31d, found {}s", d.value),
+        );
     }
     if let Some(m) = &raw.min_replicas
         && m.value > max
