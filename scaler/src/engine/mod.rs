@@ -226,8 +226,9 @@ pub fn decide(
         };
     }
 
-    // 4. restart rule
-    if desired < current {
+    // 4. restart rule (checked on the recommendation: the seeded history would also hold,
+    // but the restart is the reason people need to read)
+    if rec < current && desired <= current {
         let data_start = configured(policy)
             .map(|s| signals.oldest(s).unwrap_or(now))
             .fold(first_seen, i64::max);

@@ -227,6 +227,17 @@ fn resolve_app(
         );
     }
 
+    let can_activate = qps.is_some()
+        || cpu.is_some_and(|c| c.activation.is_some())
+        || memory.is_some_and(|m| m.activation.is_some());
+    if min == 0 && !can_activate && reader.errors.len() == errors_before {
+        let loc = here(pick(&app.min, &def.min).map(|a| &a.loc));
+        reader.error(
+            &loc,
+            format!("replicas.min is 0 for app `{name}` but no signal can wake it up; expected signals.qps, or an `activation` threshold on signals.cpu or signals.memory"),
+        );
+    }
+
     // hysteresis
     let up_above = value(
         &app.scale_up_above,
