@@ -9,12 +9,21 @@ use support::{VecSignals, app_policy, bare_qps};
 const T0: i64 = 1_790_000_000;
 
 fn rc(n: u32) -> ReplicaCounts {
-    ReplicaCounts { current: n, ready: n }
+    ReplicaCounts {
+        current: n,
+        ready: n,
+    }
 }
 
 fn qps(value: f64, until: i64) -> VecSignals {
     let mut s = VecSignals::new();
     s.fill(Signal::Qps, T0 - 600, until + 1, value);
+    s
+}
+
+fn qps_between(value: f64, from: i64, to: i64) -> VecSignals {
+    let mut s = VecSignals::new();
+    s.fill(Signal::Qps, from, to + 1, value);
     s
 }
 
@@ -33,7 +42,10 @@ fn qps_proposal_is_ceil_of_load_over_target() {
     assert_eq!(d.proposals[0].replicas, 10);
     assert_eq!(d.proposals[0].target, 100.0);
     let text = d.reason.to_string();
-    assert!(text.starts_with("qps 950/s needs 10 (target 100/replica)"), "{text}");
+    assert!(
+        text.starts_with("qps 950/s needs 10 (target 100/replica)"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -78,8 +90,16 @@ fn inside_the_band_holds_and_reports_its_edges() {
     assert_eq!(d.desired, 10);
     assert_eq!(d.rule, Rule::HeldInBand);
     assert_eq!(d.band.signal, Some(Signal::Qps));
-    assert!((d.band.low - 800.0).abs() < 1e-9 && (d.band.high - 1000.0).abs() < 1e-9, "{:?}", d.band);
-    assert!(d.reason.to_string().contains("inside the band"), "{}", d.reason);
+    assert!(
+        (d.band.low - 800.0).abs() < 1e-9 && (d.band.high - 1000.0).abs() < 1e-9,
+        "{:?}",
+        d.band
+    );
+    assert!(
+        d.reason.to_string().contains("inside the band"),
+        "{}",
+        d.reason
+    );
 }
 
 #[test]
@@ -92,10 +112,22 @@ fn below_the_low_mark_scales_down_to_the_proposal() {
 #[test]
 fn asymmetric_band_edges_apply() {
     let p = bare_qps("hysteresis: { scaleUpAbove: 1.2, scaleDownBelow: 0.5, downWindow: 0s }");
-    assert_eq!(decide(&p, &qps(1150.0, T0), rc(10), T0, &mut warm()).desired, 10);
-    assert_eq!(decide(&p, &qps(1250.0, T0), rc(10), T0, &mut warm()).desired, 13);
-    assert_eq!(decide(&p, &qps(550.0, T0), rc(10), T0, &mut warm()).desired, 10);
-    assert_eq!(decide(&p, &qps(450.0, T0), rc(10), T0, &mut warm()).desired, 5);
+    assert_eq!(
+        decide(&p, &qps(1150.0, T0), rc(10), T0, &mut warm()).desired,
+        10
+    );
+    assert_eq!(
+        decide(&p, &qps(1250.0, T0), rc(10), T0, &mut warm()).desired,
+        13
+    );
+    assert_eq!(
+        decide(&p, &qps(550.0, T0), rc(10), T0, &mut warm()).desired,
+        10
+    );
+    assert_eq!(
+        decide(&p, &qps(450.0, T0), rc(10), T0, &mut warm()).desired,
+        5
+    );
 }
 
 #[test]
@@ -104,7 +136,11 @@ fn missing_data_holds() {
     let d = decide(&p, &VecSignals::new(), rc(7), T0, &mut warm());
     assert_eq!((d.desired, d.rule), (7, Rule::HeldMissingData));
     assert_eq!(d.missing, vec![Signal::Qps]);
-    assert!(d.reason.to_string().contains("no fresh qps data"), "{}", d.reason);
+    assert!(
+        d.reason.to_string().contains("no fresh qps data"),
+        "{}",
+        d.reason
+    );
 }
 
 #[test]
@@ -138,7 +174,12 @@ fn scale_down_waits_for_the_down_window() {
     for t in (T0 + 15..T0 + 200).step_by(15) {
         let d = decide(&p, &s, rc(current), t, &mut st);
         if t < T0 + 60 {
-            assert_eq!((d.desired, d.rule), (10, Rule::Stabilized), "at +{}", t - T0);
+            assert_eq!(
+                (d.desired, d.rule),
+                (10, Rule::Stabilized),
+                "at +{}",
+                t - T0
+            );
         }
         current = d.desired;
     }
@@ -166,7 +207,9 @@ fn scale_up_rate_limit_in_pods_counts_from_the_period_start() {
     let d = decide(&p, &s, rc(5), T0, &mut st);
     assert_eq!((d.desired, d.rule), (9, Rule::RateLimited));
     assert!(
-        d.reason.to_string().ends_with("scale-up to 20 limited to 9 by 'up: 4 pods per 15s'"),
+        d.reason
+            .to_string()
+            .ends_with("scale-up to 20 limited to 9 by 'up: 4 pods per 15s'"),
         "{}",
         d.reason
     );
@@ -225,7 +268,11 @@ fn panic_jumps_at_once_and_forbids_scale_down_until_stable() {
     let d = decide(&p, &s, rc(5), T0 + 6, &mut st);
     assert_eq!((d.desired, d.rule), (15, Rule::Panic));
     assert!(d.panic && st.in_panic());
-    assert!(d.reason.to_string().contains("entered panic"), "{}", d.reason);
+    assert!(
+        d.reason.to_string().contains("entered panic"),
+        "{}",
+        d.reason
+    );
     // Once 15 are ready the burst no longer crosses 2 × ready (as Knative): panic holds
     // for a stable window after the last crossing (+6), so no scale-down before +66.
     let mut current = 15;
@@ -238,12 +285,17 @@ fn panic_jumps_at_once_and_forbids_scale_down_until_stable() {
         current = d.desired;
     }
     assert!(!st.in_panic());
-    assert!(current < 15, "scale-down resumed after the stable window: {current}");
+    assert!(
+        current < 15,
+        "scale-down resumed after the stable window: {current}"
+    );
 }
 
 #[test]
 fn no_panic_below_the_threshold() {
-    let p = bare_qps("hysteresis: { upWindow: 120s, downWindow: 0s }\npanic: { window: 6s, threshold: 2.0 }");
+    let p = bare_qps(
+        "hysteresis: { upWindow: 120s, downWindow: 0s }\npanic: { window: 6s, threshold: 2.0 }",
+    );
     let mut st = warm();
     let mut s = qps(400.0, T0 + 100);
     decide(&p, &s, rc(5), T0, &mut st);
@@ -260,11 +312,17 @@ fn schedule_raises_the_minimum_in_its_time_zone() {
     );
     let day = 1_795_478_400; // 2026-11-24 00:00:00 UTC
     let inside = day + 3_600 + 1_800; // 01:30 UTC = 09:30 Shanghai
-    let s = qps(100.0, inside + 7_200);
+    let s = qps_between(100.0, day, day + 4 * 3_600);
     let d = decide(&p, &s, rc(1), inside, &mut warm());
     assert_eq!((d.desired, d.rule), (20, Rule::Schedule));
     assert!(d.active);
-    assert!(d.reason.to_string().contains("schedule 'morning' keeps at least 20 until 2026-11-24 10:00 CST"), "{}", d.reason);
+    assert!(
+        d.reason
+            .to_string()
+            .contains("schedule 'morning' keeps at least 20 until 2026-11-24 10:00 CST"),
+        "{}",
+        d.reason
+    );
     let after = day + 2 * 3_600 + 60; // 10:01 Shanghai
     let d = decide(&p, &s, rc(20), after, &mut warm());
     assert_eq!(d.desired, 1);
@@ -278,11 +336,17 @@ fn yearly_double_11_schedule() {
         "replicas: { min: 1, max: 200 }\nschedules: [ { name: double-11, cron: \"0 50 23 10 11 *\", timezone: Asia/Shanghai, duration: 3h, minReplicas: 50 } ]",
     );
     let start = 1_794_325_800; // 2026-11-10 23:50 Shanghai = 15:50 UTC
-    let s = qps(100.0, start + 20_000);
+    let s = qps_between(100.0, start - 600, start + 20_000);
     assert_eq!(decide(&p, &s, rc(1), start - 1, &mut warm()).desired, 1);
     assert_eq!(decide(&p, &s, rc(1), start, &mut warm()).desired, 50);
-    assert_eq!(decide(&p, &s, rc(1), start + 3 * 3_600 - 1, &mut warm()).desired, 50);
-    assert_eq!(decide(&p, &s, rc(50), start + 3 * 3_600, &mut warm()).desired, 1);
+    assert_eq!(
+        decide(&p, &s, rc(1), start + 3 * 3_600 - 1, &mut warm()).desired,
+        50
+    );
+    assert_eq!(
+        decide(&p, &s, rc(50), start + 3 * 3_600, &mut warm()).desired,
+        1
+    );
 }
 
 #[test]
@@ -302,7 +366,10 @@ fn scale_to_zero_and_activation() {
     let idle = qps(0.5, T0);
     assert!(!is_active(&p, &idle, T0));
     let d = decide(&p, &idle, rc(1), T0, &mut warm());
-    assert_eq!((d.desired, d.rule, d.active), (0, Rule::ScaledToZero, false));
+    assert_eq!(
+        (d.desired, d.rule, d.active),
+        (0, Rule::ScaledToZero, false)
+    );
     let busy = qps(5.0, T0);
     assert!(is_active(&p, &busy, T0));
     let d = decide(&p, &busy, rc(0), T0, &mut warm());
@@ -319,7 +386,10 @@ fn a_schedule_wanting_replicas_activates() {
         "replicas: { min: 0, max: 10 }\nschedules: [ { name: always, cron: \"* * * * *\", duration: 2m, minReplicas: 2 } ]",
     );
     assert!(is_active(&p, &VecSignals::new(), T0));
-    assert_eq!(decide(&p, &VecSignals::new(), rc(0), T0, &mut warm()).desired, 2);
+    assert_eq!(
+        decide(&p, &VecSignals::new(), rc(0), T0, &mut warm()).desired,
+        2
+    );
 }
 
 #[test]
@@ -330,7 +400,11 @@ fn no_scale_down_until_a_full_down_window_of_fresh_data_after_restart() {
     let mut st = WorkloadState::new(T0);
     let d = decide(&p, &s, rc(10), T0 + 60, &mut st);
     assert_eq!((d.desired, d.rule), (10, Rule::RestartWarmup));
-    assert!(d.reason.to_string().contains("only 1m of fresh data"), "{}", d.reason);
+    assert!(
+        d.reason.to_string().contains("only 1m of fresh data"),
+        "{}",
+        d.reason
+    );
     let d = decide(&p, &s, rc(10), T0 + 299, &mut st);
     assert_eq!(d.desired, 10);
     let d = decide(&p, &s, rc(10), T0 + 361, &mut st);
@@ -340,7 +414,10 @@ fn no_scale_down_until_a_full_down_window_of_fresh_data_after_restart() {
     let mut old = VecSignals::new();
     old.fill(Signal::Qps, T0 - 5_000, T0 + 1_000, 100.0);
     let mut st = WorkloadState::new(T0);
-    assert_eq!(decide(&p, &old, rc(10), T0 + 100, &mut st).rule, Rule::RestartWarmup);
+    assert_eq!(
+        decide(&p, &old, rc(10), T0 + 100, &mut st).rule,
+        Rule::RestartWarmup
+    );
 }
 
 #[test]
@@ -350,17 +427,34 @@ fn hpa_tolerance_is_never_silently_swallowed() {
     let d = decide(&p, &qps(10_450.0, T0), rc(100), T0, &mut warm());
     assert_eq!((d.desired, d.rule), (111, Rule::HpaTolerance));
     // 100 → 95 would be swallowed: held, and said so.
-    let d = decide(&p, &qps(9_450.0 * 0.8 / 0.8 - 1_500.0 + 1_500.0, T0), rc(100), T0, &mut warm());
+    let d = decide(
+        &p,
+        &qps(9_450.0 * 0.8 / 0.8 - 1_500.0 + 1_500.0, T0),
+        rc(100),
+        T0,
+        &mut warm(),
+    );
     assert_eq!(d.desired, 100);
     let d = decide(&p, &qps(7_500.0, T0), rc(100), T0, &mut warm());
     assert_eq!((d.desired, d.rule), (75, Rule::ScaledDown));
-    let p = bare_qps("replicas: { min: 1, max: 500 }\nhysteresis: { scaleDownBelow: 0.99, downWindow: 0s }\nhpaTolerance: 0.1");
+    let p = bare_qps(
+        "replicas: { min: 1, max: 500 }\nhysteresis: { scaleDownBelow: 0.99, downWindow: 0s }\nhpaTolerance: 0.1",
+    );
     let d = decide(&p, &qps(9_450.0, T0), rc(100), T0, &mut warm());
     assert_eq!((d.desired, d.rule), (100, Rule::HpaTolerance));
-    assert!(d.reason.to_string().contains("within the HPA's 10% tolerance"), "{}", d.reason);
+    assert!(
+        d.reason
+            .to_string()
+            .contains("within the HPA's 10% tolerance"),
+        "{}",
+        d.reason
+    );
     // With the HPA configured as a pass-through nothing is adjusted.
     let p = bare_qps("replicas: { min: 1, max: 500 }\nhpaTolerance: 0");
-    assert_eq!(decide(&p, &qps(10_450.0, T0), rc(100), T0, &mut warm()).desired, 105);
+    assert_eq!(
+        decide(&p, &qps(10_450.0, T0), rc(100), T0, &mut warm()).desired,
+        105
+    );
 }
 
 #[test]

@@ -67,12 +67,3 @@ fn examples_resolve_as_documented() {
     assert_eq!(postings.limits.down.pods, Some(1));
     assert_eq!(set.workloads().count(), 7);
 }
-
-#[test]
-fn smoke_print_errors() {
-    let text = "apiVersion: spillway.io/v1\nkind: ScalingPolicy\nmetadata: { tenant: acme }\nspec:\n  namespaces: [a]\n  defaults:\n    replicas: { min: 5, max: 2 }\n    signals:\n      qps: { targetPerReplica: -1, bogus: 2 }\n    hysteresis: { downWindow: 5 }\n  apps:\n    x: {}\n";
-    let e = spillway_scaler::policy::parse_policy("t.yaml", text).unwrap_err();
-    println!("{e}");
-    let e = spillway_scaler::policy::parse_policy("t.yaml", "a: [1\n").unwrap_err();
-    println!("{e}");
-}

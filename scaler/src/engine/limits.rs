@@ -10,8 +10,18 @@ fn period_start(state: &WorkloadState, now: i64, current: u32, period_secs: u32)
     let (mut added, mut deleted) = (0i64, 0i64);
     // A change asked for but not applied yet (the count has not moved) has not happened.
     let applied = state.scale_events.len()
-        - usize::from(state.scale_events.back().is_some_and(|e| e.from == current && e.to != current));
-    for e in state.scale_events.iter().take(applied).filter(|e| e.at > cutoff) {
+        - usize::from(
+            state
+                .scale_events
+                .back()
+                .is_some_and(|e| e.from == current && e.to != current),
+        );
+    for e in state
+        .scale_events
+        .iter()
+        .take(applied)
+        .filter(|e| e.at > cutoff)
+    {
         let delta = i64::from(e.to) - i64::from(e.from);
         if delta > 0 {
             added += delta;

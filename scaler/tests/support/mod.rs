@@ -51,7 +51,9 @@ impl VecSignals {
 
 impl SignalView for VecSignals {
     fn mean(&self, signal: Signal, now: i64, window_secs: u32) -> Option<f64> {
-        let (n, sum) = self.window(signal, now, window_secs).fold((0u32, 0.0), |(n, s), v| (n + 1, s + v));
+        let (n, sum) = self
+            .window(signal, now, window_secs)
+            .fold((0u32, 0.0), |(n, s), v| (n + 1, s + v));
         (n > 0).then(|| sum / f64::from(n))
     }
     fn max(&self, signal: Signal, now: i64, window_secs: u32) -> Option<f64> {
@@ -88,7 +90,9 @@ pub fn bare_qps(extra: &str) -> Arc<AppPolicy> {
         text.push_str("hysteresis: { scaleUpAbove: 1.0, scaleDownBelow: 0.8, upWindow: 0s, downWindow: 0s }\n");
     }
     if !has("limits") {
-        text.push_str("limits: { up: { percent: 10000, per: 1s }, down: { percent: 100, per: 1s } }\n");
+        text.push_str(
+            "limits: { up: { percent: 10000, per: 1s }, down: { percent: 100, per: 1s } }\n",
+        );
     }
     if !has("panic") {
         text.push_str("panic: { enabled: false }\n");
