@@ -374,8 +374,11 @@ fn scale_to_zero_and_activation() {
     assert!(is_active(&p, &busy, T0));
     let d = decide(&p, &busy, rc(0), T0, &mut warm());
     assert_eq!((d.desired, d.active), (1, true));
-    // Never seen any data: nothing to serve.
+    // Never seen any data: nothing to serve, so not active…
     assert!(!is_active(&p, &VecSignals::new(), T0));
+    // …but replicas already running are not dropped to zero without evidence.
+    let d = decide(&p, &VecSignals::new(), rc(4), T0, &mut warm());
+    assert_eq!((d.desired, d.rule), (4, Rule::HeldMissingData));
     // Data gone stale: unknown, so stay active rather than drop to zero.
     assert!(is_active(&p, &qps(0.0, T0 - 120), T0));
 }

@@ -80,7 +80,9 @@ fn configured(policy: &AppPolicy) -> impl Iterator<Item = Signal> + '_ {
 
 /// KEDA's `IsActive`: a schedule in force wants replicas, or a signal is above its
 /// activation threshold (mean over `activation.window`). A signal whose data has gone
-/// stale counts as active: missing data must never take a workload to zero.
+/// stale counts as active: missing data must never take a workload to zero. A signal
+/// never seen at all does not: an app that has had no traffic since the collector
+/// started has nothing to serve, and waking every such app would defeat scale to zero.
 pub fn is_active(policy: &AppPolicy, signals: &impl SignalView, now: i64) -> bool {
     if schedule::strongest(policy, now).is_some_and(|s| s.schedule.min_replicas > 0) {
         return true;
@@ -156,7 +158,9 @@ pub fn decide(
         panic: false,
     };
 
-    if policy.activation.scale_to_zero && !active {
+    // Zero only on evidence: with a signal missing (e.g. the store was just emptied by a
+    // restart) the normal path below holds the count instead.
+    if policy.activation.scale_to_zero && !active && stable.missing.is_empty() {
         state.recommendations.push_back((now, 0));
         state.panic = None;
         state.record_change(now, current, 0);
