@@ -308,3 +308,24 @@ fn names_that_look_like_booleans_or_numbers_stay_names() {
     assert_eq!(p.namespaces, ["on", "y", "off"]);
     assert!(p.apps.contains_key("2048") && p.apps.contains_key("yes"));
 }
+
+#[test]
+fn a_conflict_resolved_elsewhere_lets_the_other_file_serve() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    write(d, "a.yaml", &policy("acme", "x", "    web: {}\n"));
+    write(d, "b.yaml", &policy("acme", "x", "    api: {}\n"));
+    let store = PolicyStore::new();
+    let out = store.reload(d);
+    assert_eq!(out.errors.len(), 1, "b.yaml conflicts with a.yaml");
+    assert_eq!(store.reload_errors_total(), 1);
+    // Unchanged files: the conflict stays reported, but is not counted again.
+    assert_eq!(store.reload(d).errors.len(), 1);
+    assert_eq!(store.reload_errors_total(), 1);
+    // a.yaml goes away: b.yaml (unchanged) now serves acme.
+    fs::remove_file(d.join("a.yaml")).expect("rm");
+    let out = store.reload(d);
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    assert!(store.current().lookup("acme", "api", "x").is_ok());
+    assert!(store.current().lookup("acme", "web", "x").is_err());
+}
