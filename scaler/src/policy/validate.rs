@@ -285,7 +285,6 @@ fn resolve_app(
         reader,
         &app.up,
         &def.up,
-        &app.loc,
         "up",
         (
             Some(defaults::UP_PODS),
@@ -297,7 +296,6 @@ fn resolve_app(
         reader,
         &app.down,
         &def.down,
-        &app.loc,
         "down",
         (
             None,
@@ -509,7 +507,6 @@ fn merged_limit(
     reader: &mut Reader<'_>,
     app: &super::parse::RawLimit,
     def: &super::parse::RawLimit,
-    app_loc: &Loc,
     direction: &str,
     builtin: (Option<u32>, Option<u32>, u32),
 ) -> RateLimit {
@@ -545,7 +542,6 @@ fn merged_limit(
             );
         }
     }
-    let _ = app_loc;
     // Built-in pods/percent apply only when the tenant set neither, so that writing
     // `percent: 50` alone means "50%", not "max(4 pods, 50%)".
     let (pods, percent) = if pods.is_none() && percent.is_none() {
