@@ -193,4 +193,32 @@ proptest! {
             history.push((t, current));
         }
     }
+
+    /// With the HPA's 10 % tolerance in force, no answer is a change the HPA would
+    /// silently swallow (unless min/max force it, which the HPA enforces on its own).
+    #[test]
+    fn no_change_the_hpa_would_swallow(
+        loads in prop::collection::vec(0.0f64..50_000.0, 5..60),
+        start in 1u32..300,
+    ) {
+        let p = app_policy(
+            "replicas: { min: 1, max: 400 }\nsignals: { window: 15s, qps: { targetPerReplica: 100 } }\nhysteresis: { downWindow: 30s }\nhpaTolerance: 0.1",
+        );
+        let mut s = VecSignals::new();
+        let mut st = WorkloadState::new(T0 - 10_000);
+        let mut current = start;
+        for (i, load) in loads.iter().enumerate() {
+            let t = T0 + 15 * i as i64;
+            s.fill(Signal::Qps, t - 15, t + 1, *load);
+            let d = decide(&p, &s, rc(current), t, &mut st);
+            if d.desired != current && current > 0 && (1..=400).contains(&current) {
+                let ratio = f64::from(d.desired) / f64::from(current);
+                prop_assert!(
+                    (ratio - 1.0).abs() > 0.1,
+                    "{} → {} is inside the HPA's tolerance: {}", current, d.desired, d.reason
+                );
+            }
+            current = d.desired;
+        }
+    }
 }
