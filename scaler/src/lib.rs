@@ -3,9 +3,13 @@
 //!
 //! # Layout
 //!
-//! - [`policy`]: tenants' scaling policies: the YAML model, its validation and lookup.
-//! - [`engine`]: the decision engine. Pure: policy + signal windows + replicas + time in,
-//!   a [`engine::Decision`] with its reason out.
+//! - [`policy`]: tenants' scaling policies: the YAML format (one file per tenant,
+//!   defaults + per-app overrides), validation that names file, line, column and field,
+//!   [`policy::PolicySet::lookup`] with namespace binding, and [`policy::PolicyStore`]
+//!   for hot reload. Pure apart from reading files.
+//! - [`engine`]: the decision engine. Pure and deterministic: policy + signal windows +
+//!   replicas + time + the workload's [`engine::WorkloadState`] in, a
+//!   [`engine::Decision`] with its rule and reason out.
 //! - [`placement`]: the placement planner. Pure: desired replicas + free node capacity in,
 //!   a regular / burst split out.
 //!

@@ -17,6 +17,23 @@ pub struct FileReport {
     pub result: Result<TenantPolicy, PolicyErrors>,
 }
 
+impl std::fmt::Display for FileReport {
+    /// `PATH: ok (tenant acme, 3 apps)`, or every error on its own line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.result {
+            Ok(p) => write!(
+                f,
+                "{}: ok (tenant {}, {} app{})",
+                self.path.display(),
+                p.tenant,
+                p.apps.len(),
+                if p.apps.len() == 1 { "" } else { "s" }
+            ),
+            Err(e) => write!(f, "{e}"),
+        }
+    }
+}
+
 /// The outcome for a directory: one report per policy file found, in path order.
 #[derive(Clone, Debug, Default)]
 pub struct LoadReport {

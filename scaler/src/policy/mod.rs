@@ -95,6 +95,10 @@ pub fn parse_policy(source_name: &str, text: &str) -> Result<TenantPolicy, Polic
     let policy = validate::resolve(&mut reader, doc);
     match policy {
         Some(p) if reader.errors.is_empty() => Ok(p),
-        _ => Err(PolicyErrors(reader.errors)),
+        _ => {
+            let mut errors = reader.errors;
+            errors.sort_by_key(|e| (e.line, e.column));
+            Err(PolicyErrors(errors))
+        }
     }
 }

@@ -113,12 +113,21 @@ fn loc_of(node: &Node, path: &str) -> Loc {
     }
 }
 
+fn scalar_text(v: &Value) -> String {
+    match v {
+        Value::Int(i) => i.to_string(),
+        Value::UInt(u) => u.to_string(),
+        Value::Str(s) => s.clone(),
+        other => other.describe(),
+    }
+}
+
 fn has_key(node: &Node, key: &str) -> bool {
     matches!(&node.value, Value::Map(entries)
         if entries.iter().any(|(k, _)| matches!(&k.value, Value::Str(x) if x == key)))
 }
 
-type Fields<'n> = Vec<(&'n str, &'n Node, String)>;
+type Fields<'n> = Vec<(String, &'n Node, String)>;
 
 impl<'s> Reader<'s> {
     pub fn new(source_name: &'s str) -> Self {
@@ -159,14 +168,24 @@ impl<'s> Reader<'s> {
         };
         let mut out = Vec::with_capacity(entries.len());
         for (k, v) in entries {
-            let Value::Str(key) = &k.value else {
-                self.error(
-                    &loc_of(k, path),
-                    format!("expected a field name, found {}", k.value.describe()),
-                );
-                continue;
+            let key: &str = match &k.value {
+                Value::Str(key) => key,
+                // Numeric-looking names (an app called `2048`) are names too.
+                Value::Int(_) | Value::UInt(_) if allowed.is_empty() => {
+                    let text = scalar_text(&k.value);
+                    let child = join(path, &text);
+                    out.push((text, v, child));
+                    continue;
+                }
+                other => {
+                    self.error(
+                        &loc_of(k, path),
+                        format!("expected a field name, found {}", other.describe()),
+                    );
+                    continue;
+                }
             };
-            if !allowed.is_empty() && !allowed.contains(&key.as_str()) {
+            if !allowed.is_empty() && !allowed.contains(&key) {
                 self.error(
                     &loc_of(k, &join(path, key)),
                     format!(
@@ -176,7 +195,7 @@ impl<'s> Reader<'s> {
                 );
                 continue;
             }
-            out.push((key.as_str(), v, join(path, key)));
+            out.push((key.to_owned(), v, join(path, key)));
         }
         Some(out)
     }
@@ -243,6 +262,10 @@ impl<'s> Reader<'s> {
         match &node.value {
             Value::Str(s) => Some(At {
                 value: s.clone(),
+                loc,
+            }),
+            v @ (Value::Int(_) | Value::UInt(_)) => Some(At {
+                value: scalar_text(v),
                 loc,
             }),
             other => {
@@ -335,7 +358,7 @@ impl<'s> Reader<'s> {
         };
         let (mut api, mut kind, mut spec_seen, mut meta_seen) = (false, false, false, false);
         for (key, node, path) in fields {
-            match key {
+            match key.as_str() {
                 "apiVersion" => {
                     api = true;
                     if let Some(v) = self.string(node, &path)
@@ -423,7 +446,7 @@ impl<'s> Reader<'s> {
             return;
         };
         for (key, n, p) in fields {
-            match key {
+            match key.as_str() {
                 "namespaces" => {
                     let loc = loc_of(n, &p);
                     match &n.value {
@@ -499,7 +522,7 @@ impl<'s> Reader<'s> {
             return app;
         };
         for (key, n, p) in fields {
-            match key {
+            match key.as_str() {
                 "replicas" => {
                     for (k, v, vp) in self.fields(n, &p, &["min", "max"]).unwrap_or_default() {
                         let x = self.u32(v, &vp);
@@ -510,7 +533,7 @@ impl<'s> Reader<'s> {
                 "hysteresis" => {
                     let allowed = ["scaleUpAbove", "scaleDownBelow", "upWindow", "downWindow"];
                     for (k, v, vp) in self.fields(n, &p, &allowed).unwrap_or_default() {
-                        match k {
+                        match k.as_str() {
                             "scaleUpAbove" => app.scale_up_above = self.f64(v, &vp),
                             "scaleDownBelow" => app.scale_down_below = self.f64(v, &vp),
                             "upWindow" => app.up_window = self.duration(v, &vp),
@@ -531,7 +554,7 @@ impl<'s> Reader<'s> {
                 "panic" => {
                     let allowed = ["enabled", "window", "threshold", "stableWindow"];
                     for (k, v, vp) in self.fields(n, &p, &allowed).unwrap_or_default() {
-                        match k {
+                        match k.as_str() {
                             "enabled" => app.panic_enabled = self.bool(v, &vp),
                             "window" => app.panic_window = self.duration(v, &vp),
                             "threshold" => app.panic_threshold = self.f64(v, &vp),
@@ -605,7 +628,7 @@ impl<'s> Reader<'s> {
     fn signals(&mut self, node: &Node, path: &str, app: &mut RawApp) {
         let allowed = ["window", "staleAfter", "qps", "cpu", "memory"];
         for (k, v, vp) in self.fields(node, path, &allowed).unwrap_or_default() {
-            match k {
+            match k.as_str() {
                 "window" => app.signal_window = self.duration(v, &vp),
                 "staleAfter" => app.stale_after = self.duration(v, &vp),
                 "qps" => app.qps = Some(self.signal(v, &vp, "targetPerReplica")),
@@ -624,7 +647,7 @@ impl<'s> Reader<'s> {
             .fields(node, path, &["enabled", target_name, "activation"])
             .unwrap_or_default()
         {
-            match k {
+            match k.as_str() {
                 "enabled" => sig.enabled = self.bool(v, &vp),
                 "activation" => {
                     sig.activation = if target_name == "targetUtilization" && path.ends_with("cpu")
@@ -654,7 +677,7 @@ impl<'s> Reader<'s> {
             .fields(node, path, &["pods", "percent", "per", "select"])
             .unwrap_or_default()
         {
-            match k {
+            match k.as_str() {
                 "pods" => limit.pods = self.u32(v, &vp),
                 "percent" => limit.percent = self.u32(v, &vp),
                 "per" => limit.per = self.duration(v, &vp),
@@ -674,7 +697,7 @@ impl<'s> Reader<'s> {
             return s;
         };
         for (k, v, vp) in fields {
-            match k {
+            match k.as_str() {
                 "name" => s.name = self.string(v, &vp),
                 "cron" => s.cron = self.string(v, &vp),
                 "timezone" => s.timezone = self.string(v, &vp),

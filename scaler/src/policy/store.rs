@@ -22,6 +22,16 @@ struct FileState {
     good: Option<TenantPolicy>,
     /// Why the current content is refused; cleared once the file is fixed.
     error: Option<PolicyErrors>,
+    /// Set while another file serves the same tenant; recomputed on every reload.
+    conflict: Option<PolicyError>,
+}
+
+impl FileState {
+    fn problem(&self) -> Option<PolicyErrors> {
+        self.error
+            .clone()
+            .or_else(|| self.conflict.clone().map(PolicyErrors::single))
+    }
 }
 
 /// What one reload did.
@@ -93,8 +103,12 @@ impl PolicyStore {
             .iter()
             .map(|(path, st)| FileStatus {
                 path: path.clone(),
-                serving_tenant: st.good.as_ref().map(|g| g.tenant.clone()),
-                error: st.error.as_ref().map(|e| e.to_string()),
+                serving_tenant: st
+                    .good
+                    .as_ref()
+                    .filter(|_| st.conflict.is_none())
+                    .map(|g| g.tenant.clone()),
+                error: st.problem().map(|e| e.to_string()),
             })
             .collect()
     }
@@ -179,9 +193,13 @@ impl PolicyStore {
             let Some(st) = files.get_mut(&path) else {
                 continue;
             };
+            let had_conflict = st.conflict.take().is_some();
             let Some(good) = &st.good else { continue };
             if let Some(owner) = owners.get(&good.tenant) {
-                let err = PolicyError {
+                if !had_conflict {
+                    self.reload_errors.fetch_add(1, Ordering::Relaxed);
+                }
+                st.conflict = Some(PolicyError {
                     source_name: path.display().to_string(),
                     line: good.tenant_line,
                     column: good.tenant_column,
@@ -191,23 +209,26 @@ impl PolicyStore {
                         good.tenant,
                         owner.display()
                     ),
-                };
-                if st.error.is_none() {
-                    self.reload_errors.fetch_add(1, Ordering::Relaxed);
-                }
-                st.error = Some(PolicyErrors::single(err));
-                st.good = None;
+                });
                 continue;
             }
             owners.insert(good.tenant.clone(), path.clone());
             chosen.push(good.clone());
         }
         for (path, st) in files.iter() {
-            if let Some(e) = &st.error {
-                outcome.errors.push((path.clone(), e.clone()));
+            if let Some(e) = st.problem() {
+                outcome.errors.push((path.clone(), e));
             }
         }
-        if !outcome.changed.is_empty() {
+        // A conflict resolved elsewhere (the other file removed) changes what is served
+        // even when no file of this one changed.
+        let same_sources = chosen.len() == previous.tenants().count()
+            && chosen.iter().all(|p| {
+                previous
+                    .tenant(&p.tenant)
+                    .is_some_and(|q| q.source_name == p.source_name)
+            });
+        if !outcome.changed.is_empty() || !same_sources {
             // Tenants are unique by construction above, so this cannot fail; keep the
             // previous set if it somehow does rather than serving nothing.
             if let Ok(set) = PolicySet::from_policies(chosen) {

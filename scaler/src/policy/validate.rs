@@ -227,6 +227,17 @@ fn resolve_app(
         );
     }
 
+    let can_activate = qps.is_some()
+        || cpu.is_some_and(|c| c.activation.is_some())
+        || memory.is_some_and(|m| m.activation.is_some());
+    if min == 0 && !can_activate && reader.errors.len() == errors_before {
+        let loc = here(pick(&app.min, &def.min).map(|a| &a.loc));
+        reader.error(
+            &loc,
+            format!("replicas.min is 0 for app `{name}` but no signal can wake it up; expected signals.qps, or an `activation` threshold on signals.cpu or signals.memory"),
+        );
+    }
+
     // hysteresis
     let up_above = value(
         &app.scale_up_above,
@@ -274,7 +285,6 @@ fn resolve_app(
         reader,
         &app.up,
         &def.up,
-        &app.loc,
         "up",
         (
             Some(defaults::UP_PODS),
@@ -286,7 +296,6 @@ fn resolve_app(
         reader,
         &app.down,
         &def.down,
-        &app.loc,
         "down",
         (
             None,
@@ -498,7 +507,6 @@ fn merged_limit(
     reader: &mut Reader<'_>,
     app: &super::parse::RawLimit,
     def: &super::parse::RawLimit,
-    app_loc: &Loc,
     direction: &str,
     builtin: (Option<u32>, Option<u32>, u32),
 ) -> RateLimit {
@@ -534,7 +542,6 @@ fn merged_limit(
             );
         }
     }
-    let _ = app_loc;
     // Built-in pods/percent apply only when the tenant set neither, so that writing
     // `percent: 50` alone means "50%", not "max(4 pods, 50%)".
     let (pods, percent) = if pods.is_none() && percent.is_none() {

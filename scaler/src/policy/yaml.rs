@@ -124,6 +124,8 @@ pub fn parse_tree(source_name: &str, text: &str) -> Result<Node, PolicyErrors> {
     }
     let mut options = serde_saphyr::Options::default();
     options.with_snippet = false;
+    // YAML 1.2 booleans only: a namespace called `no` or `y` must stay a string.
+    options.strict_booleans = true;
     // A policy is a few hundred nodes; these caps stop "billion laughs" alias bombs long
     // before they cost memory, while leaving ample room for honest files.
     let mut budget = serde_saphyr::Budget::default();

@@ -1,0 +1,287 @@
+//! Spillway against a model of the Kubernetes HPA on a replayed slice of a real trace
+//! (NASA-HTTP 1995, 6 hours; see tests/data/SOURCES.md).
+//!
+//! 1. With a policy that mimics the HPA's defaults, both give the same replica series.
+//! 2. With a sensible Spillway policy, Spillway makes fewer scaling actions; the figures
+//!    (actions, under-provisioned replica-seconds, replica-seconds) are printed.
+
+mod support;
+
+use spillway_collector::signal::{Signal, SignalView};
+use spillway_scaler::engine::{ReplicaCounts, WorkloadState, decide};
+use support::{VecSignals, app_policy};
+
+const TRACE: &str = include_str!("../../tests/data/nasa_http_1995_slice_6h.csv");
+const T0: i64 = 1_790_000_000;
+/// Requests per minute × SCALE / 60 = requests per second: ×60 turns the trace's
+/// 13–163 requests a minute into 13–163 requests a second.
+const SCALE: f64 = 60.0;
+const TARGET: f64 = 10.0;
+const SYNC: i64 = 15;
+const WINDOW: u32 = 60;
+/// Seconds before an added pod serves, for the under-provisioning figure.
+const POD_START: i64 = 30;
+
+fn trace_signals() -> (VecSignals, i64) {
+    let mut s = VecSignals::new();
+    let mut minutes = 0i64;
+    for line in TRACE.lines().skip(1) {
+        let Some((_, requests)) = line.split_once(',') else {
+            continue;
+        };
+        let requests: f64 = requests.trim().parse().expect("trace rows are integers");
+        let start = T0 + minutes * 60;
+        s.fill(Signal::Qps, start, start + 60, requests * SCALE / 60.0);
+        minutes += 1;
+    }
+    assert_eq!(minutes, 360, "the slice is six hours of minutes");
+    (s, T0 + minutes * 60)
+}
+
+/// The HPA's algorithm for one AverageValue external metric, as upstream
+/// (pkg/controller/podautoscaler): tolerance, stabilization over recommendations,
+/// `behavior` rate policies with periodStart, min/max.
+struct HpaModel {
+    min: u32,
+    max: u32,
+    target: f64,
+    tolerance: f64,
+    down_window: i64,
+    recommendations: Vec<(i64, u32)>,
+    /// (time, replicas added (+) or removed (−))
+    events: Vec<(i64, i64)>,
+}
+
+impl HpaModel {
+    fn new(min: u32, max: u32, target: f64) -> Self {
+        Self {
+            min,
+            max,
+            target,
+            tolerance: 0.1,
+            down_window: 300,
+            recommendations: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn period_start(&self, now: i64, current: u32, period: i64) -> i64 {
+        let (mut added, mut deleted) = (0, 0);
+        for &(t, delta) in &self.events {
+            if t > now - period {
+                if delta > 0 {
+                    added += delta
+                } else {
+                    deleted -= delta
+                }
+            }
+        }
+        i64::from(current) - added + deleted
+    }
+
+    fn step(&mut self, sum: f64, current: u32, now: i64) -> u32 {
+        if self.recommendations.is_empty() {
+            // maybeInitScaleDownStabilizationWindow
+            self.recommendations.push((now, current));
+        }
+        // GetExternalPerPodMetricReplicas: ratio = sum / (target × statusReplicas)
+        let ratio = sum / (self.target * f64::from(current));
+        let metric_desired = if (1.0 - self.tolerance) <= ratio && ratio <= (1.0 + self.tolerance) {
+            current
+        } else {
+            (sum / self.target).ceil() as u32
+        };
+        // stabilizeRecommendationWithBehaviors: scale-up window 0, scale-down window 300 s
+        let mut up_rec = metric_desired;
+        let mut down_rec = metric_desired;
+        for &(t, r) in &self.recommendations {
+            if t > now {
+                up_rec = up_rec.min(r);
+            }
+            if t > now - self.down_window {
+                down_rec = down_rec.max(r);
+            }
+        }
+        self.recommendations
+            .retain(|(t, _)| *t > now - self.down_window);
+        self.recommendations.push((now, metric_desired));
+        let stabilized = current.max(up_rec).min(down_rec);
+        // convertDesiredReplicasWithBehaviorRate with the default behavior:
+        // up: max(4 pods, 100 %) per 15 s; down: 100 % per 15 s.
+        let mut desired = stabilized;
+        if stabilized > current {
+            let start = self.period_start(now, current, 15);
+            let limit = (start + 4).max((start as f64 * 2.0).ceil() as i64);
+            let limit = (limit.max(i64::from(current)) as u32).min(self.max);
+            desired = stabilized.min(limit);
+        } else if stabilized < current {
+            let start = self.period_start(now, current, 15);
+            let limit = ((start as f64 * 0.0) as i64).min(i64::from(current)).max(0) as u32;
+            desired = stabilized.max(limit.max(self.min));
+        }
+        if desired != current {
+            self.events
+                .push((now, i64::from(desired) - i64::from(current)));
+        }
+        desired
+    }
+}
+
+struct Run {
+    /// (decision time, replicas after the decision)
+    series: Vec<(i64, u32)>,
+    actions: usize,
+}
+
+fn replay(start_replicas: u32, end: i64, mut next: impl FnMut(u32, i64) -> u32) -> Run {
+    let mut current = start_replicas;
+    let mut series = Vec::new();
+    let mut actions = 0;
+    let mut t = T0 + i64::from(WINDOW);
+    while t < end {
+        let desired = next(current, t);
+        if desired != current {
+            actions += 1;
+        }
+        current = desired;
+        series.push((t, current));
+        t += SYNC;
+    }
+    Run { series, actions }
+}
+
+fn run_hpa(s: &VecSignals, end: i64) -> Run {
+    let mut hpa = HpaModel::new(1, 100, TARGET);
+    replay(5, end, |current, t| {
+        let sum = s
+            .mean(Signal::Qps, t, WINDOW)
+            .expect("the trace covers every second");
+        hpa.step(sum, current, t)
+    })
+}
+
+fn run_spillway(policy: &str, s: &VecSignals, end: i64) -> Run {
+    let p = app_policy(policy);
+    let mut state = WorkloadState::default();
+    replay(5, end, |current, t| {
+        decide(
+            &p,
+            s,
+            ReplicaCounts {
+                current,
+                ready: current,
+            },
+            t,
+            &mut state,
+        )
+        .desired
+    })
+}
+
+/// Seconds × replicas of demand above ready capacity (capacity = ready × target; pods added
+/// within the last POD_START seconds are not ready), and replica-seconds provisioned.
+fn provisioning(run: &Run, s: &VecSignals, end: i64) -> (f64, f64) {
+    let replicas_at = |t: i64| -> u32 {
+        match run.series.binary_search_by_key(&t, |(at, _)| *at) {
+            Ok(i) => run.series[i].1,
+            Err(0) => 5,
+            Err(i) => run.series[i - 1].1,
+        }
+    };
+    let (mut short, mut provisioned) = (0.0, 0.0);
+    for t in T0 + i64::from(WINDOW)..end {
+        let ready = (t - POD_START..=t)
+            .step_by(1)
+            .map(replicas_at)
+            .min()
+            .unwrap_or(0);
+        let demand = s.mean(Signal::Qps, t, 1).unwrap_or(0.0) / TARGET;
+        short += (demand - f64::from(ready)).max(0.0);
+        provisioned += f64::from(replicas_at(t));
+    }
+    (short, provisioned)
+}
+
+/// Spillway configured as the HPA with its defaults (AverageValue target, 10 % tolerance,
+/// 300 s scale-down stabilization, default behavior policies, no panic).
+const MIMIC_HPA: &str = "replicas: { min: 1, max: 100 }
+signals: { window: 60s, staleAfter: 60s, qps: { targetPerReplica: 10 } }
+hysteresis: { scaleUpAbove: 1.1, scaleDownBelow: 0.9, upWindow: 0s, downWindow: 300s }
+limits: { up: { pods: 4, percent: 100, per: 15s }, down: { percent: 100, per: 15s } }
+panic: { enabled: false }
+hpaTolerance: 0";
+
+/// What a tenant would write for this service: scale up as soon as load passes the
+/// target, shrink only below 75 % of it after ten quiet minutes, at most 25 % a minute.
+const SENSIBLE: &str = "replicas: { min: 1, max: 100 }
+signals: { window: 60s, qps: { targetPerReplica: 10 } }
+hysteresis: { scaleUpAbove: 1.0, scaleDownBelow: 0.75, upWindow: 0s, downWindow: 600s }
+limits: { up: { pods: 4, percent: 100, per: 15s }, down: { percent: 25, per: 60s } }
+panic: { window: 6s, threshold: 2.0, stableWindow: 60s }
+hpaTolerance: 0";
+
+#[test]
+fn spillway_mimicking_the_hpa_gives_the_same_replica_series() {
+    let (s, end) = trace_signals();
+    let hpa = run_hpa(&s, end);
+    let spillway = run_spillway(MIMIC_HPA, &s, end);
+    assert_eq!(hpa.series.len(), spillway.series.len());
+    if let Some(i) = hpa
+        .series
+        .iter()
+        .zip(&spillway.series)
+        .position(|(a, b)| a != b)
+    {
+        let (t, h) = hpa.series[i];
+        panic!(
+            "series diverge at +{}s (decision {i}): HPA {h}, Spillway {}",
+            t - T0,
+            spillway.series[i].1
+        );
+    }
+    // The slice must actually exercise scaling both ways, or the equality proves little.
+    let counts: Vec<u32> = hpa.series.iter().map(|(_, r)| *r).collect();
+    let ups = counts.windows(2).filter(|w| w[1] > w[0]).count();
+    let downs = counts.windows(2).filter(|w| w[1] < w[0]).count();
+    assert!(ups >= 10 && downs >= 5, "ups {ups}, downs {downs}");
+    println!(
+        "HPA model and Spillway (HPA mimic): identical over {} decisions, {} ups, {} downs",
+        counts.len(),
+        ups,
+        downs
+    );
+}
+
+#[test]
+fn spillway_makes_fewer_scaling_actions_than_the_hpa() {
+    let (s, end) = trace_signals();
+    let hpa = run_hpa(&s, end);
+    let spillway = run_spillway(SENSIBLE, &s, end);
+    let (hpa_short, hpa_cost) = provisioning(&hpa, &s, end);
+    let (sp_short, sp_cost) = provisioning(&spillway, &s, end);
+    println!(
+        "NASA-HTTP 1995, 6 h slice ×{SCALE}/60 rps, target {TARGET} rps/replica, {SYNC} s decisions, pods ready {POD_START} s after scale-up"
+    );
+    println!(
+        "{:<28} {:>8} {:>26} {:>20}",
+        "", "actions", "under-provisioned rep·s", "replica-seconds"
+    );
+    println!(
+        "{:<28} {:>8} {:>26.0} {:>20.0}",
+        "HPA (defaults)", hpa.actions, hpa_short, hpa_cost
+    );
+    println!(
+        "{:<28} {:>8} {:>26.0} {:>20.0}",
+        "Spillway (sensible policy)", spillway.actions, sp_short, sp_cost
+    );
+    assert!(
+        spillway.actions < hpa.actions,
+        "Spillway {} actions, HPA {}",
+        spillway.actions,
+        hpa.actions
+    );
+    assert!(
+        sp_short < hpa_short,
+        "Spillway under-provisioned {sp_short:.0} replica-seconds, HPA {hpa_short:.0}"
+    );
+}
