@@ -53,4 +53,5 @@ pub use plan::{
     BurstRule, DrainDecision, DrainLimits, DrainMove, Plan, PlanInput, PlanReason, PlannerConfig,
     PodDeletionCost, PodPlace, WorkloadPod, plan,
 };
+pub use plan::{DRAINING_COST, OLDEST_BURST_COST, REGULAR_COST, UNPLACED_COST};
 pub use resources::{QuantityError, Resources, parse_cpu, parse_memory};
