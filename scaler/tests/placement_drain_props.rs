@@ -105,7 +105,7 @@ fn ready(pods: &[Pod]) -> u32 {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 1000,
+        cases: 4000,
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
@@ -134,6 +134,7 @@ proptest! {
                     source_ready: source.is_some_and(Pod::ready),
                     surge: match surge {
                         Some(p) if p.ready() && p.virtual_node => SurgeStatus::ReadyOnVirtual,
+                        Some(p) if p.virtual_node => SurgeStatus::StartingOnVirtual,
                         Some(p) if p.ready() => SurgeStatus::ReadyOnRegular,
                         _ => SurgeStatus::Pending,
                     },

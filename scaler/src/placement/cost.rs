@@ -87,7 +87,7 @@ impl CostAccumulator {
                 // A stray old sample must neither count a span twice nor rewrite the past.
                 return;
             }
-            let dt = u64::try_from(now - t).unwrap_or(0);
+            let dt = u64::try_from(now.saturating_sub(t)).unwrap_or(0);
             self.regular_replica_seconds = self
                 .regular_replica_seconds
                 .saturating_add(dt.saturating_mul(u64::from(r)));

@@ -70,6 +70,9 @@ pub enum SurgeStatus {
     Pending,
     /// Ready on a regular node: the burst pod may go.
     ReadyOnRegular,
+    /// Bound to a virtual node but not Ready: the move gains nothing, and taking the
+    /// surge back costs no ready replica.
+    StartingOnVirtual,
     /// Ready, but on a virtual node: the move gains nothing.
     ReadyOnVirtual,
 }
@@ -179,11 +182,25 @@ pub fn drain_step(
         let waited = obs.now.saturating_sub(m.phase_since);
         match m.phase {
             MovePhase::Surging if !source_present => {
-                // Gone some other way (scale-in, node loss): its replacement simply stays
-                // as a replica, so the surge is taken back.
-                out.actions.push(DrainAction::CancelSurge {
-                    from_pod: m.from_pod.clone(),
-                });
+                // Gone some other way (scale-in, node loss): the surge is taken back. If
+                // the replacement is Ready, the ReplicaSet may remove a Ready pod for it,
+                // so that waits until a spare Ready replica exists.
+                let surge_ready = matches!(
+                    surge,
+                    SurgeStatus::ReadyOnRegular | SurgeStatus::ReadyOnVirtual
+                );
+                if !surge_ready {
+                    out.actions.push(DrainAction::CancelSurge {
+                        from_pod: m.from_pod.clone(),
+                    });
+                } else if ready > floor {
+                    ready -= 1;
+                    out.actions.push(DrainAction::CancelSurge {
+                        from_pod: m.from_pod.clone(),
+                    });
+                } else {
+                    out.state.in_flight.push(m.clone());
+                }
             }
             MovePhase::Surging => match surge {
                 SurgeStatus::ReadyOnRegular => {
@@ -199,6 +216,11 @@ pub fn drain_step(
                     } else {
                         out.state.in_flight.push(m.clone());
                     }
+                }
+                SurgeStatus::StartingOnVirtual => {
+                    out.actions.push(DrainAction::CancelSurge {
+                        from_pod: m.from_pod.clone(),
+                    });
                 }
                 SurgeStatus::ReadyOnVirtual => {
                     // Taking back a Ready surge removes a Ready pod; keep the spare until

@@ -49,6 +49,17 @@ impl Resources {
         Ok(Resources::per_pod(parse_cpu(cpu)?, parse_memory(memory)?))
     }
 
+    /// A node's `status.allocatable` from its quantity strings, e.g.
+    /// `("3920m", "14Gi", "110")`.
+    pub fn parse_allocatable(cpu: &str, memory: &str, pods: &str) -> Result<Self, QuantityError> {
+        // A pod count is a plain quantity; memory parsing yields it in units of one.
+        Ok(Resources::new(
+            parse_cpu(cpu)?,
+            parse_memory(memory)?,
+            parse_memory(pods)?,
+        ))
+    }
+
     /// Whether `self` fits inside `free` on every dimension.
     pub fn fits_in(&self, free: &Resources) -> bool {
         self.cpu_millis <= free.cpu_millis
@@ -371,6 +382,22 @@ mod tests {
             Err(QuantityError::Overflow { .. })
         ));
         assert_eq!(parse_memory("1E"), Ok(1_000_000_000_000_000_000));
+    }
+
+    #[test]
+    fn node_and_pod_amounts() {
+        assert_eq!(
+            Resources::parse_allocatable("3920m", "14Gi", "110"),
+            Ok(Resources::new(3920, 14 << 30, 110))
+        );
+        assert_eq!(
+            Resources::parse_pod("500m", "1Gi"),
+            Ok(Resources::per_pod(500, 1 << 30))
+        );
+        assert!(matches!(
+            Resources::parse_pod("500m", "1GB"),
+            Err(QuantityError::UnknownSuffix { .. })
+        ));
     }
 
     #[test]

@@ -257,10 +257,13 @@ impl SimCluster {
             .pods
             .iter()
             .find(|p| p.surge_for.as_deref() == Some(from_pod))
-            .filter(|p| p.ready(now))
-            .map_or(SurgeStatus::Pending, |p| match self.kind_of(p) {
-                Some(NodeKind::Regular) => SurgeStatus::ReadyOnRegular,
-                _ => SurgeStatus::ReadyOnVirtual,
+            .map_or(SurgeStatus::Pending, |p| {
+                match (self.kind_of(p), p.ready(now)) {
+                    (Some(NodeKind::Regular), true) => SurgeStatus::ReadyOnRegular,
+                    (Some(NodeKind::Virtual), true) => SurgeStatus::ReadyOnVirtual,
+                    (Some(NodeKind::Virtual), false) => SurgeStatus::StartingOnVirtual,
+                    _ => SurgeStatus::Pending,
+                }
             });
         MoveObservation {
             from_pod: from_pod.to_string(),
