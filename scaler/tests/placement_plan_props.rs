@@ -270,6 +270,11 @@ proptest! {
             prop_assert!(p.burst <= max);
         }
         prop_assert_eq!(p.allow_burst_toleration, c.burst.cap() > 0);
+        // Never ask for pods that, tolerating the taint, would overrun the cap.
+        prop_assert!(p.regular + p.burst <= p.replicas && p.replicas <= p.desired);
+        if p.allow_burst_toleration && matches!(p.reason, PlanReason::BurstCapped { .. }) {
+            prop_assert_eq!(p.replicas, p.regular + p.burst);
+        }
         // A shortfall is always explained as one.
         match p.reason {
             PlanReason::BurstDisabled { shortfall, .. }

@@ -4,7 +4,8 @@
 
 use spillway_scaler::placement::sim::{SimConfig, Simulation, TickReport};
 use spillway_scaler::placement::{
-    BurstRule, CostModel, DrainAction, DrainLimits, PlanReason, PlannerConfig, PodPlace, Resources,
+    BurstRule, CostModel, DrainAction, DrainLimits, DrainObservation, PlanInput, PlanReason,
+    PlannerConfig, PodPlace, Resources, drain_step, plan,
 };
 
 const TICK: i64 = 10;
@@ -219,4 +220,133 @@ fn spike_burst_scale_in_and_drain_back() {
         0
     );
     assert!(sim.drain.in_flight.is_empty());
+}
+
+#[test]
+fn without_burst_the_spike_is_a_reported_shortfall() {
+    let mut sim = simulation();
+    sim.burst = BurstRule {
+        enabled: false,
+        max_replicas: None,
+    };
+    let mut last = None;
+    for step in 0..=6 {
+        let now = step * TICK;
+        let r = sim.tick(now, if now < 30 { 4 } else { 14 });
+        println!("{r}");
+        last = Some(r);
+    }
+    let r = last.unwrap_or_else(|| panic!("no ticks"));
+    assert_eq!((r.plan.regular, r.plan.burst, r.plan.shortfall), (9, 0, 5));
+    assert_eq!(
+        r.plan.reason,
+        PlanReason::BurstDisabled {
+            regular: 9,
+            shortfall: 5
+        }
+    );
+    assert!(!r.plan.allow_burst_toleration);
+    // The ReplicaSet still creates the pods; they stay Pending, nothing lands on virtual.
+    assert_eq!(r.after.regular_ready, 9);
+    assert_eq!(r.after.burst(), 0);
+    assert_eq!(r.after.unscheduled, 5);
+}
+
+#[test]
+fn a_capped_burst_stops_at_the_cap() {
+    let mut sim = simulation();
+    sim.burst.max_replicas = Some(2);
+    let mut last = None;
+    for step in 0..=6 {
+        last = Some(sim.tick(step * TICK, 14));
+    }
+    let r = last.unwrap_or_else(|| panic!("no ticks"));
+    assert_eq!(
+        r.plan.reason,
+        PlanReason::BurstCapped {
+            regular: 9,
+            burst: 2,
+            cap: 2,
+            shortfall: 3
+        }
+    );
+    // The scheduler knows nothing of the cap, so the replicas past it are not asked for.
+    assert_eq!(r.plan.replicas, 11);
+    assert_eq!((r.after.regular_ready, r.after.burst_ready), (9, 2));
+    assert_eq!(r.after.unscheduled, 0);
+}
+
+#[test]
+fn a_surge_that_lands_on_virtual_is_taken_back() {
+    let mut sim = simulation();
+    for step in 0..=5 {
+        sim.tick(step * TICK, 10);
+    }
+    assert_eq!(sim.cluster.observe(50).counts.burst_ready, 1);
+
+    // Room frees and the planner proposes a move...
+    let now = 60;
+    sim.cluster.remove_background("other-1");
+    let seen = sim.cluster.observe(now);
+    let p = plan(
+        &PlanInput {
+            desired: 10,
+            requests: sim.cluster.config().requests,
+            pods: &seen.pods,
+            draining: &[],
+            cluster: &seen.cluster,
+            burst: sim.burst,
+        },
+        &sim.planner,
+    );
+    assert_eq!(p.drain_moves.len(), 1);
+    let moved = p.drain_moves[0].from_pod.clone();
+    // ...but another workload takes the room before the surge replica is scheduled.
+    assert!(
+        sim.cluster
+            .add_background("regular-1", "squatter", Resources::per_pod(1000, 0))
+    );
+    let step = drain_step(
+        &sim.drain,
+        &DrainObservation {
+            now,
+            desired: 10,
+            ready: seen.ready,
+            unavailable: seen.unavailable,
+            moves: &[],
+            proposals: &p.drain_moves,
+        },
+        &sim.planner.drain,
+    );
+    sim.cluster.apply(&p, now);
+    sim.cluster.apply_drain(&step.actions, now);
+    sim.drain = step.state;
+    let c = sim.cluster.observe(now).counts;
+    assert_eq!((c.regular(), c.burst()), (9, 2), "the surge went virtual");
+
+    // Next tick the move sees its replacement starting on the virtual node and takes
+    // the surge back; the burst pod stays and nothing else moves.
+    let r = sim.tick(now + TICK, 10);
+    println!("{r}");
+    assert_eq!(
+        r.actions,
+        vec![DrainAction::CancelSurge {
+            from_pod: moved.clone()
+        }]
+    );
+    assert_eq!((r.after.regular_ready, r.after.burst_ready), (9, 1));
+    assert_eq!(r.after.burst(), 1);
+    assert!(sim.drain.in_flight.is_empty());
+    assert!(
+        sim.cluster
+            .observe(now + TICK)
+            .pods
+            .iter()
+            .any(|p| p.name == moved)
+    );
+    for step in 8..=12 {
+        let r = sim.tick(step * TICK, 10);
+        assert!(r.actions.is_empty(), "{r}");
+        assert_eq!(r.after.regular_ready + r.after.burst_ready, 10, "{r}");
+    }
 }

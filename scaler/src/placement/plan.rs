@@ -278,6 +278,12 @@ pub struct Plan {
     pub burst: u32,
     /// Replicas with no place: `desired − regular − burst`.
     pub shortfall: u32,
+    /// Replicas to ask the workload for (before drain surges). `desired`, except when the
+    /// tenant's burst cap is what limits: with the toleration in place, extra pods would
+    /// land on virtual nodes past the cap, so they are withheld. When burst is disabled or
+    /// virtual nodes are full the extra pods are asked for anyway: they wait Pending,
+    /// which is what tells a cluster autoscaler to add regular nodes.
+    pub replicas: u32,
     /// Whether the pod template should tolerate the virtual-node taint.
     pub allow_burst_toleration: bool,
     /// Every pod's deletion cost, in the order a ReplicaSet scale-in would remove them.
@@ -495,11 +501,18 @@ pub fn plan(input: &PlanInput<'_>, config: &PlannerConfig) -> Plan {
         (moves, DrainDecision::Moves { proposed, wanted })
     };
 
+    let replicas = if matches!(reason, PlanReason::BurstCapped { .. }) && cap > 0 {
+        regular + burst
+    } else {
+        desired
+    };
+
     Plan {
         desired,
         regular,
         burst,
         shortfall,
+        replicas,
         allow_burst_toleration: cap > 0,
         deletion_costs,
         drain_moves,

@@ -154,6 +154,11 @@ impl SimCluster {
         }
     }
 
+    /// The shape it was built with.
+    pub fn config(&self) -> &SimConfig {
+        &self.config
+    }
+
     /// Binds another workload's pod to `node` (to take regular room away). Returns false
     /// when there is no such node.
     pub fn add_background(&mut self, node: &str, name: &str, requests: Resources) -> bool {
@@ -186,7 +191,7 @@ impl SimCluster {
     /// Applies a plan as a controller would: replicas (plus drain surges), the toleration,
     /// deletion costs; then lets the ReplicaSet and scheduler converge.
     pub fn apply(&mut self, plan: &Plan, now: i64) {
-        self.replicas = plan.desired;
+        self.replicas = plan.replicas;
         self.tolerate_virtual = plan.allow_burst_toleration;
         for c in &plan.deletion_costs {
             if let Some(p) = self.pods.iter_mut().find(|p| p.name == c.pod) {
