@@ -311,3 +311,34 @@ fn nothing_desired() {
     assert_eq!(p.reason, PlanReason::NoReplicas);
     assert_eq!((p.regular, p.burst, p.shortfall), (0, 0, 0));
 }
+
+#[test]
+fn past_the_cap_pods_are_withheld_and_the_rest_still_drain_back() {
+    // One regular slot free, four burst pods running, and the tenant now caps burst at 2.
+    let mut cluster = ClusterView {
+        nodes: vec![regular("a", 4000), virtual_node()],
+    };
+    let mut pods = vec![];
+    for i in 1..=3 {
+        pods.push(own(&mut cluster, "a", &format!("r{i}"), one_cpu(), 0));
+    }
+    for i in 1..=4 {
+        pods.push(own(&mut cluster, "vk", &format!("b{i}"), one_cpu(), i));
+    }
+    let capped = BurstRule {
+        enabled: true,
+        max_replicas: Some(2),
+    };
+    let p = run(8, &pods, &cluster, capped, &PlannerConfig::default());
+    assert_eq!((p.regular, p.burst, p.shortfall), (4, 2, 2));
+    assert_eq!(p.replicas, 6);
+    // The ReplicaSet removes b4 to get to 6; of the three left, one more than the cap
+    // allows moves into the free slot: the newest, b3.
+    let moved: Vec<(&str, &str)> = p
+        .drain_moves
+        .iter()
+        .map(|m| (m.from_pod.as_str(), m.to_node.as_str()))
+        .collect();
+    assert_eq!(moved, vec![("b3", "a")]);
+    assert_eq!(p.deletion_costs[0].pod, "b4");
+}

@@ -374,27 +374,27 @@ pub fn plan(input: &PlanInput<'_>, config: &PlannerConfig) -> Plan {
         })
         .collect();
 
-    // Who is left after the ReplicaSet converges on `desired`. Draining pods are leaving
-    // in any case; their surge replicas are already among the others.
+    // Who is left after the ReplicaSet converges on `target` replicas. Draining pods are
+    // leaving in any case; their surge replicas are already among the others.
     let staying_candidates: Vec<&(&WorkloadPod, PodPlace, i32)> = ranked
         .iter()
         .filter(|(p, _, _)| !draining.contains(p.name.as_str()))
         .collect();
-    let remove = staying_candidates.len().saturating_sub(desired as usize);
-    let removed: BTreeSet<&str> = staying_candidates[..remove]
-        .iter()
-        .map(|(p, _, _)| p.name.as_str())
-        .collect();
-    let staying = &staying_candidates[remove..];
-    let count = |want: PodPlace| {
+    let converge = |target: u32| {
+        let remove = staying_candidates.len().saturating_sub(target as usize);
+        let (removed, staying) = staying_candidates.split_at(remove);
+        let removed: BTreeSet<&str> = removed.iter().map(|(p, _, _)| p.name.as_str()).collect();
+        (removed, staying)
+    };
+    let count = |staying: &[&(&WorkloadPod, PodPlace, i32)], want: PodPlace| {
         let n = staying
             .iter()
             .filter(|(_, place, _)| *place == want)
             .count();
         u32::try_from(n).unwrap_or(u32::MAX)
     };
-    let kept_regular = count(PodPlace::Regular);
-    let burst_after = count(PodPlace::Burst);
+    let (removed, staying) = converge(desired);
+    let kept_regular = count(staying, PodPlace::Regular);
 
     // Regular room once the scale-in victims are gone.
     let regular_free: Vec<(String, Resources)> = cluster
@@ -461,10 +461,20 @@ pub fn plan(input: &PlanInput<'_>, config: &PlannerConfig) -> Plan {
         }
     };
 
-    // Drain back. Burst pods beyond what the non-regular part of `desired` needs have a
-    // regular slot waiting: exactly the slots left after new and unplaced replicas take
-    // theirs, which is why the targets are the tail of `new_regular`.
-    let wanted = burst_after.saturating_sub(needed);
+    let replicas = if matches!(reason, PlanReason::BurstCapped { .. }) && cap > 0 {
+        regular + burst
+    } else {
+        desired
+    };
+
+    // Drain back. After the ReplicaSet converges on `replicas`, burst pods beyond what the
+    // non-regular part needs have a regular slot waiting: exactly the slots left after
+    // new and unplaced replicas take theirs, which is why the targets are the tail of
+    // `new_regular`. (When pods past the burst cap are withheld, the ReplicaSet removes
+    // more burst pods than `desired` alone would say; moving those would be wasted.)
+    let (_, staying) = converge(replicas);
+    let burst_after = count(staying, PodPlace::Burst);
+    let wanted = burst_after.saturating_sub(replicas - regular);
     let per_move = config.cost.saving_per_move_per_hour();
     let savings = f64::from(wanted) * per_move;
     let (drain_moves, drain) = if wanted == 0 {
@@ -499,12 +509,6 @@ pub fn plan(input: &PlanInput<'_>, config: &PlannerConfig) -> Plan {
             .collect();
         let proposed = u32::try_from(moves.len()).unwrap_or(u32::MAX);
         (moves, DrainDecision::Moves { proposed, wanted })
-    };
-
-    let replicas = if matches!(reason, PlanReason::BurstCapped { .. }) && cap > 0 {
-        regular + burst
-    } else {
-        desired
     };
 
     Plan {
