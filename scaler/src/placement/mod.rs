@@ -31,6 +31,41 @@
 //!   skipped when they would save too little to be worth a restart.
 //! - **Shortfall is reported, never hidden.** When burst is off or capped and regular
 //!   nodes are full, [`Plan::shortfall`] and [`PlanReason`] say so.
+//!
+//! # Example
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use spillway_scaler::placement::*;
+//!
+//! let classifier = NodeClassifier::default();
+//! let mut labels = BTreeMap::new();
+//! labels.insert("type".to_string(), "virtual-kubelet".to_string());
+//! let vk_kind = classifier.classify(&labels, &[]);
+//! assert_eq!(vk_kind, NodeKind::Virtual);
+//!
+//! let alloc = Resources::parse_allocatable("2", "8Gi", "110")?;
+//! let cluster = ClusterView {
+//!     nodes: vec![
+//!         Node::new("ecs-1", NodeKind::Regular, alloc),
+//!         Node::new("vk", vk_kind, Resources::parse_allocatable("1000", "4Ti", "10000")?),
+//!     ],
+//! };
+//! let plan = plan(
+//!     &PlanInput {
+//!         desired: 5,
+//!         requests: Resources::parse_pod("500m", "1Gi")?,
+//!         pods: &[],
+//!         draining: &[],
+//!         cluster: &cluster,
+//!         burst: BurstRule { enabled: true, max_replicas: Some(10) },
+//!     },
+//!     &PlannerConfig::default(),
+//! );
+//! assert_eq!((plan.regular, plan.burst, plan.shortfall), (4, 1, 0));
+//! assert_eq!(plan.reason.to_string(), "regular nodes full at 4 replicas; 1 burst to virtual nodes");
+//! # Ok::<(), QuantityError>(())
+//! ```
 
 pub mod cost;
 pub mod drain;
