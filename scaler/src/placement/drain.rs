@@ -22,6 +22,7 @@
 //!   replacement never became Ready, or landed on a virtual node after all).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
 use super::plan::{DrainLimits, DrainMove};
 
@@ -118,7 +119,9 @@ pub enum DrainAction {
         /// The regular node with room.
         to_node: String,
     },
-    /// Remove the burst pod and take its surge back: the replacement is Ready.
+    /// Remove the burst pod and take its surge back: the replacement is Ready. Repeated
+    /// for a move whose first removal did not happen; the surge is taken back only once
+    /// per move, so a controller must treat a repeat as "remove the pod" alone.
     Evict {
         /// The burst pod.
         pod: String,
@@ -128,6 +131,18 @@ pub enum DrainAction {
         /// The burst pod that stays.
         from_pod: String,
     },
+}
+
+impl fmt::Display for DrainAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DrainAction::Surge { from_pod, to_node } => {
+                write!(f, "surge for {from_pod} -> {to_node}")
+            }
+            DrainAction::Evict { pod } => write!(f, "evict {pod}"),
+            DrainAction::CancelSurge { from_pod } => write!(f, "cancel surge for {from_pod}"),
+        }
+    }
 }
 
 /// The next state and what to do.

@@ -363,7 +363,8 @@ pub fn plan(input: &PlanInput<'_>, config: &PlannerConfig) -> Plan {
         key(a, *ca)
             .cmp(&key(b, *cb))
             .then(b.created_at.cmp(&a.created_at))
-            .then(a.name.cmp(&b.name))
+            // At equal creation time the later name counts as newer, as burst ranks do.
+            .then(b.name.cmp(&a.name))
     });
     let deletion_costs: Vec<PodDeletionCost> = ranked
         .iter()

@@ -325,7 +325,7 @@ impl SimCluster {
                 (a.node.is_some(), a.ready(now), a.cost)
                     .cmp(&(b.node.is_some(), b.ready(now), b.cost))
                     .then(b.created_at.cmp(&a.created_at))
-                    .then(a.name.cmp(&b.name))
+                    .then(b.name.cmp(&a.name))
             });
             let doomed: Vec<String> = victims[..self.pods.len() - want]
                 .iter()
@@ -439,15 +439,7 @@ impl fmt::Display for TickReport {
             write!(f, "; {}", self.plan.drain)?;
         }
         for action in &self.actions {
-            match action {
-                DrainAction::Surge { from_pod, to_node } => {
-                    write!(f, "; surge for {from_pod} -> {to_node}")?
-                }
-                DrainAction::Evict { pod } => write!(f, "; evict {pod}")?,
-                DrainAction::CancelSurge { from_pod } => {
-                    write!(f, "; cancel surge for {from_pod}")?
-                }
-            }
+            write!(f, "; {action}")?;
         }
         Ok(())
     }
@@ -526,5 +518,86 @@ impl Simulation {
     /// The cost model in use.
     pub fn cost_model(&self) -> &CostModel {
         &self.planner.cost
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placement::plan::PodDeletionCost;
+
+    fn bare_plan(desired: u32, tolerate: bool) -> Plan {
+        Plan {
+            desired,
+            regular: 0,
+            burst: 0,
+            shortfall: 0,
+            replicas: desired,
+            allow_burst_toleration: tolerate,
+            deletion_costs: Vec::new(),
+            drain_moves: Vec::new(),
+            new_regular: Default::default(),
+            burst_slots: Default::default(),
+            reason: crate::placement::PlanReason::NoReplicas,
+            drain: DrainDecision::Nothing,
+        }
+    }
+
+    fn small() -> SimCluster {
+        SimCluster::new(SimConfig {
+            regular_nodes: 2,
+            regular_node: Resources::new(2000, 16 << 30, 110),
+            ..SimConfig::default()
+        })
+    }
+
+    #[test]
+    fn pods_start_after_their_node_kinds_latency() {
+        let mut c = small();
+        c.apply(&bare_plan(6, true), 100);
+        let at = |t| c.observe(t).counts;
+        assert_eq!(at(100).regular_starting, 4);
+        assert_eq!(at(100).burst_starting, 2);
+        assert_eq!((at(109).regular_ready, at(110).regular_ready), (0, 4));
+        assert_eq!((at(129).burst_ready, at(130).burst_ready), (0, 2));
+    }
+
+    #[test]
+    fn without_toleration_extra_pods_stay_pending_and_cordoned_nodes_take_none() {
+        let mut c = small();
+        c.set_schedulable("regular-1", false);
+        c.apply(&bare_plan(4, false), 0);
+        let counts = c.observe(0).counts;
+        assert_eq!(
+            (counts.regular(), counts.burst(), counts.unscheduled),
+            (2, 0, 2)
+        );
+        assert!(
+            c.observe(0)
+                .pods
+                .iter()
+                .all(|p| p.node.as_deref() != Some("regular-1"))
+        );
+    }
+
+    #[test]
+    fn scale_in_follows_deletion_cost_then_age() {
+        let mut c = small();
+        c.apply(&bare_plan(6, true), 0);
+        let seen = c.observe(100);
+        let mut plan = bare_plan(3, true);
+        // Make the oldest regular pod the cheapest: it must go first among Ready pods.
+        plan.deletion_costs = seen
+            .pods
+            .iter()
+            .map(|p| PodDeletionCost {
+                pod: p.name.clone(),
+                place: crate::placement::PodPlace::Regular,
+                cost: if p.name == "app-1" { -10 } else { 0 },
+            })
+            .collect();
+        c.apply(&plan, 100);
+        let left: Vec<String> = c.observe(100).pods.into_iter().map(|p| p.name).collect();
+        assert_eq!(left, vec!["app-2", "app-3", "app-4"]);
     }
 }
