@@ -112,5 +112,24 @@ proptest! {
             }
             prev_desired = *desired;
         }
+
+        // Then demand holds and nothing else moves: the split converges to the plan, so
+        // every burst pod with a regular place to go has been drained back.
+        let hold = prev_desired;
+        let start = r.ticks.len() as i64 * 10;
+        let mut last = None;
+        for k in 0..60 {
+            last = Some(sim.tick(start + k * 10, hold));
+        }
+        if let Some(last) = last {
+            // Unless no move may start, or no removal is ever allowed (a budget of 0).
+            if r.limits.max_moves_per_tick > 0 && r.limits.max_unavailable > 0 {
+                prop_assert_eq!(last.after.regular(), last.plan.regular, "{}", last);
+                prop_assert_eq!(last.after.burst(), last.plan.burst, "{}", last);
+                prop_assert!(sim.drain.in_flight.is_empty());
+            }
+            prop_assert_eq!(last.after.regular_ready, last.after.regular());
+            prop_assert_eq!(last.after.burst_ready, last.after.burst());
+        }
     }
 }

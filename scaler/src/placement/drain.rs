@@ -276,8 +276,9 @@ pub fn drain_step(
     }
 
     // New moves: not while the workload is short of ready replicas (its own new pods need
-    // the regular room first), and within both rate limits.
-    if obs.ready >= obs.desired {
+    // the regular room first), not while the disruption budget is spent (the surge would
+    // sit there as an extra replica with no way to finish), and within both rate limits.
+    if obs.ready >= obs.desired && obs.unavailable < limits.max_unavailable {
         let busy: BTreeSet<String> = state.draining().into_iter().collect();
         let mut started = 0u32;
         for p in obs.proposals {
@@ -459,6 +460,43 @@ mod tests {
             }]
         );
         assert!(step.state.in_flight.is_empty());
+    }
+
+    #[test]
+    fn no_new_moves_while_the_budget_is_spent() {
+        let props = [proposal("b1")];
+        let obs = DrainObservation {
+            now: 0,
+            desired: 5,
+            ready: 5,
+            unavailable: 1,
+            moves: &[],
+            proposals: &props,
+        };
+        let none = DrainLimits {
+            max_unavailable: 0,
+            ..limits()
+        };
+        assert!(
+            drain_step(&DrainState::default(), &obs, &limits())
+                .actions
+                .is_empty()
+        );
+        let obs = DrainObservation {
+            unavailable: 0,
+            ..obs
+        };
+        assert!(
+            drain_step(&DrainState::default(), &obs, &none)
+                .actions
+                .is_empty()
+        );
+        assert_eq!(
+            drain_step(&DrainState::default(), &obs, &limits())
+                .actions
+                .len(),
+            1
+        );
     }
 
     #[test]
