@@ -3,7 +3,7 @@
 //!
 //! Pure: plain values in, plain values out, no clock and no I/O. A controller builds a
 //! [`ClusterView`] from Node and Pod objects (classifying nodes with a
-//! [`NodeClassifier`]), calls [`plan`], and applies the [`Plan`] with Kubernetes' own
+//! [`NodeClassifier`]), calls [`plan()`], and applies the [`Plan`] with Kubernetes' own
 //! levers; the simulator in [`sim`] does the same against a fake cluster.
 //!
 //! # Design
