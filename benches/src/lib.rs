@@ -41,8 +41,22 @@ pub struct Exposition {
 }
 
 const APPS: [&str; 16] = [
-    "checkout", "search", "cart", "payments", "catalog", "auth", "profile", "reviews",
-    "shipping", "inventory", "pricing", "recommend", "media", "notify", "ledger", "gateway",
+    "checkout",
+    "search",
+    "cart",
+    "payments",
+    "catalog",
+    "auth",
+    "profile",
+    "reviews",
+    "shipping",
+    "inventory",
+    "pricing",
+    "recommend",
+    "media",
+    "notify",
+    "ledger",
+    "gateway",
 ];
 const CODES: [&str; 5] = ["200", "201", "404", "500", "503"];
 const METHODS: [&str; 2] = ["GET", "POST"];
@@ -68,7 +82,13 @@ pub fn gateway_exposition(seed: u64, target_lines: u64) -> Exposition {
         let app = APPS[(i % APPS.len() as u64) as usize];
         (tenant, app)
     };
-    let route = |i: u64, r: usize| if i % 25 == 7 && r == 0 { ODD_ROUTE } else { ROUTES[r] };
+    let route = |i: u64, r: usize| {
+        if i % 25 == 7 && r == 0 {
+            ODD_ROUTE
+        } else {
+            ROUTES[r]
+        }
+    };
     let mut t = String::with_capacity((target_lines * 110) as usize);
     let mut lines = 0u64;
     let mut samples = 0u64;

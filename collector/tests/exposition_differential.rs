@@ -11,10 +11,9 @@
 
 use std::collections::BTreeMap;
 
-use proptest::prelude::*;
 use prometheus_parse::{Scrape, Value};
+use proptest::prelude::*;
 use spillway_collector::exposition::{self, MetricKind, write};
-
 
 type Flat = (String, BTreeMap<String, String>, String, i64);
 
@@ -34,8 +33,11 @@ fn theirs(text: &str) -> Vec<Flat> {
     let scrape = Scrape::parse_at(lines, sample_time).expect("no io errors");
     let mut out = Vec::new();
     for s in &scrape.samples {
-        let labels: BTreeMap<String, String> =
-            s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let labels: BTreeMap<String, String> = s
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let ts = s.timestamp.timestamp_millis();
         match &s.value {
             Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => {
@@ -88,23 +90,30 @@ fn ours(text: &str) -> Vec<Flat> {
     out
 }
 
+type LabelPairs = Vec<(String, String)>;
+
 #[derive(Debug, Clone)]
 enum Family {
     Plain {
         kind: Option<MetricKind>,
-        series: Vec<(Vec<(String, String)>, f64, Option<i64>)>,
+        series: Vec<(LabelPairs, f64, Option<i64>)>,
     },
     Histogram {
-        series: Vec<(Vec<(String, String)>, Vec<f64>)>,
+        series: Vec<(LabelPairs, Vec<f64>)>,
     },
     Summary {
-        series: Vec<(Vec<(String, String)>, Vec<f64>)>,
+        series: Vec<(LabelPairs, Vec<f64>)>,
     },
 }
 
 fn simple_labels() -> impl Strategy<Value = Vec<(String, String)>> {
-    prop::collection::btree_map("[a-z][a-z0-9_]{0,8}", "[a-zA-Z0-9_ ./:-]{0,12}", 0..4)
-        .prop_map(|m| m.into_iter().filter(|(k, _)| k != "le" && k != "quantile").collect())
+    prop::collection::btree_map("[a-z][a-z0-9_]{0,8}", "[a-zA-Z0-9_ ./:-]{0,12}", 0..4).prop_map(
+        |m| {
+            m.into_iter()
+                .filter(|(k, _)| k != "le" && k != "quantile")
+                .collect()
+        },
+    )
 }
 
 fn value() -> impl Strategy<Value = f64> {
@@ -157,7 +166,13 @@ fn render(families: &[Family]) -> String {
             l
         };
         let emit = |out: &mut String, n: &str, l: Vec<(String, String)>, v: f64, ts| {
-            write::sample(out, n, l.iter().map(|(a, b)| (a.as_str(), b.as_str())), v, ts)
+            write::sample(
+                out,
+                n,
+                l.iter().map(|(a, b)| (a.as_str(), b.as_str())),
+                v,
+                ts,
+            )
         };
         write::help(&mut out, &name, "Generated family.");
         match f {
@@ -176,10 +191,28 @@ fn render(families: &[Family]) -> String {
                     let mut labels = labels.clone();
                     labels.push(("series".into(), si.to_string()));
                     for (b, c) in BOUNDS.iter().zip(counts) {
-                        emit(&mut out, &format!("{name}_bucket"), with(&labels, Some(("le", b))), *c, None);
+                        emit(
+                            &mut out,
+                            &format!("{name}_bucket"),
+                            with(&labels, Some(("le", b))),
+                            *c,
+                            None,
+                        );
                     }
-                    emit(&mut out, &format!("{name}_sum"), with(&labels, None), 1.5, None);
-                    emit(&mut out, &format!("{name}_count"), with(&labels, None), 9.0, None);
+                    emit(
+                        &mut out,
+                        &format!("{name}_sum"),
+                        with(&labels, None),
+                        1.5,
+                        None,
+                    );
+                    emit(
+                        &mut out,
+                        &format!("{name}_count"),
+                        with(&labels, None),
+                        9.0,
+                        None,
+                    );
                 }
             }
             Family::Summary { series } => {
@@ -188,10 +221,28 @@ fn render(families: &[Family]) -> String {
                     let mut labels = labels.clone();
                     labels.push(("series".into(), si.to_string()));
                     for (q, c) in ["0.5", "0.9", "0.99", "1"].iter().zip(counts) {
-                        emit(&mut out, &name, with(&labels, Some(("quantile", q))), *c, None);
+                        emit(
+                            &mut out,
+                            &name,
+                            with(&labels, Some(("quantile", q))),
+                            *c,
+                            None,
+                        );
                     }
-                    emit(&mut out, &format!("{name}_sum"), with(&labels, None), 2.0, None);
-                    emit(&mut out, &format!("{name}_count"), with(&labels, None), 4.0, None);
+                    emit(
+                        &mut out,
+                        &format!("{name}_sum"),
+                        with(&labels, None),
+                        2.0,
+                        None,
+                    );
+                    emit(
+                        &mut out,
+                        &format!("{name}_count"),
+                        with(&labels, None),
+                        4.0,
+                        None,
+                    );
                 }
             }
         }
@@ -236,7 +287,11 @@ fn their_samples(text: &str) -> Vec<prometheus_parse::Sample> {
 fn our_label(text: &str, label: &str) -> Vec<String> {
     let mut out = Vec::new();
     let summary = exposition::parse_samples(text.as_bytes(), |s| {
-        out.push(s.label(label).map(|v| v.to_cow().into_owned()).unwrap_or_default())
+        out.push(
+            s.label(label)
+                .map(|v| v.to_cow().into_owned())
+                .unwrap_or_default(),
+        )
     });
     assert_eq!(summary.errors, 0);
     out
@@ -279,7 +334,10 @@ fn prometheus_parse_drops_values_with_closing_brace() {
 #[test]
 fn prometheus_parse_mangles_escaped_quotes() {
     let text = "m{msg=\"say \\\"hi\\\"\"} 1\n";
-    assert_eq!(their_samples(text)[0].labels.get("msg"), Some("say \\\"hi\\"));
+    assert_eq!(
+        their_samples(text)[0].labels.get("msg"),
+        Some("say \\\"hi\\")
+    );
     assert_eq!(our_label(text, "msg"), ["say \"hi\""]);
 }
 

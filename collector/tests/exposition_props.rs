@@ -6,9 +6,7 @@
 //! towards the format's own punctuation so that mutations reach deep into the grammar.
 
 use proptest::prelude::*;
-use spillway_collector::exposition::{
-    Entry, MetricKind, Parser, Sample, parse_samples, write,
-};
+use spillway_collector::exposition::{Entry, MetricKind, Parser, Sample, parse_samples, write};
 
 #[derive(Debug, Clone)]
 enum Item {
@@ -36,13 +34,11 @@ fn label_value() -> impl Strategy<Value = String> {
 }
 
 fn labels() -> impl Strategy<Value = Vec<(String, String)>> {
-    prop::collection::vec(("[a-zA-Z_][a-zA-Z0-9_]{0,12}", label_value()), 0..6).prop_map(
-        |mut v| {
-            let mut seen = std::collections::HashSet::new();
-            v.retain(|(n, _)| seen.insert(n.clone()));
-            v
-        },
-    )
+    prop::collection::vec(("[a-zA-Z_][a-zA-Z0-9_]{0,12}", label_value()), 0..6).prop_map(|mut v| {
+        let mut seen = std::collections::HashSet::new();
+        v.retain(|(n, _)| seen.insert(n.clone()));
+        v
+    })
 }
 
 fn value() -> impl Strategy<Value = f64> {
@@ -108,7 +104,13 @@ fn same_f64(a: f64, b: f64) -> bool {
     (a.is_nan() && b.is_nan()) || a.to_bits() == b.to_bits()
 }
 
-fn check_sample(s: &Sample<'_>, name: &str, labels: &[(String, String)], value: f64, ts: Option<i64>) {
+fn check_sample(
+    s: &Sample<'_>,
+    name: &str,
+    labels: &[(String, String)],
+    value: f64,
+    ts: Option<i64>,
+) {
     assert_eq!(s.name, name);
     assert!(same_f64(s.value, value), "{} vs {}", s.value, value);
     assert_eq!(s.timestamp_ms, ts);
@@ -190,7 +192,12 @@ fn exercise(input: &[u8]) {
             Ok(_) => {}
             Err(e) => {
                 errors += 1;
-                assert!(e.line >= 1 && e.line <= lines, "line {} of {}", e.line, lines);
+                assert!(
+                    e.line >= 1 && e.line <= lines,
+                    "line {} of {}",
+                    e.line,
+                    lines
+                );
                 assert!(e.line > last_line, "errors out of order");
                 last_line = e.line;
                 let _ = e.to_string();

@@ -81,7 +81,9 @@ fn metadata_entries() {
 
 #[test]
 fn names_with_colons_and_label_specials() {
-    let s = one(r#"job:http_requests:rate5m{path="/a,b=c}{d", msg="say \"hi\"\nbye \\o/", sp=" x "} 3"#);
+    let s = one(
+        r#"job:http_requests:rate5m{path="/a,b=c}{d", msg="say \"hi\"\nbye \\o/", sp=" x "} 3"#,
+    );
     assert_eq!(s.name, "job:http_requests:rate5m");
     assert_eq!(
         labels(&s),
@@ -127,11 +129,22 @@ fn values_and_timestamps() {
     assert!(vals[0].is_nan());
     assert_eq!(
         &vals[1..],
-        &[f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, 1000.0, -0.025, 17.0, 0.1]
+        &[
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::INFINITY,
+            1000.0,
+            -0.025,
+            17.0,
+            0.1
+        ]
     );
     assert_eq!(one("a 1 -1500").timestamp_ms, Some(-1500));
     // A fractional timestamp can only be OpenMetrics seconds.
-    assert_eq!(one("a 1 1700000000.250").timestamp_ms, Some(1_700_000_000_250));
+    assert_eq!(
+        one("a 1 1700000000.250").timestamp_ms,
+        Some(1_700_000_000_250)
+    );
     let om: Vec<_> = Parser::with_format(b"a 1 1700000000\n# EOF\n", Format::OpenMetrics)
         .collect::<Result<_, _>>()
         .unwrap();
@@ -150,7 +163,15 @@ fn histogram_and_summary_series_are_plain_samples() {
     let names: Vec<_> = all.iter().map(|s| s.name).collect();
     assert_eq!(
         names,
-        ["lat_bucket", "lat_bucket", "lat_sum", "lat_count", "q", "q_sum", "q_count"]
+        [
+            "lat_bucket",
+            "lat_bucket",
+            "lat_sum",
+            "lat_count",
+            "q",
+            "q_sum",
+            "q_count"
+        ]
     );
     assert!(all[1].label("le").unwrap().eq_str("+Inf"));
     assert!(all[4].label("quantile").unwrap() == "0.99");

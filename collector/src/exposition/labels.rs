@@ -178,7 +178,10 @@ impl<'a> Iterator for Labels<'a> {
             }
         }
         self.pos = i + 1;
-        Some((name, LabelValue::new(sub(self.raw, value_start, i), escaped)))
+        Some((
+            name,
+            LabelValue::new(sub(self.raw, value_start, i), escaped),
+        ))
     }
 }
 

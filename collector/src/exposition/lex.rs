@@ -159,8 +159,10 @@ pub(crate) fn parse_timestamp(tok: &str, integer_is_seconds: bool) -> Option<i64
     }
     let secs = tok.parse::<f64>().ok()?;
     let ms = (secs * 1000.0).round();
-    // i64::MAX is not exactly representable; the bound below is the largest double under it.
-    if ms.is_finite() && ms >= -9.223_372_036_854_775e18 && ms <= 9.223_372_036_854_775e18 {
+    // i64::MAX is not exactly representable; the bound is the largest double under it.
+    // NaN and infinities fall outside the range too.
+    const LIMIT: f64 = 9.223_372_036_854_775e18;
+    if (-LIMIT..=LIMIT).contains(&ms) {
         Some(ms as i64)
     } else {
         None
@@ -174,8 +176,19 @@ mod tests {
     #[test]
     fn fast_path_agrees_with_std() {
         for s in [
-            "0", "-0", "+7", "12345", "1.5", "-0.001", "123456789012345", "0.1", "3.14159",
-            "999999999999999", "1.", ".5", "99999.99999",
+            "0",
+            "-0",
+            "+7",
+            "12345",
+            "1.5",
+            "-0.001",
+            "123456789012345",
+            "0.1",
+            "3.14159",
+            "999999999999999",
+            "1.",
+            ".5",
+            "99999.99999",
         ] {
             let want: f64 = s.parse().unwrap();
             let got = parse_value(s).unwrap();
@@ -191,19 +204,32 @@ mod tests {
         assert_eq!(parse_value("-Inf"), Some(f64::NEG_INFINITY));
         assert_eq!(parse_value("1e3"), Some(1000.0));
         assert_eq!(parse_value("-1.5E-3"), Some(-0.0015));
-        assert_eq!(parse_value("12345678901234567890"), Some(1.2345678901234567e19));
-        assert_eq!(parse_value("0.1234567890123456789"), Some(0.1234567890123456789));
-        for bad in ["", "-", "+", ".", "1.2.3", "abc", "1,5", "0x10", "1e", "--1"] {
+        assert_eq!(
+            parse_value("12345678901234567890"),
+            Some(1.2345678901234567e19)
+        );
+        // Too many digits for the fast path: the slow path must round the same way.
+        let long = "0.1234567890123456789";
+        assert_eq!(parse_value(long), long.parse().ok());
+        for bad in [
+            "", "-", "+", ".", "1.2.3", "abc", "1,5", "0x10", "1e", "--1",
+        ] {
             assert_eq!(parse_value(bad), None, "{bad}");
         }
     }
 
     #[test]
     fn timestamps() {
-        assert_eq!(parse_timestamp("1700000000000", false), Some(1_700_000_000_000));
+        assert_eq!(
+            parse_timestamp("1700000000000", false),
+            Some(1_700_000_000_000)
+        );
         assert_eq!(parse_timestamp("-5", false), Some(-5));
         assert_eq!(parse_timestamp("1700000000", true), Some(1_700_000_000_000));
-        assert_eq!(parse_timestamp("1700000000.123", false), Some(1_700_000_000_123));
+        assert_eq!(
+            parse_timestamp("1700000000.123", false),
+            Some(1_700_000_000_123)
+        );
         assert_eq!(parse_timestamp("1.5e3", true), Some(1_500_000));
         assert_eq!(parse_timestamp("9223372036854775807", true), None);
         assert_eq!(parse_timestamp("1e300", false), None);

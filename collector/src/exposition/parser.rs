@@ -71,10 +71,19 @@ impl MetricKind {
 pub enum Entry<'a> {
     Sample(Sample<'a>),
     /// `# HELP name text`; `text` is raw (escapes not processed), possibly empty.
-    Help { name: &'a str, text: &'a str },
-    Type { name: &'a str, kind: MetricKind },
+    Help {
+        name: &'a str,
+        text: &'a str,
+    },
+    Type {
+        name: &'a str,
+        kind: MetricKind,
+    },
     /// `# UNIT name unit` (OpenMetrics); `unit` may be empty.
-    Unit { name: &'a str, unit: &'a str },
+    Unit {
+        name: &'a str,
+        unit: &'a str,
+    },
 }
 
 /// One sample line, borrowing from the input.
