@@ -162,15 +162,13 @@ impl<'a> Iterator for Labels<'a> {
         let value_start = i;
         let mut escaped = false;
         loop {
-            match memchr::memchr2(b'"', b'\\', b.get(i..).unwrap_or_default()) {
-                Some(k) if b[i + k] == b'\\' => {
+            match b.get(i) {
+                Some(b'"') => break,
+                Some(b'\\') => {
                     escaped = true;
-                    i += k + 2;
+                    i += 2;
                 }
-                Some(k) => {
-                    i += k;
-                    break;
-                }
+                Some(_) => i += 1,
                 None => {
                     self.pos = b.len();
                     return None;
