@@ -152,8 +152,8 @@ impl<'a> Iterator for Labels<'a> {
         while i < b.len() && is_blank(b[i]) {
             i += 1;
         }
-        // Anything else here means a caller built a Sample by hand from bad text, and
-        // ending the iteration is the safe answer.
+        // Unreachable for a set the parser validated; ending the iteration keeps the
+        // re-scan panic-free whatever text it is given.
         if b.get(i) != Some(&b'"') {
             self.pos = b.len();
             return None;
