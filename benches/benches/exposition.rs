@@ -1,7 +1,9 @@
 //! Exposition parsing, side by side on one input in one run:
 //! (a) `prometheus-parse`, fed lines as its API requires;
 //! (b) Spillway's `parse_samples`;
-//! (c) Spillway's parse plus per-workload ingest of `gateway_requests_total`.
+//! (c) Spillway's parse plus per-workload ingest of `gateway_requests_total`;
+//! and, for the design choice of scanning labels lazily, Spillway's parse with every
+//! label of every sample read.
 //!
 //! Throughput is in samples. `cargo test --benches` runs each once, as a smoke test.
 
@@ -45,6 +47,20 @@ fn exposition(c: &mut Criterion) {
             let mut sum = 0.0;
             let summary = parse_samples(black_box(bytes), |s| sum += s.value);
             black_box((summary.samples, sum))
+        })
+    });
+
+    // Not one of the three compared: the worst case for the lazy label scan, every label
+    // of every sample read once, which is what storing labels eagerly would save.
+    group.bench_function("spillway_parse_walk_all_labels", |b| {
+        b.iter(|| {
+            let mut bytes_seen = 0usize;
+            let summary = parse_samples(black_box(bytes), |s| {
+                for (name, value) in s.labels() {
+                    bytes_seen += name.len() + value.raw().len();
+                }
+            });
+            black_box((summary.samples, bytes_seen))
         })
     });
 

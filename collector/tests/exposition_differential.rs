@@ -91,17 +91,19 @@ fn ours(text: &str) -> Vec<Flat> {
     out
 }
 
+type LabelPairs = Vec<(String, String)>;
+
 #[derive(Debug, Clone)]
 enum Family {
     Plain {
         kind: Option<MetricKind>,
-        series: Vec<(Vec<(String, String)>, f64, Option<i64>)>,
+        series: Vec<(LabelPairs, f64, Option<i64>)>,
     },
     Histogram {
-        series: Vec<(Vec<(String, String)>, Vec<f64>)>,
+        series: Vec<(LabelPairs, Vec<f64>)>,
     },
     Summary {
-        series: Vec<(Vec<(String, String)>, Vec<f64>)>,
+        series: Vec<(LabelPairs, Vec<f64>)>,
     },
 }
 

@@ -6,7 +6,9 @@
 //! towards the format's own punctuation so that mutations reach deep into the grammar.
 
 use proptest::prelude::*;
-use spillway_collector::exposition::{Entry, MetricKind, Parser, Sample, parse_samples, write};
+use spillway_collector::exposition::{
+    Entry, Format, MetricKind, Parser, Sample, parse_samples, write,
+};
 
 #[derive(Debug, Clone)]
 enum Item {
@@ -183,7 +185,9 @@ fn exercise(input: &[u8]) {
         match entry {
             Ok(Entry::Sample(s)) => {
                 samples += 1;
+                assert!(valid_name(s.name, true), "metric name {:?}", s.name);
                 for (name, v) in s.labels() {
+                    assert!(valid_name(name, false), "label name {name:?}");
                     let owned = v.to_cow();
                     assert!(v.eq_str(&owned));
                     assert!(s.label(name).is_some());
@@ -205,10 +209,29 @@ fn exercise(input: &[u8]) {
         }
     }
     assert!(parser.line() <= lines);
+    for entry in Parser::with_format(input, Format::OpenMetrics) {
+        if let Err(e) = entry {
+            assert!(
+                e.line >= 1 && e.line <= lines,
+                "line {} of {}",
+                e.line,
+                lines
+            );
+        }
+    }
     let summary = parse_samples(input, |s| {
         let _ = s.label("le");
     });
     assert_eq!((summary.samples, summary.errors), (samples, errors));
+}
+
+fn valid_name(name: &str, metric: bool) -> bool {
+    let extra = |c: u8| metric && c == b':';
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_' || extra(c))
+        && bytes.all(|c| c.is_ascii_alphanumeric() || c == b'_' || extra(c))
 }
 
 fn fuzz_byte() -> impl Strategy<Value = u8> {

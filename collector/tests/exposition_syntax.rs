@@ -321,3 +321,25 @@ fn huge_line_is_fine() {
     assert_eq!(all.len(), 2);
     assert_eq!(all[0].label("v").unwrap().raw().len(), 4 << 20);
 }
+
+/// The parser reuses the previous sample's validated name when a line starts with it;
+/// longer names and invalid continuations must still get the full check.
+#[test]
+fn names_sharing_a_prefix_with_the_previous_sample() {
+    let input = "foo 1\nfoo_bar 2\nfoo{a=\"b\"} 3\nfoo:x 4\nfoo-x 5\nfoo\t6\nfo 7\nfoo";
+    let mut names = Vec::new();
+    let summary = parse_samples(input.as_bytes(), |s| names.push(s.name));
+    assert_eq!(names, ["foo", "foo_bar", "foo", "foo:x", "foo", "fo"]);
+    let errs: Vec<_> = summary
+        .first_errors
+        .iter()
+        .map(|e| (e.line, e.kind.clone()))
+        .collect();
+    assert_eq!(
+        errs,
+        [
+            (5, LineErrorKind::InvalidMetricName),
+            (8, LineErrorKind::MissingValue)
+        ]
+    );
+}

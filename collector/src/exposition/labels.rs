@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use super::lex::{is_blank, is_label_cont, sub};
+use super::lex::{find2, is_blank, sub};
 
 /// A label value as it appears between the quotes, escapes and all.
 ///
@@ -136,24 +136,24 @@ impl<'a> Iterator for Labels<'a> {
             self.pos = b.len();
             return None;
         }
+        // The set was validated: the name runs to the first `=` (less any blanks before
+        // it), the value from the next `"` to the first unescaped `"`.
         let name_start = i;
-        while i < b.len() && is_label_cont(b[i]) {
-            i += 1;
-        }
-        let name = sub(self.raw, name_start, i);
-        // Validated input has `\s*=\s*"` here; anything else means a caller built a
-        // Sample by hand from bad text, and ending the iteration is the safe answer.
-        while i < b.len() && is_blank(b[i]) {
-            i += 1;
-        }
-        if b.get(i) != Some(&b'=') {
+        let Some(eq) = find2(b, i, b'=', b'=') else {
             self.pos = b.len();
             return None;
+        };
+        let mut name_end = eq;
+        while name_end > name_start && is_blank(b[name_end - 1]) {
+            name_end -= 1;
         }
-        i += 1;
+        let name = sub(self.raw, name_start, name_end);
+        i = eq + 1;
         while i < b.len() && is_blank(b[i]) {
             i += 1;
         }
+        // Unreachable for a set the parser validated; ending the iteration keeps the
+        // re-scan panic-free whatever text it is given.
         if b.get(i) != Some(&b'"') {
             self.pos = b.len();
             return None;
@@ -162,14 +162,14 @@ impl<'a> Iterator for Labels<'a> {
         let value_start = i;
         let mut escaped = false;
         loop {
-            match memchr::memchr2(b'"', b'\\', b.get(i..).unwrap_or_default()) {
-                Some(k) if b[i + k] == b'\\' => {
-                    escaped = true;
-                    i += k + 2;
-                }
-                Some(k) => {
-                    i += k;
+            match find2(b, i, b'"', b'\\') {
+                Some(p) if b.get(p) == Some(&b'"') => {
+                    i = p;
                     break;
+                }
+                Some(p) => {
+                    escaped = true;
+                    i = p + 2;
                 }
                 None => {
                     self.pos = b.len();

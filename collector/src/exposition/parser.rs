@@ -1,7 +1,7 @@
 use super::error::{LineError, LineErrorKind};
 use super::labels::{LabelValue, Labels};
 use super::lex::{
-    is_blank, is_label_cont, is_label_start, is_name_cont, is_name_start, parse_timestamp,
+    find2, is_blank, is_label_cont, is_label_start, is_name_cont, is_name_start, parse_timestamp,
     parse_value, skip_blanks, sub, token_end,
 };
 
@@ -129,6 +129,8 @@ pub struct Parser<'a> {
     line: usize,
     format: Format,
     done: bool,
+    /// Name of the last sample, validated; see [`metric_name_end_cached`].
+    previous_name: &'a str,
 }
 
 impl<'a> Parser<'a> {
@@ -146,6 +148,7 @@ impl<'a> Parser<'a> {
             line: 0,
             format,
             done: false,
+            previous_name: "",
         }
     }
 
@@ -190,7 +193,7 @@ impl<'a> Iterator for Parser<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             let parsed = match self.next_line()? {
-                Ok(line) => parse_line(line, self.format),
+                Ok(line) => parse_line(line, self.format, self.previous_name),
                 Err(kind) => Err(kind),
             };
             match parsed {
@@ -199,7 +202,12 @@ impl<'a> Iterator for Parser<'a> {
                     self.done = true;
                     return None;
                 }
-                Ok(Line::Entry(entry)) => return Some(Ok(entry)),
+                Ok(Line::Entry(entry)) => {
+                    if let Entry::Sample(sample) = &entry {
+                        self.previous_name = sample.name;
+                    }
+                    return Some(Ok(entry));
+                }
                 Err(kind) => {
                     return Some(Err(LineError {
                         line: self.line,
@@ -212,14 +220,37 @@ impl<'a> Iterator for Parser<'a> {
 }
 
 #[inline]
-fn parse_line(line: &str, format: Format) -> Result<Line<'_>, LineErrorKind> {
+fn parse_line<'a>(
+    line: &'a str,
+    format: Format,
+    previous_name: &str,
+) -> Result<Line<'a>, LineErrorKind> {
     let b = line.as_bytes();
     let i = skip_blanks(b, 0);
     match b.get(i) {
         None => Ok(Line::Skip),
         Some(b'#') => parse_comment(line, i + 1),
-        Some(_) => parse_sample(line, i, format).map(|s| Line::Entry(Entry::Sample(s))),
+        Some(_) => {
+            parse_sample(line, i, format, previous_name).map(|s| Line::Entry(Entry::Sample(s)))
+        }
     }
+}
+
+/// [`metric_name_end`], first trying the previous sample's name: samples of a family
+/// come in runs, and comparing against a name already validated is a `memcmp` instead of
+/// a table lookup per byte. If the line continues with more name bytes, it is a longer
+/// name and gets the full check.
+#[inline]
+fn metric_name_end_cached(b: &[u8], i: usize, previous: &[u8]) -> Result<usize, LineErrorKind> {
+    if !previous.is_empty() && b.get(i..i + previous.len()) == Some(previous) {
+        let j = i + previous.len();
+        match b.get(j) {
+            None => return Ok(j),
+            Some(&c) if is_blank(c) || c == b'{' => return Ok(j),
+            Some(_) => {}
+        }
+    }
+    metric_name_end(b, i, Some(b'{'))
 }
 
 /// Reads a metric name at `i`; returns its end. The name must be followed by a blank, by
@@ -284,9 +315,14 @@ fn parse_comment(line: &str, i: usize) -> Result<Line<'_>, LineErrorKind> {
 }
 
 #[inline]
-fn parse_sample(line: &str, start: usize, format: Format) -> Result<Sample<'_>, LineErrorKind> {
+fn parse_sample<'a>(
+    line: &'a str,
+    start: usize,
+    format: Format,
+    previous_name: &str,
+) -> Result<Sample<'a>, LineErrorKind> {
     let b = line.as_bytes();
-    let name_end = metric_name_end(b, start, Some(b'{'))?;
+    let name_end = metric_name_end_cached(b, start, previous_name.as_bytes())?;
     let name = sub(line, start, name_end);
     let mut i = skip_blanks(b, name_end);
     let mut label_set = "";
@@ -323,32 +359,45 @@ fn parse_sample(line: &str, start: usize, format: Format) -> Result<Sample<'_>, 
 }
 
 /// Validates a label set starting just after `{`; returns the index of the closing `}`.
+///
+/// Blanks are legal around every token but rare in practice, so each step first looks
+/// for the expected byte and only then for blanks.
 #[inline]
 fn scan_label_set(b: &[u8], mut i: usize) -> Result<usize, LineErrorKind> {
     loop {
-        i = skip_blanks(b, i);
         match b.get(i) {
-            None => return Err(LineErrorKind::UnterminatedLabelSet),
-            Some(b'}') => return Ok(i),
             Some(&c) if is_label_start(c) => {}
+            Some(b'}') => return Ok(i),
+            Some(&c) if is_blank(c) => {
+                i = skip_blanks(b, i);
+                continue;
+            }
+            None => return Err(LineErrorKind::UnterminatedLabelSet),
             Some(_) => return Err(LineErrorKind::InvalidLabelName),
         }
         i += 1;
         while i < b.len() && is_label_cont(b[i]) {
             i += 1;
         }
-        i = skip_blanks(b, i);
-        match b.get(i) {
-            Some(b'=') => {}
-            None => return Err(LineErrorKind::UnterminatedLabelSet),
-            Some(_) => return Err(LineErrorKind::MissingEquals),
+        if b.get(i) != Some(&b'=') {
+            i = skip_blanks(b, i);
+            match b.get(i) {
+                Some(b'=') => {}
+                None => return Err(LineErrorKind::UnterminatedLabelSet),
+                Some(_) => return Err(LineErrorKind::MissingEquals),
+            }
         }
-        i = skip_blanks(b, i + 1);
+        i += 1;
         if b.get(i) != Some(&b'"') {
-            return Err(LineErrorKind::MissingQuote);
+            i = skip_blanks(b, i);
+            if b.get(i) != Some(&b'"') {
+                return Err(LineErrorKind::MissingQuote);
+            }
         }
         i = scan_label_value(b, i + 1)? + 1;
-        i = skip_blanks(b, i);
+        if b.get(i).is_some_and(|&c| is_blank(c)) {
+            i = skip_blanks(b, i);
+        }
         match b.get(i) {
             Some(b',') => i += 1,
             Some(b'}') => return Ok(i),
@@ -361,15 +410,14 @@ fn scan_label_set(b: &[u8], mut i: usize) -> Result<usize, LineErrorKind> {
 /// Finds the closing quote of a label value starting at `i`; returns its index.
 #[inline]
 fn scan_label_value(b: &[u8], mut i: usize) -> Result<usize, LineErrorKind> {
-    // Label values are short, so a plain loop beats memchr's setup cost here.
-    while let Some(&c) = b.get(i) {
-        match c {
-            b'"' => return Ok(i),
-            b'\\' => i += 2,
-            _ => i += 1,
+    loop {
+        match find2(b, i, b'"', b'\\') {
+            Some(p) if b.get(p) == Some(&b'"') => return Ok(p),
+            // A backslash escapes whatever follows it, a quote included.
+            Some(p) => i = p + 2,
+            None => return Err(LineErrorKind::UnterminatedLabelValue),
         }
     }
-    Err(LineErrorKind::UnterminatedLabelValue)
 }
 
 /// What [`parse_samples`] saw.
