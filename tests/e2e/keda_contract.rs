@@ -145,7 +145,10 @@ async fn replicas_follow_the_demo_spike_up_and_back_down() {
     // 1500 qps at 150 per replica: 10 replicas at the top of the spike.
     assert_eq!(peak, 10.0, "peak replicas; series: {series:?}");
     let (last_value, last_active) = *series.last().expect("polled");
-    assert_eq!(last_value, 0.0, "back down after the spike; series: {series:?}");
+    assert_eq!(
+        last_value, 0.0,
+        "back down after the spike; series: {series:?}"
+    );
     assert!(!last_active, "inactive after the spike; series: {series:?}");
     assert!(series.iter().any(|(_, active)| *active));
     let printed = fixture.spillway.drain_lines();
@@ -237,9 +240,8 @@ async fn many_streams_share_one_connection_and_all_see_a_transition() {
 async fn bad_requests_get_clear_status_codes() {
     let mut fixture = start(QUIET_PROFILE, "250ms").await;
     let addr = fixture.spillway.grpc;
-    let so = |namespace: &str, metadata: &[(&str, &str)]| {
-        scaled_object(namespace, "so", addr, metadata)
-    };
+    let so =
+        |namespace: &str, metadata: &[(&str, &str)]| scaled_object(namespace, "so", addr, metadata);
     let cases: Vec<(ScaledObjectRef, Code, &str)> = vec![
         (
             so("acme-prod", &[("app", "checkout")]),

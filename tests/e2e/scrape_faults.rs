@@ -97,13 +97,12 @@ scrape:
         5.0
     );
 
-    let status: serde_json::Value =
-        reqwest::get(format!("http://{}/api/v1/status", spillway.http))
-            .await
-            .expect("status API")
-            .json()
-            .await
-            .expect("status JSON");
+    let status: serde_json::Value = reqwest::get(format!("http://{}/api/v1/status", spillway.http))
+        .await
+        .expect("status API")
+        .json()
+        .await
+        .expect("status JSON");
     let targets = status["targets"].as_array().expect("targets");
     let find = |url: &str| {
         targets
@@ -133,7 +132,8 @@ scrape:
         .text()
         .await
         .expect("metrics text");
-    let up = |url: String, value: u8| format!("spillway_scrape_target_up{{target=\"{url}\"}} {value}");
+    let up =
+        |url: String, value: u8| format!("spillway_scrape_target_up{{target=\"{url}\"}} {value}");
     assert!(metrics.contains(&up(garbage.url(), 0)), "{metrics}");
     assert!(metrics.contains(&up(healthy.url(), 1)), "{metrics}");
 }

@@ -40,7 +40,9 @@ pub struct FakeGateway {
 impl FakeGateway {
     /// Starts serving `/metrics` on 127.0.0.1 with a free port.
     pub async fn start(mode: Mode) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
         let gateway = Self {
             counters: Arc::default(),
