@@ -97,7 +97,9 @@ scrape:
         5.0
     );
 
-    let status: serde_json::Value = reqwest::get(format!("http://{}/api/v1/status", spillway.http))
+    let status: serde_json::Value = spillway_tests::http()
+        .get(format!("http://{}/api/v1/status", spillway.http))
+        .send()
         .await
         .expect("status API")
         .json()
@@ -126,7 +128,9 @@ scrape:
         );
     }
 
-    let metrics = reqwest::get(format!("http://{}/metrics", spillway.http))
+    let metrics = spillway_tests::http()
+        .get(format!("http://{}/metrics", spillway.http))
+        .send()
         .await
         .expect("/metrics")
         .text()

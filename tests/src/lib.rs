@@ -11,7 +11,18 @@
 //! `CARGO_BIN_EXE_spillway`.
 #![forbid(unsafe_code)]
 
+pub mod demo;
 pub mod gateway;
 pub mod keda;
 pub mod process;
 pub mod wait;
+
+/// An HTTP client for tests. Spillway runs rustls with ring as the process's one crypto
+/// provider, so the test process installs the same before building a client.
+pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .expect("an HTTP client with the ring provider")
+}

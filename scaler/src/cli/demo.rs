@@ -76,6 +76,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
     };
 
+    let shutdown = super::shutdown_on_signal()?;
     let grpc = bind(args.listen.grpc, "KEDA gRPC").await?;
     let http = bind(args.listen.http, "metrics/status HTTP").await?;
     let gateway_listener = bind(args.gateway, "demo gateway").await?;
@@ -89,7 +90,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  demo gateway     gateway={gateway_addr}   (http://{gateway_addr}/metrics)");
     println!("  Ctrl-C stops.");
 
-    let shutdown = super::shutdown_on_signal();
     let gateway = DemoGateway::new(profile);
     let mut gateway_shutdown = shutdown.clone();
     let gateway_task = tokio::spawn(gateway.serve(gateway_listener, async move {

@@ -117,35 +117,30 @@ fn validate(files: &[PathBuf]) -> ExitCode {
     }
 }
 
-/// A channel that flips to `true` on Ctrl-C or SIGTERM.
-pub fn shutdown_on_signal() -> watch::Receiver<bool> {
+/// A channel that flips to `true` on Ctrl-C or SIGTERM. The handlers are registered
+/// before this returns, so call it before announcing the listen addresses: a supervisor
+/// that signals right after reading them must get a clean shutdown, not a kill.
+pub fn shutdown_on_signal() -> anyhow::Result<watch::Receiver<bool>> {
     let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        eprintln!("spillway: shutting down");
-        let _ = tx.send(true);
-    });
-    rx
-}
-
-async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = terminate.recv() => {}
-                }
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+            eprintln!("spillway: shutting down");
+            let _ = tx.send(true);
+        });
     }
     #[cfg(not(unix))]
-    {
+    tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
-    }
+        eprintln!("spillway: shutting down");
+        let _ = tx.send(true);
+    });
+    Ok(rx)
 }

@@ -29,6 +29,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     for (path, errors) in &outcome.errors {
         tracing::error!(file = %path.display(), %errors, "policy refused");
     }
+    let shutdown = super::shutdown_on_signal()?;
     let grpc = TcpListener::bind(config.grpc)
         .await
         .with_context(|| format!("binding gRPC {}", config.grpc))?;
@@ -50,11 +51,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         observer: None,
     };
-    app::run(
-        process,
-        Listeners { grpc, http },
-        super::shutdown_on_signal(),
-    )
-    .await?;
+    app::run(process, Listeners { grpc, http }, shutdown).await?;
     Ok(())
 }
