@@ -167,10 +167,8 @@ mod tests {
         assert_eq!(app.requests_between(0.0, 10.0), 0.0);
         assert_eq!(app.requests_between(10.0, 20.0), 500.0);
         assert_eq!(app.requests_between(0.0, 30.0), 1_500.0);
-        assert_eq!(
-            app.requests_between(25.0, 95.0),
-            500.0 + 2.0 * 1_500.0 + 1_500.0 - 500.0 - 1_000.0 + 500.0
-        );
+        // Two whole cycles (3000), then 85..95 s: 5 s at 100 qps and 5 s at 0.
+        assert_eq!(app.requests_between(25.0, 95.0), 3_500.0);
     }
 
     #[test]
