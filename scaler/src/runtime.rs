@@ -10,10 +10,12 @@ use spillway_collector::ingest::Ingest;
 use spillway_collector::{Signal, SignalView, WorkloadKey, clock};
 use tokio::sync::watch;
 
-use crate::engine::{self, ReplicaCounts};
+use crate::conditions;
+use crate::engine::{self, Decision, ReplicaCounts};
 use crate::policy::{AppPolicy, PolicySet, PolicyStore};
+use crate::replicas::{Placed, ReplicaSource, ReplicaSync};
 use crate::telemetry::{DecisionLabels, Metrics, WorkloadLabels};
-use crate::workloads::{Published, WorkloadEntry, Workloads};
+use crate::workloads::{BandView, ProposalView, Published, WorkloadEntry, Workloads};
 
 /// Called with every decision that changed something (desired, activity or rule).
 pub type DecisionObserver = Arc<dyn Fn(&WorkloadKey, &Published, Option<&Published>) + Send + Sync>;
@@ -25,6 +27,8 @@ pub struct DecisionLoop {
     pub metrics: Arc<Metrics>,
     pub observer: Option<DecisionObserver>,
     pub tick: Duration,
+    /// Where decided replicas run; its pod counts feed the next decision.
+    pub replicas: Option<Arc<dyn ReplicaSource>>,
 }
 
 /// The policy snapshot the loop is working from, indexed by workload.
@@ -75,8 +79,18 @@ impl DecisionLoop {
     }
 
     fn sync_workloads(&self, index: &PolicyIndex) {
-        let keys = index.by_workload.keys().cloned().collect();
+        let keys: std::collections::HashSet<WorkloadKey> =
+            index.by_workload.keys().cloned().collect();
+        for gone in self.workloads.all() {
+            if !keys.contains(&gone.key) {
+                self.metrics
+                    .forget_workload(&WorkloadLabels::from(&gone.key));
+            }
+        }
         self.workloads.retain_only(&keys);
+        if let Some(source) = &self.replicas {
+            source.retain(&keys);
+        }
         self.metrics.workloads.set(self.workloads.len() as i64);
     }
 
@@ -114,8 +128,8 @@ impl DecisionLoop {
         let Some((decision, start)) = decision else {
             return;
         };
-        let labels = WorkloadLabels::from(&entry.key);
         let qps = view.mean(Signal::Qps, now, 5);
+        let placement = self.place(entry, policy, decision.desired, qps, now_ms);
         let published = Published {
             desired: decision.desired,
             active: decision.active,
@@ -124,30 +138,29 @@ impl DecisionLoop {
             current: start.current,
             at_ms: now_ms,
             qps,
+            cpu_cores: view.mean(Signal::CpuCores, now, 5),
+            memory_bytes: view.mean(Signal::MemoryBytes, now, 5),
+            ready: start.ready,
+            dominant: decision.dominant.map(Signal::as_str),
+            proposals: decision
+                .proposals
+                .iter()
+                .map(|p| ProposalView {
+                    signal: p.signal.as_str().to_owned(),
+                    value: p.value,
+                    target: p.target,
+                    replicas: p.replicas,
+                })
+                .collect(),
+            missing: decision.missing.iter().map(|s| s.as_str()).collect(),
+            band: band_view(&decision),
+            placement,
         };
-        self.metrics
-            .desired_replicas
-            .get_or_create(&labels)
-            .set(i64::from(published.desired));
-        self.metrics
-            .current_replicas
-            .get_or_create(&labels)
-            .set(i64::from(published.current));
-        self.metrics
-            .active
-            .get_or_create(&labels)
-            .set(i64::from(published.active));
-        if let Some(qps) = qps {
-            self.metrics.qps.get_or_create(&labels).set(qps);
-        }
-        self.metrics
-            .decisions
-            .get_or_create(&DecisionLabels {
-                tenant: labels.tenant,
-                app: labels.app,
-                rule: published.rule.to_owned(),
-            })
-            .inc();
+        entry.observe_conditions(
+            conditions::probes(&published, self.policy_error(&entry.key.tenant).as_deref()),
+            now_ms,
+        );
+        self.record_metrics(&entry.key, &published);
         let changed_from = entry.publish(published);
         if let Some(observer) = &self.observer {
             let latest = entry.latest();
@@ -163,4 +176,125 @@ impl DecisionLoop {
             }
         }
     }
+
+    /// Hands the desired count to the replica source, feeds what runs back to the next
+    /// decision and ingests the pod usage it measured.
+    fn place(
+        &self,
+        entry: &WorkloadEntry,
+        policy: &AppPolicy,
+        desired: u32,
+        qps: Option<f64>,
+        now_ms: i64,
+    ) -> Option<Placed> {
+        let source = self.replicas.as_ref()?;
+        let outcome = source.sync(&ReplicaSync {
+            key: &entry.key,
+            policy,
+            desired,
+            qps,
+            now_secs: now_ms.div_euclid(1000),
+        })?;
+        entry.set_observed(outcome.placed.counts());
+        if !outcome.usage.is_empty() {
+            let name: Arc<str> = Arc::from(source.name());
+            self.metrics
+                .count_ingested(source.name(), outcome.usage.len());
+            for (signal, value) in outcome.usage {
+                self.ingest
+                    .apply(&name, signal, vec![(entry.key.clone(), value)], now_ms);
+            }
+        }
+        Some(outcome.placed)
+    }
+
+    /// The error of the tenant's policy file whose latest version was refused, if any.
+    fn policy_error(&self, tenant: &str) -> Option<String> {
+        self.policies
+            .status()
+            .into_iter()
+            .find(|f| f.serving_tenant.as_deref() == Some(tenant) && f.error.is_some())
+            .and_then(|f| f.error)
+    }
+
+    fn record_metrics(&self, key: &WorkloadKey, published: &Published) {
+        let labels = WorkloadLabels::from(key);
+        let m = &self.metrics;
+        m.desired_replicas
+            .get_or_create(&labels)
+            .set(i64::from(published.desired));
+        m.current_replicas
+            .get_or_create(&labels)
+            .set(i64::from(published.current));
+        m.ready_replicas
+            .get_or_create(&labels)
+            .set(i64::from(published.ready));
+        m.active
+            .get_or_create(&labels)
+            .set(i64::from(published.active));
+        let floats = [
+            (&m.qps, published.qps),
+            (&m.cpu_cores, published.cpu_cores),
+            (&m.memory_bytes, published.memory_bytes),
+            (
+                &m.band_low_replicas,
+                published.band.as_ref().map(|b| b.low_replicas),
+            ),
+            (
+                &m.band_high_replicas,
+                published.band.as_ref().map(|b| b.high_replicas),
+            ),
+            (
+                &m.load_replicas,
+                published.band.as_ref().map(|b| b.load_replicas),
+            ),
+            (
+                &m.cost_per_hour,
+                published.placement.as_ref().map(|p| p.cost_per_hour),
+            ),
+        ];
+        for (family, value) in floats {
+            if let Some(value) = value {
+                family.get_or_create(&labels).set(value);
+            }
+        }
+        if let Some(placed) = &published.placement {
+            for (family, value) in [
+                (&m.regular_replicas, placed.regular),
+                (&m.burst_replicas, placed.burst),
+                (&m.shortfall_replicas, placed.shortfall),
+            ] {
+                family.get_or_create(&labels).set(i64::from(value));
+            }
+        }
+        m.decisions
+            .get_or_create(&DecisionLabels {
+                tenant: labels.tenant,
+                app: labels.app,
+                rule: published.rule.to_owned(),
+            })
+            .inc();
+    }
+}
+
+/// The band in the dominant signal's units and in replicas at target.
+fn band_view(decision: &Decision) -> Option<BandView> {
+    let signal = decision.band.signal?;
+    let target = decision
+        .proposals
+        .iter()
+        .find(|p| p.signal == signal)
+        .map(|p| (p.value, p.target))?;
+    let (value, per_replica) = target;
+    if !(per_replica > 0.0) {
+        return None;
+    }
+    Some(BandView {
+        signal: signal.as_str().to_owned(),
+        low: decision.band.low,
+        high: decision.band.high,
+        low_replicas: decision.band.low / per_replica,
+        high_replicas: decision.band.high / per_replica,
+        load_replicas: value / per_replica,
+    })
 }

@@ -55,6 +55,11 @@ pub struct DecisionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TargetLabels {
     pub target: String,
 }
@@ -79,6 +84,19 @@ pub struct Metrics {
     pub current_replicas: Family<WorkloadLabels, Gauge<i64, AtomicI64>>,
     pub active: Family<WorkloadLabels, Gauge<i64, AtomicI64>>,
     pub qps: Family<WorkloadLabels, FloatGauge>,
+    pub cpu_cores: Family<WorkloadLabels, FloatGauge>,
+    pub memory_bytes: Family<WorkloadLabels, FloatGauge>,
+    pub ready_replicas: Family<WorkloadLabels, Gauge<i64, AtomicI64>>,
+    pub band_low_replicas: Family<WorkloadLabels, FloatGauge>,
+    pub band_high_replicas: Family<WorkloadLabels, FloatGauge>,
+    pub load_replicas: Family<WorkloadLabels, FloatGauge>,
+    pub regular_replicas: Family<WorkloadLabels, Gauge<i64, AtomicI64>>,
+    pub burst_replicas: Family<WorkloadLabels, Gauge<i64, AtomicI64>>,
+    pub shortfall_replicas: Family<WorkloadLabels, Gauge<i64, AtomicI64>>,
+    pub cost_per_hour: Family<WorkloadLabels, FloatGauge>,
+    pub ingested_values: Family<SourceLabels, Counter>,
+    pub scrape_target_samples: Family<TargetLabels, Gauge<i64, AtomicI64>>,
+    pub policy_files_refused: Gauge<i64, AtomicI64>,
     pub decisions: Family<DecisionLabels, Counter>,
     pub scrape_duration: Histogram,
     pub scrape_up: Family<TargetLabels, Gauge<i64, AtomicI64>>,
@@ -135,6 +153,85 @@ impl Metrics {
             "workload_qps",
             "Requests per second reaching the workload, summed over gateway instances",
             qps.clone(),
+        );
+        let cpu_cores = Family::default();
+        registry.register(
+            "workload_cpu_cores",
+            "CPU in use by the workload's pods, in cores (5 s mean)",
+            cpu_cores.clone(),
+        );
+        let memory_bytes = Family::default();
+        registry.register_with_unit(
+            "workload_memory",
+            "Memory in use by the workload's pods (5 s mean)",
+            Unit::Bytes,
+            memory_bytes.clone(),
+        );
+        let ready_replicas = Family::default();
+        registry.register(
+            "workload_ready_replicas",
+            "Ready replicas the last decision started from",
+            ready_replicas.clone(),
+        );
+        let band_low_replicas = Family::default();
+        registry.register(
+            "workload_band_low_replicas",
+            "Hysteresis band low edge: the dominant signal's load, in replicas at target, below which the workload scales down",
+            band_low_replicas.clone(),
+        );
+        let band_high_replicas = Family::default();
+        registry.register(
+            "workload_band_high_replicas",
+            "Hysteresis band high edge: the dominant signal's load, in replicas at target, above which the workload scales up",
+            band_high_replicas.clone(),
+        );
+        let load_replicas = Family::default();
+        registry.register(
+            "workload_load_replicas",
+            "The dominant signal's load expressed in replicas at target (compare with the band edges)",
+            load_replicas.clone(),
+        );
+        let regular_replicas = Family::default();
+        registry.register(
+            "workload_regular_replicas",
+            "Desired replicas placed on regular nodes",
+            regular_replicas.clone(),
+        );
+        let burst_replicas = Family::default();
+        registry.register(
+            "workload_burst_replicas",
+            "Desired replicas placed on virtual (burst) nodes",
+            burst_replicas.clone(),
+        );
+        let shortfall_replicas = Family::default();
+        registry.register(
+            "workload_shortfall_replicas",
+            "Desired replicas with no place (regular nodes full, burst disabled, capped or full)",
+            shortfall_replicas.clone(),
+        );
+        let cost_per_hour = Family::default();
+        registry.register(
+            "workload_cost_per_hour",
+            "What the workload's bound pods cost per hour, in the cost model's currency",
+            cost_per_hour.clone(),
+        );
+        let ingested_values = Family::default();
+        registry.register(
+            "ingested_values",
+            "Per-workload signal values ingested, by source (scrape, or a replica source reporting pod usage)",
+            ingested_values.clone(),
+        );
+        let scrape_target_samples = Family::default();
+        registry.register(
+            "scrape_target_samples",
+            "Samples parsed from the target's last successful scrape",
+            scrape_target_samples.clone(),
+        );
+        let policy_files_refused = Gauge::default();
+        registry.register(
+            "policy_files_refused",
+            "Policy files whose latest version is refused (the last good version serves)",
+            policy_files_refused.clone(),
         );
         let decisions = Family::default();
         registry.register(
@@ -214,6 +311,19 @@ impl Metrics {
             current_replicas,
             active,
             qps,
+            cpu_cores,
+            memory_bytes,
+            ready_replicas,
+            band_low_replicas,
+            band_high_replicas,
+            load_replicas,
+            regular_replicas,
+            burst_replicas,
+            shortfall_replicas,
+            cost_per_hour,
+            ingested_values,
+            scrape_target_samples,
+            policy_files_refused,
             decisions,
             scrape_duration,
             scrape_up,
@@ -245,6 +355,7 @@ impl Metrics {
             Ok(scraped) => {
                 self.samples_scraped.inc_by(scraped.samples);
                 self.malformed_lines.inc_by(scraped.malformed_lines);
+                self.count_ingested("scrape", scraped.rates.len());
             }
             Err(_) => {
                 self.scrape_failures.inc();
@@ -263,6 +374,42 @@ impl Metrics {
         }
         if let Some(error) = &outcome.dir_error {
             tracing::warn!(%error, "policy directory unreadable; the current policies keep serving");
+        }
+    }
+
+    /// Counts per-workload values a source handed to ingest.
+    pub fn count_ingested(&self, source: &str, values: usize) {
+        self.ingested_values
+            .get_or_create(&SourceLabels {
+                source: source.to_owned(),
+            })
+            .inc_by(values as u64);
+    }
+
+    /// Drops every per-workload series of a workload no longer in any policy, so removed
+    /// workloads do not linger on dashboards.
+    pub fn forget_workload(&self, labels: &WorkloadLabels) {
+        for family in [
+            &self.desired_replicas,
+            &self.current_replicas,
+            &self.ready_replicas,
+            &self.active,
+            &self.regular_replicas,
+            &self.burst_replicas,
+            &self.shortfall_replicas,
+        ] {
+            family.remove(labels);
+        }
+        for family in [
+            &self.qps,
+            &self.cpu_cores,
+            &self.memory_bytes,
+            &self.band_low_replicas,
+            &self.band_high_replicas,
+            &self.load_replicas,
+            &self.cost_per_hour,
+        ] {
+            family.remove(labels);
         }
     }
 
