@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use dashmap::DashMap;
@@ -52,16 +52,34 @@ pub async fn serve(
         .await
 }
 
-async fn metrics(State(state): State<HttpState>) -> Response {
+/// OpenMetrics for scrapers that ask for it (Prometheus does), the 0.0.4 text format
+/// for everyone else (curl, promtool).
+async fn metrics(State(state): State<HttpState>, headers: HeaderMap) -> Response {
     refresh_gauges(&state);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
-        .into_response()
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    if openmetrics {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            state.metrics.encode(),
+        )
+            .into_response()
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            state.metrics.encode_text(),
+        )
+            .into_response()
+    }
 }
 
 /// Gauges that mirror collector state are read at scrape time, not pushed.
