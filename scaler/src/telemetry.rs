@@ -367,9 +367,16 @@ impl Metrics {
         if !outcome.changed.is_empty() || outcome.dir_error.is_some() {
             self.policy_reloads.inc();
         }
-        let refused = outcome.errors.len() as u64 + u64::from(outcome.dir_error.is_some());
+        // A file that stays bad is reported by every reload; count and log it when its
+        // content changes, and let `policy_files_refused` show that it is still bad.
+        let fresh: Vec<_> = outcome
+            .errors
+            .iter()
+            .filter(|(path, _)| outcome.changed.contains(path))
+            .collect();
+        let refused = fresh.len() as u64 + u64::from(outcome.dir_error.is_some());
         self.policy_reload_errors.inc_by(refused);
-        for (path, errors) in &outcome.errors {
+        for (path, errors) in fresh {
             tracing::warn!(file = %path.display(), %errors, "policy refused; the last good version keeps serving");
         }
         if let Some(error) = &outcome.dir_error {

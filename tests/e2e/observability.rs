@@ -278,7 +278,9 @@ async fn dashboards_metrics_status_and_explain_against_a_real_prometheus() {
         },
     )
     .await;
-    pin(gateway, "acme", "checkout", 1500.0).await;
+    // 1400 qps at 150 per replica needs 10 and sits inside the band there, so rate noise
+    // cannot tip it to 11.
+    pin(gateway, "acme", "checkout", 1400.0).await;
 
     // KEDA's calls, so the gRPC latency panels have series.
     let mut client = keda::connect(spillway.grpc).await;
