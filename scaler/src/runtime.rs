@@ -286,7 +286,8 @@ fn band_view(decision: &Decision) -> Option<BandView> {
         .find(|p| p.signal == signal)
         .map(|p| (p.value, p.target))?;
     let (value, per_replica) = target;
-    if !(per_replica > 0.0) {
+    // NaN or no capacity per replica: there is no band to draw.
+    if per_replica.is_nan() || per_replica <= 0.0 {
         return None;
     }
     Some(BandView {

@@ -150,7 +150,11 @@ fn queries(dashboard: &Value) -> Vec<(String, String)> {
             }
         }
     }
-    for var in dashboard["templating"]["list"].as_array().into_iter().flatten() {
+    for var in dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         if var["type"] != "query" {
             continue;
         }
@@ -163,7 +167,10 @@ fn queries(dashboard: &Value) -> Vec<(String, String)> {
             .and_then(|q| q.rsplit_once(','))
             .map(|(selector, _)| selector.trim().to_owned())
             .unwrap_or_else(|| query.to_owned());
-        out.push((format!("variable ${}", var["name"].as_str().unwrap_or("?")), inner));
+        out.push((
+            format!("variable ${}", var["name"].as_str().unwrap_or("?")),
+            inner,
+        ));
     }
     out
 }
@@ -434,7 +441,9 @@ async fn dashboards_metrics_status_and_explain_against_a_real_prometheus() {
     };
     let checkout_line = line("acme/checkout");
     assert!(
-        checkout_line.contains(" 10 ") && checkout_line.contains("r + ") && checkout_line.contains("b"),
+        checkout_line.contains(" 10 ")
+            && checkout_line.contains("r + ")
+            && checkout_line.contains("b"),
         "{checkout_line}"
     );
     assert!(line("acme/search").contains("held_in_band"), "{status}");
@@ -478,9 +487,9 @@ async fn dashboards_metrics_status_and_explain_against_a_real_prometheus() {
         .await
         .expect("status report");
     assert!(
-        report["policy_errors"]
-            .as_array()
-            .is_some_and(|e| e.iter().any(|e| e.as_str().is_some_and(|e| e.contains("shop.yaml")))),
+        report["policy_errors"].as_array().is_some_and(|e| e
+            .iter()
+            .any(|e| e.as_str().is_some_and(|e| e.contains("shop.yaml")))),
         "the report lists the refused file: {}",
         report["policy_errors"]
     );

@@ -84,7 +84,10 @@ impl Prometheus {
             .map_err(|e| format!("log file: {e}"))?;
         let child = Command::new(binary)
             .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address={addr}"))
             .arg("--storage.tsdb.retention.time=1h")
             .arg("--log.level=warn")

@@ -43,8 +43,9 @@ pub struct DemoArgs {
     /// Print no line per decision.
     #[arg(long)]
     pub quiet: bool,
+    /// Boxed: the pool's flags would make `demo` the one large variant of the CLI enum.
     #[command(flatten)]
-    pub pool: PoolArgs,
+    pub pool: Box<PoolArgs>,
 }
 
 /// The simulated node pool the demo's replicas run on.

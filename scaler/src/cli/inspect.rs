@@ -150,7 +150,8 @@ fn clock(ms: i64) -> String {
 }
 
 fn condition_line(c: &Condition) -> String {
-    let repeat = if c.count > 1 {
+    // A healthy condition confirmed every second is not news; a problem seen again is.
+    let repeat = if c.count > 1 && needs_attention(c) {
         format!(", seen {} times", c.count)
     } else {
         String::new()
