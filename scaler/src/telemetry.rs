@@ -418,6 +418,13 @@ impl Metrics {
         ] {
             family.remove(labels);
         }
+        for rule in crate::engine::Rule::ALL {
+            self.decisions.remove(&DecisionLabels {
+                tenant: labels.tenant.clone(),
+                app: labels.app.clone(),
+                rule: rule.label().to_owned(),
+            });
+        }
     }
 
     /// Counts a stream as open until the returned guard is dropped.
@@ -550,5 +557,26 @@ mod tests {
         }
         assert!(text.contains("spillway_workload_burst_replicas{tenant=\"acme\",app=\"web\"} 2"));
         assert!(text.contains("spillway_workload_cpu_cores{tenant=\"acme\",app=\"web\"} 1.5"));
+    }
+
+    #[test]
+    fn a_removed_workload_leaves_no_series() {
+        let m = Metrics::new();
+        let labels = WorkloadLabels {
+            tenant: "acme".into(),
+            app: "gone".into(),
+        };
+        m.desired_replicas.get_or_create(&labels).set(3);
+        m.qps.get_or_create(&labels).set(10.0);
+        m.decisions
+            .get_or_create(&DecisionLabels {
+                tenant: "acme".into(),
+                app: "gone".into(),
+                rule: "scaled_up".into(),
+            })
+            .inc();
+        assert!(m.encode_text().contains("app=\"gone\""));
+        m.forget_workload(&labels);
+        assert!(!m.encode_text().contains("app=\"gone\""));
     }
 }

@@ -167,10 +167,8 @@ mod tests {
         assert_eq!(app.requests_between(0.0, 10.0), 0.0);
         assert_eq!(app.requests_between(10.0, 20.0), 500.0);
         assert_eq!(app.requests_between(0.0, 30.0), 1_500.0);
-        assert_eq!(
-            app.requests_between(25.0, 95.0),
-            500.0 + 2.0 * 1_500.0 + 1_500.0 - 500.0 - 1_000.0 + 500.0
-        );
+        // 25–30 s at 100/s, two whole 30 s cycles, then 90–95 s in the quiet step.
+        assert_eq!(app.requests_between(25.0, 95.0), 500.0 + 2.0 * 1_500.0);
     }
 
     #[test]
