@@ -299,3 +299,133 @@ fn band_view(decision: &Decision) -> Option<BandView> {
         load_replicas: value / per_replica,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, PoisonError};
+
+    use spillway_collector::store::StoreLimits;
+
+    use super::*;
+    use crate::policy::parse_policy;
+    use crate::replicas::SyncOutcome;
+
+    /// Runs what it is asked for, one replica short of Ready, and reports CPU.
+    #[derive(Default)]
+    struct Fake {
+        asked: Mutex<Vec<u32>>,
+    }
+
+    impl ReplicaSource for Fake {
+        fn name(&self) -> &str {
+            "fake"
+        }
+
+        fn sync(&self, sync: &ReplicaSync<'_>) -> Option<SyncOutcome> {
+            self.asked
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(sync.desired);
+            Some(SyncOutcome {
+                placed: Placed {
+                    pods: sync.desired,
+                    ready: sync.desired.saturating_sub(1),
+                    regular: 2,
+                    burst: sync.desired.saturating_sub(2),
+                    shortfall: 0,
+                    cost_per_hour: 0.5,
+                    reason: "fake".into(),
+                },
+                usage: vec![(Signal::CpuCores, 1.5)],
+            })
+        }
+
+        fn retain(&self, _keep: &HashSet<WorkloadKey>) {}
+    }
+
+    const POLICY: &str = "apiVersion: spillway.io/v1
+kind: ScalingPolicy
+metadata: { tenant: acme }
+spec:
+  namespaces: [acme]
+  defaults:
+    replicas: { min: 1, max: 20 }
+    signals:
+      window: 2s
+      qps: { targetPerReplica: 150 }
+  apps:
+    web: {}
+";
+
+    #[test]
+    fn placement_is_published_and_what_runs_feeds_the_next_decision() {
+        let set = PolicySet::from_policies(vec![
+            parse_policy("acme.yaml", POLICY).expect("test policy parses"),
+        ])
+        .expect("test policy is valid");
+        let policies = Arc::new(PolicyStore::from_set(set));
+        let fake = Arc::new(Fake::default());
+        let source: Arc<dyn ReplicaSource> = fake.clone();
+        let decisions = DecisionLoop {
+            policies: policies.clone(),
+            ingest: Ingest::new(StoreLimits::default()),
+            workloads: Arc::new(Workloads::new()),
+            metrics: Arc::new(Metrics::new()),
+            observer: None,
+            tick: Duration::from_secs(1),
+            replicas: Some(source),
+        };
+        let key = WorkloadKey::new("acme", "web");
+        let policy = policies
+            .current()
+            .workloads()
+            .find(|(k, _)| *k == key)
+            .map(|(_, p)| p)
+            .expect("web is in the policy");
+        let entry = decisions.workloads.get_or_insert(&key);
+        let t0: i64 = 1_800_000_000_000;
+        let qps: Arc<str> = Arc::from("gateway");
+        for s in 0..3 {
+            decisions
+                .ingest
+                .apply(&qps, Signal::Qps, vec![(key.clone(), 450.0)], t0 + s * 1000);
+        }
+
+        decisions.decide(&entry, &policy, t0 + 2000);
+        let first = entry.latest().expect("a decision with data");
+        assert_eq!(first.desired, 3, "450/s at 150 per replica");
+        let placed = first.placement.as_ref().expect("placement published");
+        assert_eq!((placed.regular, placed.burst), (2, 1));
+        assert!(first.band.is_some() && first.dominant == Some("qps"));
+
+        decisions.decide(&entry, &policy, t0 + 3000);
+        let second = entry.latest().expect("decided");
+        assert_eq!(
+            (second.current, second.ready),
+            (3, 2),
+            "the next decision starts from what the source runs"
+        );
+        assert_eq!(
+            second.cpu_cores,
+            Some(1.5),
+            "the source's pod usage is ingested"
+        );
+        assert_eq!(
+            *fake.asked.lock().unwrap_or_else(PoisonError::into_inner),
+            vec![3, 3]
+        );
+        let text = decisions.metrics.encode_text();
+        for needle in [
+            "spillway_workload_burst_replicas{tenant=\"acme\",app=\"web\"} 1",
+            "spillway_workload_ready_replicas{tenant=\"acme\",app=\"web\"} 2",
+            "spillway_workload_cost_per_hour{tenant=\"acme\",app=\"web\"} 0.5",
+            "spillway_ingested_values_total{source=\"fake\"}",
+            "spillway_workload_band_high_replicas{tenant=\"acme\",app=\"web\"}",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        }
+        let kinds: Vec<_> = entry.conditions().iter().map(|c| c.kind).collect();
+        assert_eq!(kinds, crate::conditions::ConditionType::ALL.to_vec());
+    }
+}
