@@ -48,6 +48,8 @@ impl DecisionLoop {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut index = PolicyIndex::build(self.policies.current());
         self.sync_workloads(&index);
+        // Read once per tick: the store's file status is the same for every workload.
+        let mut refused = self.refused_tenants();
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -56,11 +58,12 @@ impl DecisionLoop {
                     let now_ms = clock::unix_ms();
                     for key in self.ingest.take_dirty() {
                         if let (Some(entry), Some(policy)) = (self.workloads.get(&key), index.by_workload.get(&key)) {
-                            self.decide(&entry, policy, now_ms);
+                            self.decide_with_refused(&entry, policy, now_ms, &refused);
                         }
                     }
                 }
                 _ = ticker.tick() => {
+                    refused = self.refused_tenants();
                     let current = self.policies.current();
                     if !Arc::ptr_eq(&current, &index.set) {
                         index = PolicyIndex::build(current);
@@ -69,7 +72,7 @@ impl DecisionLoop {
                     let now_ms = clock::unix_ms();
                     for entry in self.workloads.all() {
                         if let Some(policy) = index.by_workload.get(&entry.key) {
-                            self.decide(&entry, policy, now_ms);
+                            self.decide_with_refused(&entry, policy, now_ms, &refused);
                         }
                     }
                 }
@@ -96,6 +99,18 @@ impl DecisionLoop {
 
     /// Decides one workload and publishes the result.
     pub fn decide(&self, entry: &WorkloadEntry, policy: &AppPolicy, now_ms: i64) {
+        let refused = self.refused_tenants();
+        self.decide_with_refused(entry, policy, now_ms, &refused);
+    }
+
+    /// [`Self::decide`] with the tenants whose latest policy file was refused, and why.
+    fn decide_with_refused(
+        &self,
+        entry: &WorkloadEntry,
+        policy: &AppPolicy,
+        now_ms: i64,
+        refused: &HashMap<String, String>,
+    ) {
         let now = now_ms.div_euclid(1000);
         let view = self.ingest.store().view(&entry.key);
         let has_data = Signal::ALL.iter().any(|s| view.newest(*s).is_some());
@@ -157,7 +172,10 @@ impl DecisionLoop {
             placement,
         };
         entry.observe_conditions(
-            conditions::probes(&published, self.policy_error(&entry.key.tenant).as_deref()),
+            conditions::probes(
+                &published,
+                refused.get(&*entry.key.tenant).map(String::as_str),
+            ),
             now_ms,
         );
         self.record_metrics(&entry.key, &published);
@@ -208,13 +226,14 @@ impl DecisionLoop {
         Some(outcome.placed)
     }
 
-    /// The error of the tenant's policy file whose latest version was refused, if any.
-    fn policy_error(&self, tenant: &str) -> Option<String> {
+    /// Tenants whose latest policy file was refused (the last good version serves), with
+    /// the error.
+    fn refused_tenants(&self) -> HashMap<String, String> {
         self.policies
             .status()
             .into_iter()
-            .find(|f| f.serving_tenant.as_deref() == Some(tenant) && f.error.is_some())
-            .and_then(|f| f.error)
+            .filter_map(|f| Some((f.serving_tenant?, f.error?)))
+            .collect()
     }
 
     fn record_metrics(&self, key: &WorkloadKey, published: &Published) {
