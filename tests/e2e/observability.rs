@@ -96,7 +96,11 @@ fn tools() -> Option<(PathBuf, PathBuf)> {
                 !required,
                 "SPILLWAY_REQUIRE_PROMETHEUS=1 but prometheus/promtool are not on PATH (install Debian's `prometheus` package)"
             );
-            println!(
+            // Written to stderr directly: libtest hides `println!` of passing tests, and a
+            // skip must be seen.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
                 "SKIPPED observability end-to-end test: prometheus and promtool are not on PATH (apt-get install prometheus)"
             );
             None
