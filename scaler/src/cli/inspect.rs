@@ -274,3 +274,88 @@ fn line(d: &DecisionView) -> String {
         d.reason
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn condition(kind: ConditionType, status: ConditionStatus, count: u64) -> Condition {
+        Condition {
+            kind,
+            status,
+            reason: "R".into(),
+            message: "m".into(),
+            last_transition_ms: 0,
+            last_probe_ms: 1_000,
+            count,
+        }
+    }
+
+    fn workload(conditions: Vec<Condition>) -> WorkloadStatus {
+        WorkloadStatus {
+            tenant: "shop".into(),
+            app: "cart".into(),
+            latest: Some(DecisionView {
+                desired: 12,
+                current: 9,
+                ready: 8,
+                active: true,
+                rule: "scaled_up".into(),
+                reason: "qps 1800/s needs 12".into(),
+                at_ms: 0,
+                qps: Some(1800.0),
+                cpu_cores: None,
+                memory_bytes: None,
+                dominant: Some("qps".into()),
+                proposals: Vec::new(),
+                missing: Vec::new(),
+                band: None,
+                placement: Some(Placed {
+                    pods: 12,
+                    ready: 8,
+                    regular: 9,
+                    burst: 3,
+                    shortfall: 0,
+                    cost_per_hour: 0.4,
+                    reason: "regular nodes full at 9 replicas; 3 burst to virtual nodes".into(),
+                }),
+            }),
+            recent: Vec::new(),
+            conditions,
+            stream_subscribers: 0,
+        }
+    }
+
+    #[test]
+    fn status_lists_only_conditions_in_trouble_with_their_repeat_count() {
+        let out = render_status(&[workload(vec![
+            condition(ConditionType::Active, ConditionStatus::True, 40),
+            condition(ConditionType::PolicyValid, ConditionStatus::False, 7),
+            condition(ConditionType::DataFresh, ConditionStatus::True, 40),
+        ])]);
+        assert!(out.contains("9r + 3b"), "{out}");
+        assert!(out.contains("shop/cart  PolicyValid=False"), "{out}");
+        assert!(out.contains("seen 7 times"), "{out}");
+        assert!(
+            !out.contains("Active="),
+            "healthy conditions stay quiet: {out}"
+        );
+    }
+
+    #[test]
+    fn explain_says_the_split_and_the_rule_in_words() {
+        let out = render_explain(&workload(vec![condition(
+            ConditionType::Active,
+            ConditionStatus::True,
+            40,
+        )]));
+        assert!(
+            out.contains(
+                "now: 12 replicas (9 on regular nodes + 3 burst), active; running 9 (8 ready)"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("why: scaled up: load above the band"), "{out}");
+        assert!(!out.contains("seen 40 times"), "{out}");
+    }
+}
