@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use crate::http::{self, HttpState};
 use crate::keda::{self, KedaService, ServerSettings};
 use crate::policy::PolicyStore;
+use crate::replicas::ReplicaSource;
 use crate::runtime::{DecisionLoop, DecisionObserver};
 use crate::telemetry::Metrics;
 use crate::workloads::Workloads;
@@ -42,6 +43,8 @@ pub struct ProcessConfig {
     pub policies: Arc<PolicyStore>,
     pub policy_source: PolicySource,
     pub observer: Option<DecisionObserver>,
+    /// Where decided replicas run (the demo's simulated pool); `None`: not tracked.
+    pub replicas: Option<Arc<dyn ReplicaSource>>,
 }
 
 /// The process's sockets, bound by the caller (tests bind 127.0.0.1:0).
@@ -119,6 +122,7 @@ pub async fn run(
         workloads: workloads.clone(),
         ingest: ingest.clone(),
         targets,
+        policies: config.policies.clone(),
         policy_status: Arc::new(move || {
             policies
                 .status()
@@ -144,6 +148,7 @@ pub async fn run(
         metrics: metrics.clone(),
         observer: config.observer,
         tick: config.decision_tick,
+        replicas: config.replicas,
     };
     let decision_shutdown = shutdown.clone();
     tasks.spawn(async move {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use dashmap::DashMap;
@@ -15,6 +15,7 @@ use spillway_collector::ingest::Ingest;
 use spillway_collector::scrape::TargetHealth;
 use tokio::net::TcpListener;
 
+use crate::policy::PolicyStore;
 use crate::status::{StatusReport, TargetStatus, WorkloadStatus};
 use crate::telemetry::{Metrics, TargetLabels};
 use crate::workloads::Workloads;
@@ -26,6 +27,7 @@ pub struct HttpState {
     pub workloads: Arc<Workloads>,
     pub ingest: Arc<Ingest>,
     pub targets: Arc<DashMap<Arc<str>, TargetHealth>>,
+    pub policies: Arc<PolicyStore>,
     pub policy_status: Arc<dyn Fn() -> Vec<String> + Send + Sync>,
 }
 
@@ -50,16 +52,34 @@ pub async fn serve(
         .await
 }
 
-async fn metrics(State(state): State<HttpState>) -> Response {
+/// OpenMetrics for scrapers that ask for it (Prometheus does), the 0.0.4 text format
+/// for everyone else (curl, promtool).
+async fn metrics(State(state): State<HttpState>, headers: HeaderMap) -> Response {
     refresh_gauges(&state);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
-        .into_response()
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    if openmetrics {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            state.metrics.encode(),
+        )
+            .into_response()
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            state.metrics.encode_text(),
+        )
+            .into_response()
+    }
 }
 
 /// Gauges that mirror collector state are read at scrape time, not pushed.
@@ -71,14 +91,31 @@ fn refresh_gauges(state: &HttpState) {
         .store_bytes
         .set(store.approximate_bytes() as i64);
     for target in state.targets.iter() {
+        let labels = TargetLabels {
+            target: target.key().to_string(),
+        };
+        let health = target.value();
         state
             .metrics
             .scrape_up
-            .get_or_create(&TargetLabels {
-                target: target.key().to_string(),
-            })
-            .set(i64::from(target.value().up));
+            .get_or_create(&labels)
+            .set(i64::from(health.up));
+        state
+            .metrics
+            .scrape_target_samples
+            .get_or_create(&labels)
+            .set(i64::try_from(health.samples).unwrap_or(i64::MAX));
     }
+    let refused = state
+        .policies
+        .status()
+        .iter()
+        .filter(|f| f.error.is_some())
+        .count();
+    state
+        .metrics
+        .policy_files_refused
+        .set(i64::try_from(refused).unwrap_or(i64::MAX));
 }
 
 fn report(state: &HttpState) -> StatusReport {

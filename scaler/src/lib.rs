@@ -17,6 +17,8 @@
 //!
 //! - [`keda`]: the KEDA `ExternalScaler` gRPC service and its server.
 //! - [`runtime`]: the decision loop that runs the engine when signals change.
+//! - [`replicas`]: where decided replicas run (a cluster, or the demo's node pool).
+//! - [`conditions`]: per-workload conditions the status API reports.
 //! - [`workloads`]: each workload's published decision, activity channel and history.
 //! - [`telemetry`]: `/metrics`; [`http`]: the HTTP side; [`status`]: the status report.
 //! - [`app`]: one Spillway process wired together; [`demo`]: `spillway demo`'s
@@ -24,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod conditions;
 pub mod config;
 pub mod demo;
 pub mod durations;
@@ -32,6 +35,7 @@ pub mod http;
 pub mod keda;
 pub mod placement;
 pub mod policy;
+pub mod replicas;
 pub mod runtime;
 pub mod status;
 pub mod telemetry;

@@ -10,10 +10,12 @@ use spillway_collector::ingest::Ingest;
 use spillway_collector::{Signal, SignalView, WorkloadKey, clock};
 use tokio::sync::watch;
 
-use crate::engine::{self, ReplicaCounts};
+use crate::conditions;
+use crate::engine::{self, Decision, ReplicaCounts};
 use crate::policy::{AppPolicy, PolicySet, PolicyStore};
+use crate::replicas::{Placed, ReplicaSource, ReplicaSync};
 use crate::telemetry::{DecisionLabels, Metrics, WorkloadLabels};
-use crate::workloads::{Published, WorkloadEntry, Workloads};
+use crate::workloads::{BandView, ProposalView, Published, WorkloadEntry, Workloads};
 
 /// Called with every decision that changed something (desired, activity or rule).
 pub type DecisionObserver = Arc<dyn Fn(&WorkloadKey, &Published, Option<&Published>) + Send + Sync>;
@@ -25,6 +27,8 @@ pub struct DecisionLoop {
     pub metrics: Arc<Metrics>,
     pub observer: Option<DecisionObserver>,
     pub tick: Duration,
+    /// Where decided replicas run; its pod counts feed the next decision.
+    pub replicas: Option<Arc<dyn ReplicaSource>>,
 }
 
 /// The policy snapshot the loop is working from, indexed by workload.
@@ -44,6 +48,8 @@ impl DecisionLoop {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut index = PolicyIndex::build(self.policies.current());
         self.sync_workloads(&index);
+        // Read once per tick: the store's file status is the same for every workload.
+        let mut refused = self.refused_tenants();
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -52,11 +58,12 @@ impl DecisionLoop {
                     let now_ms = clock::unix_ms();
                     for key in self.ingest.take_dirty() {
                         if let (Some(entry), Some(policy)) = (self.workloads.get(&key), index.by_workload.get(&key)) {
-                            self.decide(&entry, policy, now_ms);
+                            self.decide_with_refused(&entry, policy, now_ms, &refused);
                         }
                     }
                 }
                 _ = ticker.tick() => {
+                    refused = self.refused_tenants();
                     let current = self.policies.current();
                     if !Arc::ptr_eq(&current, &index.set) {
                         index = PolicyIndex::build(current);
@@ -65,7 +72,7 @@ impl DecisionLoop {
                     let now_ms = clock::unix_ms();
                     for entry in self.workloads.all() {
                         if let Some(policy) = index.by_workload.get(&entry.key) {
-                            self.decide(&entry, policy, now_ms);
+                            self.decide_with_refused(&entry, policy, now_ms, &refused);
                         }
                     }
                 }
@@ -75,13 +82,35 @@ impl DecisionLoop {
     }
 
     fn sync_workloads(&self, index: &PolicyIndex) {
-        let keys = index.by_workload.keys().cloned().collect();
+        let keys: std::collections::HashSet<WorkloadKey> =
+            index.by_workload.keys().cloned().collect();
+        for gone in self.workloads.all() {
+            if !keys.contains(&gone.key) {
+                self.metrics
+                    .forget_workload(&WorkloadLabels::from(&gone.key));
+            }
+        }
         self.workloads.retain_only(&keys);
+        if let Some(source) = &self.replicas {
+            source.retain(&keys);
+        }
         self.metrics.workloads.set(self.workloads.len() as i64);
     }
 
     /// Decides one workload and publishes the result.
     pub fn decide(&self, entry: &WorkloadEntry, policy: &AppPolicy, now_ms: i64) {
+        let refused = self.refused_tenants();
+        self.decide_with_refused(entry, policy, now_ms, &refused);
+    }
+
+    /// [`Self::decide`] with the tenants whose latest policy file was refused, and why.
+    fn decide_with_refused(
+        &self,
+        entry: &WorkloadEntry,
+        policy: &AppPolicy,
+        now_ms: i64,
+        refused: &HashMap<String, String>,
+    ) {
         let now = now_ms.div_euclid(1000);
         let view = self.ingest.store().view(&entry.key);
         let has_data = Signal::ALL.iter().any(|s| view.newest(*s).is_some());
@@ -114,8 +143,8 @@ impl DecisionLoop {
         let Some((decision, start)) = decision else {
             return;
         };
-        let labels = WorkloadLabels::from(&entry.key);
         let qps = view.mean(Signal::Qps, now, 5);
+        let placement = self.place(entry, policy, decision.desired, qps, now_ms);
         let published = Published {
             desired: decision.desired,
             active: decision.active,
@@ -124,30 +153,32 @@ impl DecisionLoop {
             current: start.current,
             at_ms: now_ms,
             qps,
+            cpu_cores: view.mean(Signal::CpuCores, now, 5),
+            memory_bytes: view.mean(Signal::MemoryBytes, now, 5),
+            ready: start.ready,
+            dominant: decision.dominant.map(Signal::as_str),
+            proposals: decision
+                .proposals
+                .iter()
+                .map(|p| ProposalView {
+                    signal: p.signal.as_str().to_owned(),
+                    value: p.value,
+                    target: p.target,
+                    replicas: p.replicas,
+                })
+                .collect(),
+            missing: decision.missing.iter().map(|s| s.as_str()).collect(),
+            band: band_view(&decision),
+            placement,
         };
-        self.metrics
-            .desired_replicas
-            .get_or_create(&labels)
-            .set(i64::from(published.desired));
-        self.metrics
-            .current_replicas
-            .get_or_create(&labels)
-            .set(i64::from(published.current));
-        self.metrics
-            .active
-            .get_or_create(&labels)
-            .set(i64::from(published.active));
-        if let Some(qps) = qps {
-            self.metrics.qps.get_or_create(&labels).set(qps);
-        }
-        self.metrics
-            .decisions
-            .get_or_create(&DecisionLabels {
-                tenant: labels.tenant,
-                app: labels.app,
-                rule: published.rule.to_owned(),
-            })
-            .inc();
+        entry.observe_conditions(
+            conditions::probes(
+                &published,
+                refused.get(&*entry.key.tenant).map(String::as_str),
+            ),
+            now_ms,
+        );
+        self.record_metrics(&entry.key, &published);
         let changed_from = entry.publish(published);
         if let Some(observer) = &self.observer {
             let latest = entry.latest();
@@ -162,5 +193,258 @@ impl DecisionLoop {
                 }
             }
         }
+    }
+
+    /// Hands the desired count to the replica source, feeds what runs back to the next
+    /// decision and ingests the pod usage it measured.
+    fn place(
+        &self,
+        entry: &WorkloadEntry,
+        policy: &AppPolicy,
+        desired: u32,
+        qps: Option<f64>,
+        now_ms: i64,
+    ) -> Option<Placed> {
+        let source = self.replicas.as_ref()?;
+        let outcome = source.sync(&ReplicaSync {
+            key: &entry.key,
+            policy,
+            desired,
+            qps,
+            now_secs: now_ms.div_euclid(1000),
+        })?;
+        entry.set_observed(outcome.placed.counts());
+        if !outcome.usage.is_empty() {
+            let name: Arc<str> = Arc::from(source.name());
+            self.metrics
+                .count_ingested(source.name(), outcome.usage.len());
+            for (signal, value) in outcome.usage {
+                self.ingest
+                    .apply(&name, signal, vec![(entry.key.clone(), value)], now_ms);
+            }
+        }
+        Some(outcome.placed)
+    }
+
+    /// Tenants whose latest policy file was refused (the last good version serves), with
+    /// the error.
+    fn refused_tenants(&self) -> HashMap<String, String> {
+        self.policies
+            .status()
+            .into_iter()
+            .filter_map(|f| Some((f.serving_tenant?, f.error?)))
+            .collect()
+    }
+
+    fn record_metrics(&self, key: &WorkloadKey, published: &Published) {
+        let labels = WorkloadLabels::from(key);
+        let m = &self.metrics;
+        m.desired_replicas
+            .get_or_create(&labels)
+            .set(i64::from(published.desired));
+        m.current_replicas
+            .get_or_create(&labels)
+            .set(i64::from(published.current));
+        m.ready_replicas
+            .get_or_create(&labels)
+            .set(i64::from(published.ready));
+        m.active
+            .get_or_create(&labels)
+            .set(i64::from(published.active));
+        let floats = [
+            (&m.qps, published.qps),
+            (&m.cpu_cores, published.cpu_cores),
+            (&m.memory_bytes, published.memory_bytes),
+            (
+                &m.band_low_replicas,
+                published.band.as_ref().map(|b| b.low_replicas),
+            ),
+            (
+                &m.band_high_replicas,
+                published.band.as_ref().map(|b| b.high_replicas),
+            ),
+            (
+                &m.load_replicas,
+                published.band.as_ref().map(|b| b.load_replicas),
+            ),
+            (
+                &m.cost_per_hour,
+                published.placement.as_ref().map(|p| p.cost_per_hour),
+            ),
+        ];
+        for (family, value) in floats {
+            if let Some(value) = value {
+                family.get_or_create(&labels).set(value);
+            }
+        }
+        if let Some(placed) = &published.placement {
+            for (family, value) in [
+                (&m.regular_replicas, placed.regular),
+                (&m.burst_replicas, placed.burst),
+                (&m.shortfall_replicas, placed.shortfall),
+            ] {
+                family.get_or_create(&labels).set(i64::from(value));
+            }
+        }
+        m.decisions
+            .get_or_create(&DecisionLabels {
+                tenant: labels.tenant,
+                app: labels.app,
+                rule: published.rule.to_owned(),
+            })
+            .inc();
+    }
+}
+
+/// The band in the dominant signal's units and in replicas at target.
+fn band_view(decision: &Decision) -> Option<BandView> {
+    let signal = decision.band.signal?;
+    let target = decision
+        .proposals
+        .iter()
+        .find(|p| p.signal == signal)
+        .map(|p| (p.value, p.target))?;
+    let (value, per_replica) = target;
+    // NaN or no capacity per replica: there is no band to draw.
+    if per_replica.is_nan() || per_replica <= 0.0 {
+        return None;
+    }
+    Some(BandView {
+        signal: signal.as_str().to_owned(),
+        low: decision.band.low,
+        high: decision.band.high,
+        low_replicas: decision.band.low / per_replica,
+        high_replicas: decision.band.high / per_replica,
+        load_replicas: value / per_replica,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, PoisonError};
+
+    use spillway_collector::store::StoreLimits;
+
+    use super::*;
+    use crate::policy::parse_policy;
+    use crate::replicas::SyncOutcome;
+
+    /// Runs what it is asked for, one replica short of Ready, and reports CPU.
+    #[derive(Default)]
+    struct Fake {
+        asked: Mutex<Vec<u32>>,
+    }
+
+    impl ReplicaSource for Fake {
+        fn name(&self) -> &str {
+            "fake"
+        }
+
+        fn sync(&self, sync: &ReplicaSync<'_>) -> Option<SyncOutcome> {
+            self.asked
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(sync.desired);
+            Some(SyncOutcome {
+                placed: Placed {
+                    pods: sync.desired,
+                    ready: sync.desired.saturating_sub(1),
+                    regular: 2,
+                    burst: sync.desired.saturating_sub(2),
+                    shortfall: 0,
+                    cost_per_hour: 0.5,
+                    reason: "fake".into(),
+                },
+                usage: vec![(Signal::CpuCores, 1.5)],
+            })
+        }
+
+        fn retain(&self, _keep: &HashSet<WorkloadKey>) {}
+    }
+
+    const POLICY: &str = "apiVersion: spillway.io/v1
+kind: ScalingPolicy
+metadata: { tenant: acme }
+spec:
+  namespaces: [acme]
+  defaults:
+    replicas: { min: 1, max: 20 }
+    signals:
+      window: 2s
+      qps: { targetPerReplica: 150 }
+  apps:
+    web: {}
+";
+
+    #[test]
+    fn placement_is_published_and_what_runs_feeds_the_next_decision() {
+        let set = PolicySet::from_policies(vec![
+            parse_policy("acme.yaml", POLICY).expect("test policy parses"),
+        ])
+        .expect("test policy is valid");
+        let policies = Arc::new(PolicyStore::from_set(set));
+        let fake = Arc::new(Fake::default());
+        let source: Arc<dyn ReplicaSource> = fake.clone();
+        let decisions = DecisionLoop {
+            policies: policies.clone(),
+            ingest: Ingest::new(StoreLimits::default()),
+            workloads: Arc::new(Workloads::new()),
+            metrics: Arc::new(Metrics::new()),
+            observer: None,
+            tick: Duration::from_secs(1),
+            replicas: Some(source),
+        };
+        let key = WorkloadKey::new("acme", "web");
+        let policy = policies
+            .current()
+            .workloads()
+            .find(|(k, _)| *k == key)
+            .map(|(_, p)| p)
+            .expect("web is in the policy");
+        let entry = decisions.workloads.get_or_insert(&key);
+        let t0: i64 = 1_800_000_000_000;
+        let qps: Arc<str> = Arc::from("gateway");
+        for s in 0..3 {
+            decisions
+                .ingest
+                .apply(&qps, Signal::Qps, vec![(key.clone(), 450.0)], t0 + s * 1000);
+        }
+
+        decisions.decide(&entry, &policy, t0 + 2000);
+        let first = entry.latest().expect("a decision with data");
+        assert_eq!(first.desired, 3, "450/s at 150 per replica");
+        let placed = first.placement.as_ref().expect("placement published");
+        assert_eq!((placed.regular, placed.burst), (2, 1));
+        assert!(first.band.is_some() && first.dominant == Some("qps"));
+
+        decisions.decide(&entry, &policy, t0 + 3000);
+        let second = entry.latest().expect("decided");
+        assert_eq!(
+            (second.current, second.ready),
+            (3, 2),
+            "the next decision starts from what the source runs"
+        );
+        assert_eq!(
+            second.cpu_cores,
+            Some(1.5),
+            "the source's pod usage is ingested"
+        );
+        assert_eq!(
+            *fake.asked.lock().unwrap_or_else(PoisonError::into_inner),
+            vec![3, 3]
+        );
+        let text = decisions.metrics.encode_text();
+        for needle in [
+            "spillway_workload_burst_replicas{tenant=\"acme\",app=\"web\"} 1",
+            "spillway_workload_ready_replicas{tenant=\"acme\",app=\"web\"} 2",
+            "spillway_workload_cost_per_hour{tenant=\"acme\",app=\"web\"} 0.5",
+            "spillway_ingested_values_total{source=\"fake\"}",
+            "spillway_workload_band_high_replicas{tenant=\"acme\",app=\"web\"}",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        }
+        let kinds: Vec<_> = entry.conditions().iter().map(|c| c.kind).collect();
+        assert_eq!(kinds, crate::conditions::ConditionType::ALL.to_vec());
     }
 }

@@ -2,13 +2,16 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::workloads::WorkloadEntry;
+use crate::conditions::Condition;
+use crate::replicas::Placed;
+use crate::workloads::{BandView, ProposalView, Published, WorkloadEntry};
 use spillway_collector::scrape::TargetHealth;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StatusReport {
     pub workloads: Vec<WorkloadStatus>,
     pub targets: Vec<TargetStatus>,
+    /// One line per refused policy file (the last good version of each keeps serving).
     pub policy_errors: Vec<String>,
 }
 
@@ -16,11 +19,49 @@ pub struct StatusReport {
 pub struct DecisionView {
     pub desired: u32,
     pub current: u32,
+    #[serde(default)]
+    pub ready: u32,
     pub active: bool,
     pub rule: String,
     pub reason: String,
     pub at_ms: i64,
     pub qps: Option<f64>,
+    #[serde(default)]
+    pub cpu_cores: Option<f64>,
+    #[serde(default)]
+    pub memory_bytes: Option<f64>,
+    #[serde(default)]
+    pub dominant: Option<String>,
+    #[serde(default)]
+    pub proposals: Vec<ProposalView>,
+    #[serde(default)]
+    pub missing: Vec<String>,
+    #[serde(default)]
+    pub band: Option<BandView>,
+    #[serde(default)]
+    pub placement: Option<Placed>,
+}
+
+impl From<&Published> for DecisionView {
+    fn from(p: &Published) -> Self {
+        Self {
+            desired: p.desired,
+            current: p.current,
+            ready: p.ready,
+            active: p.active,
+            rule: p.rule.to_owned(),
+            reason: p.reason.clone(),
+            at_ms: p.at_ms,
+            qps: p.qps,
+            cpu_cores: p.cpu_cores,
+            memory_bytes: p.memory_bytes,
+            dominant: p.dominant.map(str::to_owned),
+            proposals: p.proposals.clone(),
+            missing: p.missing.iter().map(|s| (*s).to_owned()).collect(),
+            band: p.band.clone(),
+            placement: p.placement.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -28,26 +69,25 @@ pub struct WorkloadStatus {
     pub tenant: String,
     pub app: String,
     pub latest: Option<DecisionView>,
+    /// Decisions that changed the count, activity or rule, oldest first.
     pub recent: Vec<DecisionView>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
     pub stream_subscribers: usize,
 }
 
 impl WorkloadStatus {
     pub fn from_entry(entry: &WorkloadEntry) -> Self {
-        let view = |p: &crate::workloads::Published| DecisionView {
-            desired: p.desired,
-            current: p.current,
-            active: p.active,
-            rule: p.rule.to_owned(),
-            reason: p.reason.clone(),
-            at_ms: p.at_ms,
-            qps: p.qps,
-        };
         Self {
             tenant: entry.key.tenant.to_string(),
             app: entry.key.app.to_string(),
-            latest: entry.latest().as_deref().map(view),
-            recent: entry.history().iter().map(|p| view(p)).collect(),
+            latest: entry.latest().as_deref().map(DecisionView::from),
+            recent: entry
+                .history()
+                .iter()
+                .map(|p| DecisionView::from(&**p))
+                .collect(),
+            conditions: entry.conditions(),
             stream_subscribers: entry.active_subscribers(),
         }
     }

@@ -55,6 +55,11 @@ pub struct DecisionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TargetLabels {
     pub target: String,
 }
@@ -79,6 +84,19 @@ pub struct Metrics {
     pub current_replicas: Family<WorkloadLabels, Gauge<i64, AtomicI64>>,
     pub active: Family<WorkloadLabels, Gauge<i64, AtomicI64>>,
     pub qps: Family<WorkloadLabels, FloatGauge>,
+    pub cpu_cores: Family<WorkloadLabels, FloatGauge>,
+    pub memory_bytes: Family<WorkloadLabels, FloatGauge>,
+    pub ready_replicas: Family<WorkloadLabels, Gauge<i64, AtomicI64>>,
+    pub band_low_replicas: Family<WorkloadLabels, FloatGauge>,
+    pub band_high_replicas: Family<WorkloadLabels, FloatGauge>,
+    pub load_replicas: Family<WorkloadLabels, FloatGauge>,
+    pub regular_replicas: Family<WorkloadLabels, Gauge<i64, AtomicI64>>,
+    pub burst_replicas: Family<WorkloadLabels, Gauge<i64, AtomicI64>>,
+    pub shortfall_replicas: Family<WorkloadLabels, Gauge<i64, AtomicI64>>,
+    pub cost_per_hour: Family<WorkloadLabels, FloatGauge>,
+    pub ingested_values: Family<SourceLabels, Counter>,
+    pub scrape_target_samples: Family<TargetLabels, Gauge<i64, AtomicI64>>,
+    pub policy_files_refused: Gauge<i64, AtomicI64>,
     pub decisions: Family<DecisionLabels, Counter>,
     pub scrape_duration: Histogram,
     pub scrape_up: Family<TargetLabels, Gauge<i64, AtomicI64>>,
@@ -135,6 +153,85 @@ impl Metrics {
             "workload_qps",
             "Requests per second reaching the workload, summed over gateway instances",
             qps.clone(),
+        );
+        let cpu_cores = Family::default();
+        registry.register(
+            "workload_cpu_cores",
+            "CPU in use by the workload's pods, in cores (5 s mean)",
+            cpu_cores.clone(),
+        );
+        let memory_bytes = Family::default();
+        registry.register_with_unit(
+            "workload_memory",
+            "Memory in use by the workload's pods (5 s mean)",
+            Unit::Bytes,
+            memory_bytes.clone(),
+        );
+        let ready_replicas = Family::default();
+        registry.register(
+            "workload_ready_replicas",
+            "Ready replicas the last decision started from",
+            ready_replicas.clone(),
+        );
+        let band_low_replicas = Family::default();
+        registry.register(
+            "workload_band_low_replicas",
+            "Hysteresis band low edge: the dominant signal's load, in replicas at target, below which the workload scales down",
+            band_low_replicas.clone(),
+        );
+        let band_high_replicas = Family::default();
+        registry.register(
+            "workload_band_high_replicas",
+            "Hysteresis band high edge: the dominant signal's load, in replicas at target, above which the workload scales up",
+            band_high_replicas.clone(),
+        );
+        let load_replicas = Family::default();
+        registry.register(
+            "workload_load_replicas",
+            "The dominant signal's load expressed in replicas at target (compare with the band edges)",
+            load_replicas.clone(),
+        );
+        let regular_replicas = Family::default();
+        registry.register(
+            "workload_regular_replicas",
+            "Desired replicas placed on regular nodes",
+            regular_replicas.clone(),
+        );
+        let burst_replicas = Family::default();
+        registry.register(
+            "workload_burst_replicas",
+            "Desired replicas placed on virtual (burst) nodes",
+            burst_replicas.clone(),
+        );
+        let shortfall_replicas = Family::default();
+        registry.register(
+            "workload_shortfall_replicas",
+            "Desired replicas with no place (regular nodes full, burst disabled, capped or full)",
+            shortfall_replicas.clone(),
+        );
+        let cost_per_hour = Family::default();
+        registry.register(
+            "workload_cost_per_hour",
+            "What the workload's bound pods cost per hour, in the cost model's currency",
+            cost_per_hour.clone(),
+        );
+        let ingested_values = Family::default();
+        registry.register(
+            "ingested_values",
+            "Per-workload signal values ingested, by source (scrape, or a replica source reporting pod usage)",
+            ingested_values.clone(),
+        );
+        let scrape_target_samples = Family::default();
+        registry.register(
+            "scrape_target_samples",
+            "Samples parsed from the target's last successful scrape",
+            scrape_target_samples.clone(),
+        );
+        let policy_files_refused = Gauge::default();
+        registry.register(
+            "policy_files_refused",
+            "Policy files whose latest version is refused (the last good version serves)",
+            policy_files_refused.clone(),
         );
         let decisions = Family::default();
         registry.register(
@@ -214,6 +311,19 @@ impl Metrics {
             current_replicas,
             active,
             qps,
+            cpu_cores,
+            memory_bytes,
+            ready_replicas,
+            band_low_replicas,
+            band_high_replicas,
+            load_replicas,
+            regular_replicas,
+            burst_replicas,
+            shortfall_replicas,
+            cost_per_hour,
+            ingested_values,
+            scrape_target_samples,
+            policy_files_refused,
             decisions,
             scrape_duration,
             scrape_up,
@@ -245,6 +355,7 @@ impl Metrics {
             Ok(scraped) => {
                 self.samples_scraped.inc_by(scraped.samples);
                 self.malformed_lines.inc_by(scraped.malformed_lines);
+                self.count_ingested("scrape", scraped.rates.len());
             }
             Err(_) => {
                 self.scrape_failures.inc();
@@ -256,13 +367,63 @@ impl Metrics {
         if !outcome.changed.is_empty() || outcome.dir_error.is_some() {
             self.policy_reloads.inc();
         }
-        let refused = outcome.errors.len() as u64 + u64::from(outcome.dir_error.is_some());
+        // A file that stays bad is reported by every reload; count and log it when its
+        // content changes, and let `policy_files_refused` show that it is still bad.
+        let fresh: Vec<_> = outcome
+            .errors
+            .iter()
+            .filter(|(path, _)| outcome.changed.contains(path))
+            .collect();
+        let refused = fresh.len() as u64 + u64::from(outcome.dir_error.is_some());
         self.policy_reload_errors.inc_by(refused);
-        for (path, errors) in &outcome.errors {
+        for (path, errors) in fresh {
             tracing::warn!(file = %path.display(), %errors, "policy refused; the last good version keeps serving");
         }
         if let Some(error) = &outcome.dir_error {
             tracing::warn!(%error, "policy directory unreadable; the current policies keep serving");
+        }
+    }
+
+    /// Counts per-workload values a source handed to ingest.
+    pub fn count_ingested(&self, source: &str, values: usize) {
+        self.ingested_values
+            .get_or_create(&SourceLabels {
+                source: source.to_owned(),
+            })
+            .inc_by(values as u64);
+    }
+
+    /// Drops every per-workload series of a workload no longer in any policy, so removed
+    /// workloads do not linger on dashboards.
+    pub fn forget_workload(&self, labels: &WorkloadLabels) {
+        for family in [
+            &self.desired_replicas,
+            &self.current_replicas,
+            &self.ready_replicas,
+            &self.active,
+            &self.regular_replicas,
+            &self.burst_replicas,
+            &self.shortfall_replicas,
+        ] {
+            family.remove(labels);
+        }
+        for family in [
+            &self.qps,
+            &self.cpu_cores,
+            &self.memory_bytes,
+            &self.band_low_replicas,
+            &self.band_high_replicas,
+            &self.load_replicas,
+            &self.cost_per_hour,
+        ] {
+            family.remove(labels);
+        }
+        for rule in crate::engine::Rule::ALL {
+            self.decisions.remove(&DecisionLabels {
+                tenant: labels.tenant.clone(),
+                app: labels.app.clone(),
+                rule: rule.label().to_owned(),
+            });
         }
     }
 
@@ -274,7 +435,13 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The Prometheus text format 0.0.4 (what `promtool check metrics` and older
+    /// scrapers read): see [`openmetrics_to_text`].
+    pub fn encode_text(&self) -> String {
+        openmetrics_to_text(&self.encode())
+    }
+
+    /// The OpenMetrics text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(16 * 1024);
         // Writing into a String cannot fail.
@@ -300,6 +467,40 @@ impl Drop for StreamGuard {
     }
 }
 
+/// Rewrites OpenMetrics text as Prometheus text format 0.0.4. The two differ in what a
+/// 0.0.4 reader checks: a counter family is named with its `_total` suffix there (else
+/// its HELP and TYPE describe no sample), `# UNIT` and `# EOF` do not exist.
+pub fn openmetrics_to_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 64 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        if let Some((prefix, rest)) = meta {
+            let name = rest.split(' ').next().unwrap_or_default();
+            if counters.contains(name) && !name.ends_with("_total") {
+                out.push_str(prefix);
+                out.push_str(name);
+                out.push_str("_total");
+                out.push_str(&rest[name.len()..]);
+                out.push('\n');
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 /// gRPC status codes as the lowercase names dashboards filter on.
 fn code_label(code: tonic::Code) -> &'static str {
     use tonic::Code::*;
@@ -321,5 +522,61 @@ fn code_label(code: tonic::Code) -> &'static str {
         Unavailable => "unavailable",
         DataLoss => "data_loss",
         Unauthenticated => "unauthenticated",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_format_names_counters_with_total_and_drops_openmetrics_only_lines() {
+        let om = "# HELP spillway_scrapes Scrapes attempted.\n# TYPE spillway_scrapes counter\nspillway_scrapes_total 3\n# HELP spillway_store_memory_bytes Memory.\n# TYPE spillway_store_memory_bytes gauge\n# UNIT spillway_store_memory_bytes bytes\nspillway_store_memory_bytes 10\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_text(om),
+            "# HELP spillway_scrapes_total Scrapes attempted.\n# TYPE spillway_scrapes_total counter\nspillway_scrapes_total 3\n# HELP spillway_store_memory_bytes Memory.\n# TYPE spillway_store_memory_bytes gauge\nspillway_store_memory_bytes 10\n"
+        );
+    }
+
+    #[test]
+    fn every_metric_has_help_and_workload_series_carry_only_tenant_and_app() {
+        let m = Metrics::new();
+        let labels = WorkloadLabels {
+            tenant: "acme".into(),
+            app: "web".into(),
+        };
+        m.burst_replicas.get_or_create(&labels).set(2);
+        m.cpu_cores.get_or_create(&labels).set(1.5);
+        let text = m.encode_text();
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let name = line.split(' ').nth(2).unwrap_or_default();
+            assert!(
+                text.contains(&format!("# HELP {name} ")),
+                "{name} has no HELP"
+            );
+        }
+        assert!(text.contains("spillway_workload_burst_replicas{tenant=\"acme\",app=\"web\"} 2"));
+        assert!(text.contains("spillway_workload_cpu_cores{tenant=\"acme\",app=\"web\"} 1.5"));
+    }
+
+    #[test]
+    fn a_removed_workload_leaves_no_series() {
+        let m = Metrics::new();
+        let labels = WorkloadLabels {
+            tenant: "acme".into(),
+            app: "gone".into(),
+        };
+        m.desired_replicas.get_or_create(&labels).set(3);
+        m.qps.get_or_create(&labels).set(10.0);
+        m.decisions
+            .get_or_create(&DecisionLabels {
+                tenant: "acme".into(),
+                app: "gone".into(),
+                rule: "scaled_up".into(),
+            })
+            .inc();
+        assert!(m.encode_text().contains("app=\"gone\""));
+        m.forget_workload(&labels);
+        assert!(!m.encode_text().contains("app=\"gone\""));
     }
 }

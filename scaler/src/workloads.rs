@@ -9,7 +9,9 @@ use dashmap::DashMap;
 use spillway_collector::WorkloadKey;
 use tokio::sync::watch;
 
+use crate::conditions::{Condition, Conditions, Probe};
 use crate::engine::{ReplicaCounts, WorkloadState};
+use crate::replicas::Placed;
 
 /// How many past decisions each workload keeps for `spillway explain`.
 pub const HISTORY_LEN: usize = 32;
@@ -27,6 +29,45 @@ pub struct Published {
     pub at_ms: i64,
     /// The value per signal the engine saw (for logs and status), if any.
     pub qps: Option<f64>,
+    /// CPU cores and memory bytes in use (5 s mean), if reported.
+    pub cpu_cores: Option<f64>,
+    pub memory_bytes: Option<f64>,
+    /// Ready replicas the decision started from.
+    pub ready: u32,
+    /// The signal whose proposal was largest.
+    pub dominant: Option<&'static str>,
+    /// What each signal with fresh data asked for.
+    pub proposals: Vec<ProposalView>,
+    /// Configured signals without fresh data.
+    pub missing: Vec<&'static str>,
+    /// The hysteresis band for the dominant signal, when there was one.
+    pub band: Option<BandView>,
+    /// Where the desired replicas run, when a replica source places them.
+    pub placement: Option<Placed>,
+}
+
+/// One signal's proposal.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ProposalView {
+    pub signal: String,
+    /// The signal's mean over the window (requests/s, cores or bytes).
+    pub value: f64,
+    /// What one replica carries at target, same units.
+    pub target: f64,
+    pub replicas: u32,
+}
+
+/// The hysteresis band, in the dominant signal's units and in replicas (load over what
+/// one replica carries at target), so it can be drawn next to replica counts.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BandView {
+    pub signal: String,
+    pub low: f64,
+    pub high: f64,
+    pub low_replicas: f64,
+    pub high_replicas: f64,
+    /// The dominant signal's load, in replicas at target.
+    pub load_replicas: f64,
 }
 
 /// Per-workload state, shared between the decision loop and the gRPC handlers.
@@ -37,6 +78,7 @@ pub struct WorkloadEntry {
     active: watch::Sender<bool>,
     history: Mutex<VecDeque<Arc<Published>>>,
     engine: Mutex<EngineSlot>,
+    conditions: Mutex<Conditions>,
 }
 
 #[derive(Debug, Default)]
@@ -53,6 +95,7 @@ impl WorkloadEntry {
             active: watch::Sender::new(false),
             history: Mutex::new(VecDeque::with_capacity(HISTORY_LEN)),
             engine: Mutex::new(EngineSlot::default()),
+            conditions: Mutex::new(Conditions::default()),
         }
     }
 
@@ -89,6 +132,24 @@ impl WorkloadEntry {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .observed = Some(replicas);
+    }
+
+    /// Records one round of condition checks.
+    pub fn observe_conditions(&self, probes: Vec<Probe>, now_ms: i64) {
+        let mut conditions = self
+            .conditions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for probe in probes {
+            conditions.observe(probe, now_ms);
+        }
+    }
+
+    pub fn conditions(&self) -> Vec<Condition> {
+        self.conditions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .list()
     }
 
     /// Runs `decide` with the engine state and the replica counts to start from: the
@@ -194,6 +255,14 @@ mod tests {
             current: 0,
             at_ms: 0,
             qps: None,
+            cpu_cores: None,
+            memory_bytes: None,
+            ready: 0,
+            dominant: None,
+            proposals: Vec::new(),
+            missing: Vec::new(),
+            band: None,
+            placement: None,
         }
     }
 

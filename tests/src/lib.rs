@@ -4,6 +4,7 @@
 //! - [`process`]: start `spillway`, learn its ports from its first lines, stop it.
 //! - [`keda`]: a gRPC client that calls Spillway exactly as KEDA does.
 //! - [`gateway`]: an in-test gateway whose counters and failure modes a test controls.
+//! - [`prometheus`]: a real Prometheus on loopback, for dashboard queries.
 //! - [`wait`]: bounded waiting: every wait in these tests has a deadline.
 //!
 //! The tests themselves live in `tests/e2e/` and are built as integration tests of the
@@ -15,6 +16,7 @@ pub mod demo;
 pub mod gateway;
 pub mod keda;
 pub mod process;
+pub mod prometheus;
 pub mod wait;
 
 /// An HTTP client for tests. Spillway runs rustls with ring as the process's one crypto

@@ -13,9 +13,12 @@ use spillway_collector::store::StoreLimits;
 use spillway_scaler::app::{self, Listeners, PolicySource, ProcessConfig};
 use spillway_scaler::demo::POLICIES;
 use spillway_scaler::demo::gateway::DemoGateway;
+use spillway_scaler::demo::pool::{DemoPool, PoolConfig};
 use spillway_scaler::demo::profile::{DEFAULT_PROFILE, Profile};
 use spillway_scaler::keda::ServerSettings;
+use spillway_scaler::placement::Resources;
 use spillway_scaler::policy::{self, PolicySet, PolicyStore};
+use spillway_scaler::replicas::ReplicaSource;
 use spillway_scaler::workloads::Published;
 use tokio::net::TcpListener;
 
@@ -40,6 +43,54 @@ pub struct DemoArgs {
     /// Print no line per decision.
     #[arg(long)]
     pub quiet: bool,
+    /// Boxed: the pool's flags would make `demo` the one large variant of the CLI enum.
+    #[command(flatten)]
+    pub pool: Box<PoolArgs>,
+}
+
+/// The simulated node pool the demo's replicas run on.
+#[derive(Args, Debug)]
+pub struct PoolArgs {
+    /// Regular nodes in the simulated pool (one virtual node is always there).
+    #[arg(long = "nodes", default_value_t = 3)]
+    pub regular_nodes: u32,
+    /// Allocatable CPU of each regular node (Kubernetes quantity: 4, 3500m).
+    #[arg(long, default_value = "4")]
+    pub node_cpu: String,
+    /// Allocatable memory of each regular node (Kubernetes quantity: 16Gi).
+    #[arg(long, default_value = "16Gi")]
+    pub node_memory: String,
+    /// Time from scheduling to Ready for a pod on a regular node.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub pod_start: Duration,
+    /// Time from scheduling to Ready for a pod on the virtual node.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub burst_start: Duration,
+    /// Run without the simulated pool: decisions start from the last desired count.
+    #[arg(long)]
+    pub no_node_pool: bool,
+}
+
+impl PoolArgs {
+    fn build(&self) -> anyhow::Result<Option<DemoPool>> {
+        if self.no_node_pool {
+            return Ok(None);
+        }
+        let node = Resources::parse_allocatable(&self.node_cpu, &self.node_memory, "110")
+            .with_context(|| {
+                format!(
+                    "--node-cpu {} / --node-memory {}",
+                    self.node_cpu, self.node_memory
+                )
+            })?;
+        Ok(Some(DemoPool::new(PoolConfig {
+            regular_nodes: self.regular_nodes,
+            regular_node: node,
+            regular_start_secs: i64::try_from(self.pod_start.as_secs()).unwrap_or(i64::MAX),
+            virtual_start_secs: i64::try_from(self.burst_start.as_secs()).unwrap_or(i64::MAX),
+            ..PoolConfig::default()
+        })))
+    }
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -49,6 +100,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         None => DEFAULT_PROFILE.to_owned(),
     };
     let profile = Profile::parse(&profile_text)?;
+    let pool = args.pool.build()?;
     let (policies, policy_source) = match &args.policies {
         Some(dir) => {
             let store = PolicyStore::new();
@@ -88,6 +140,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         http.local_addr()?
     );
     println!("  demo gateway     gateway={gateway_addr}   (http://{gateway_addr}/metrics)");
+    match &pool {
+        Some(pool) => {
+            let c = pool.config();
+            println!(
+                "  node pool        {} regular nodes ({} CPU, {} GiB each) + 1 virtual node; pods Ready after {}s (regular) / {}s (virtual)",
+                c.regular_nodes,
+                c.regular_node.cpu_millis as f64 / 1000.0,
+                c.regular_node.memory_bytes >> 30,
+                c.regular_start_secs,
+                c.virtual_start_secs
+            );
+        }
+        None => println!("  node pool        off"),
+    }
     println!("  Ctrl-C stops.");
 
     let gateway = DemoGateway::new(profile);
@@ -116,6 +182,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         policies: Arc::new(policies),
         policy_source,
         observer,
+        replicas: pool.map(|p| Arc::new(p) as Arc<dyn ReplicaSource>),
     };
     app::run(config, Listeners { grpc, http }, shutdown).await?;
     gateway_task.await??;
@@ -137,10 +204,20 @@ fn print_decision(key: &WorkloadKey, latest: &Published, previous: Option<&Publi
     let qps = latest
         .qps
         .map_or_else(|| "    -".to_owned(), |q| format!("{q:7.1}"));
+    let to = match &latest.placement {
+        Some(p) if p.shortfall > 0 => format!(
+            "{} ({} regular + {} burst, {} unplaced)",
+            latest.desired, p.regular, p.burst, p.shortfall
+        ),
+        Some(p) => format!(
+            "{} ({} regular + {} burst)",
+            latest.desired, p.regular, p.burst
+        ),
+        None => latest.desired.to_string(),
+    };
     println!(
-        "{time}  {:<16} {from:>3} → {:<3} {:<8} qps {qps}  [{}] {}",
+        "{time}  {:<16} {from:>3} → {to:<26} {:<8} qps {qps}  [{}] {}",
         key.to_string(),
-        latest.desired,
         if latest.active { "active" } else { "idle" },
         latest.rule,
         latest.reason

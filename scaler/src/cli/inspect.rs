@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use spillway_scaler::conditions::{Condition, ConditionStatus, ConditionType};
+use spillway_scaler::replicas::Placed;
 use spillway_scaler::status::{DecisionView, StatusReport, WorkloadStatus};
 
 #[derive(Args, Debug)]
@@ -40,20 +42,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .json()
         .await
         .with_context(|| format!("reading {url}"))?;
-    println!("WORKLOAD                 DESIRED  ACTIVE  RULE                  QPS");
-    for workload in &report.workloads {
-        let name = format!("{}/{}", workload.tenant, workload.app);
-        match &workload.latest {
-            Some(d) => println!(
-                "{name:<24} {:>7}  {:<6}  {:<20} {}",
-                d.desired,
-                if d.active { "yes" } else { "no" },
-                d.rule,
-                d.qps.map_or("-".into(), |q| format!("{q:.1}"))
-            ),
-            None => println!("{name:<24} {:>7}  {:<6}  {:<20} -", "-", "-", "no data yet"),
-        }
-    }
+    print!("{}", render_status(&report.workloads));
     println!();
     println!("SCRAPE TARGET                                   UP   LAST ERROR");
     for target in &report.targets {
@@ -96,16 +85,171 @@ pub async fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The workload table, then every condition that needs a person's attention.
+fn render_status(workloads: &[WorkloadStatus]) -> String {
+    let mut out = format!(
+        "{:<24} {:>7} {:>7} {:>5}  {:<18} {:<6}  {:<18} {:>8}\n",
+        "WORKLOAD", "DESIRED", "CURRENT", "READY", "PLACEMENT", "ACTIVE", "RULE", "QPS"
+    );
+    let mut attention = Vec::new();
+    for workload in workloads {
+        let name = format!("{}/{}", workload.tenant, workload.app);
+        match &workload.latest {
+            Some(d) => out.push_str(&format!(
+                "{name:<24} {:>7} {:>7} {:>5}  {:<18} {:<6}  {:<18} {:>8}\n",
+                d.desired,
+                d.current,
+                d.ready,
+                d.placement.as_ref().map_or("-".to_owned(), split),
+                if d.active { "yes" } else { "no" },
+                d.rule,
+                d.qps.map_or("-".into(), |q| format!("{q:.1}"))
+            )),
+            None => out.push_str(&format!(
+                "{name:<24} {:>7} {:>7} {:>5}  {:<18} {:<6}  {:<18} {:>8}\n",
+                "-", "-", "-", "-", "-", "no data yet", "-"
+            )),
+        }
+        for c in workload.conditions.iter().filter(|c| needs_attention(c)) {
+            attention.push(format!("  {name}  {}", condition_line(c)));
+        }
+    }
+    if !attention.is_empty() {
+        out.push_str("\nCONDITIONS NEEDING ATTENTION\n");
+        for line in attention {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Conditions in their unhealthy state.
+fn needs_attention(c: &Condition) -> bool {
+    match c.kind {
+        ConditionType::DataFresh | ConditionType::PolicyValid => c.status == ConditionStatus::False,
+        ConditionType::ScalingLimited | ConditionType::BurstShortfall => {
+            c.status == ConditionStatus::True
+        }
+        ConditionType::Active => false,
+    }
+}
+
+fn split(p: &Placed) -> String {
+    if p.shortfall > 0 {
+        format!("{}r + {}b, {} short", p.regular, p.burst, p.shortfall)
+    } else {
+        format!("{}r + {}b", p.regular, p.burst)
+    }
+}
+
+fn clock(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%H:%M:%S").to_string())
+        .unwrap_or_else(|| "-".to_owned())
+}
+
+fn condition_line(c: &Condition) -> String {
+    // A healthy condition confirmed every second is not news; a problem seen again is.
+    let repeat = if c.count > 1 && needs_attention(c) {
+        format!(", seen {} times", c.count)
+    } else {
+        String::new()
+    };
+    format!(
+        "{:?}={:?} ({}, since {}, last checked {}{repeat}): {}",
+        c.kind,
+        c.status,
+        c.reason,
+        clock(c.last_transition_ms),
+        clock(c.last_probe_ms),
+        c.message
+    )
+}
+
+/// A decision's rule as words.
+fn rule_words(rule: &str) -> &'static str {
+    match rule {
+        "scaled_up" => "scaled up: load above the band",
+        "scaled_down" => "scaled down: every signal below the band",
+        "held_in_band" => "held: load inside the hysteresis band",
+        "held_missing_data" => "held: a signal has no fresh data",
+        "stabilized" => "held by the stabilization window",
+        "rate_limited" => "limited by the scaling rate limit",
+        "panic" => "panic mode: a burst of load, no scale-down",
+        "schedule" => "raised by a schedule",
+        "min_replicas" => "raised to the minimum",
+        "max_replicas" => "capped at the maximum",
+        "scaled_to_zero" => "scaled to zero: nothing active",
+        "restart_warmup" => "held: not enough data since start",
+        "hpa_tolerance" => "adjusted past the HPA's tolerance",
+        _ => "decided",
+    }
+}
+
 fn render_explain(workload: &WorkloadStatus) -> String {
     let mut out = format!("{}/{}\n", workload.tenant, workload.app);
     match &workload.latest {
-        Some(d) => out.push_str(&format!(
-            "  now: {} replicas ({}), because: {}\n",
-            d.desired,
-            if d.active { "active" } else { "idle" },
-            d.reason
-        )),
+        Some(d) => {
+            let placed = d.placement.as_ref().map_or(String::new(), |p| {
+                format!(
+                    " ({} on regular nodes + {} burst{})",
+                    p.regular,
+                    p.burst,
+                    if p.shortfall > 0 {
+                        format!(", {} with no place", p.shortfall)
+                    } else {
+                        String::new()
+                    }
+                )
+            });
+            out.push_str(&format!(
+                "  now: {} replicas{placed}, {}; running {} ({} ready)\n",
+                d.desired,
+                if d.active { "active" } else { "idle" },
+                d.current,
+                d.ready
+            ));
+            out.push_str(&format!(
+                "  why: {} ({})\n       {}\n",
+                rule_words(&d.rule),
+                d.rule,
+                d.reason
+            ));
+            for p in &d.proposals {
+                let dominant = if d.dominant.as_deref() == Some(p.signal.as_str()) {
+                    "  (dominant)"
+                } else {
+                    ""
+                };
+                out.push_str(&format!(
+                    "  signal {}: {:.3} asks for {} replicas at {:.3} per replica{dominant}\n",
+                    p.signal, p.value, p.replicas, p.target
+                ));
+            }
+            if !d.missing.is_empty() {
+                out.push_str(&format!("  no fresh data: {}\n", d.missing.join(", ")));
+            }
+            if let Some(b) = &d.band {
+                out.push_str(&format!(
+                    "  band: load is {:.1} replicas' worth; scale up above {:.1}, down below {:.1}\n",
+                    b.load_replicas, b.high_replicas, b.low_replicas
+                ));
+            }
+            if let Some(p) = &d.placement {
+                out.push_str(&format!(
+                    "  placement: {}; costs {:.4}/h\n",
+                    p.reason, p.cost_per_hour
+                ));
+            }
+        }
         None => out.push_str("  no decision yet: no signal data has been collected\n"),
+    }
+    if !workload.conditions.is_empty() {
+        out.push_str("  conditions:\n");
+        for c in &workload.conditions {
+            out.push_str(&format!("    {}\n", condition_line(c)));
+        }
     }
     out.push_str(&format!(
         "  StreamIsActive subscribers: {}\n  recent decisions (oldest first):\n",
@@ -118,11 +262,100 @@ fn render_explain(workload: &WorkloadStatus) -> String {
 }
 
 fn line(d: &DecisionView) -> String {
-    let time = chrono::DateTime::from_timestamp_millis(d.at_ms)
-        .map(|t| t.format("%H:%M:%S").to_string())
-        .unwrap_or_default();
+    let to = d.placement.as_ref().map_or(d.desired.to_string(), |p| {
+        format!("{} ({})", d.desired, split(p))
+    });
     format!(
-        "{time}  {} → {}  [{}] {}",
-        d.current, d.desired, d.rule, d.reason
+        "{}  {} → {}  {}: {}",
+        clock(d.at_ms),
+        d.current,
+        to,
+        rule_words(&d.rule),
+        d.reason
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn condition(kind: ConditionType, status: ConditionStatus, count: u64) -> Condition {
+        Condition {
+            kind,
+            status,
+            reason: "R".into(),
+            message: "m".into(),
+            last_transition_ms: 0,
+            last_probe_ms: 1_000,
+            count,
+        }
+    }
+
+    fn workload(conditions: Vec<Condition>) -> WorkloadStatus {
+        WorkloadStatus {
+            tenant: "shop".into(),
+            app: "cart".into(),
+            latest: Some(DecisionView {
+                desired: 12,
+                current: 9,
+                ready: 8,
+                active: true,
+                rule: "scaled_up".into(),
+                reason: "qps 1800/s needs 12".into(),
+                at_ms: 0,
+                qps: Some(1800.0),
+                cpu_cores: None,
+                memory_bytes: None,
+                dominant: Some("qps".into()),
+                proposals: Vec::new(),
+                missing: Vec::new(),
+                band: None,
+                placement: Some(Placed {
+                    pods: 12,
+                    ready: 8,
+                    regular: 9,
+                    burst: 3,
+                    shortfall: 0,
+                    cost_per_hour: 0.4,
+                    reason: "regular nodes full at 9 replicas; 3 burst to virtual nodes".into(),
+                }),
+            }),
+            recent: Vec::new(),
+            conditions,
+            stream_subscribers: 0,
+        }
+    }
+
+    #[test]
+    fn status_lists_only_conditions_in_trouble_with_their_repeat_count() {
+        let out = render_status(&[workload(vec![
+            condition(ConditionType::Active, ConditionStatus::True, 40),
+            condition(ConditionType::PolicyValid, ConditionStatus::False, 7),
+            condition(ConditionType::DataFresh, ConditionStatus::True, 40),
+        ])]);
+        assert!(out.contains("9r + 3b"), "{out}");
+        assert!(out.contains("shop/cart  PolicyValid=False"), "{out}");
+        assert!(out.contains("seen 7 times"), "{out}");
+        assert!(
+            !out.contains("Active="),
+            "healthy conditions stay quiet: {out}"
+        );
+    }
+
+    #[test]
+    fn explain_says_the_split_and_the_rule_in_words() {
+        let out = render_explain(&workload(vec![condition(
+            ConditionType::Active,
+            ConditionStatus::True,
+            40,
+        )]));
+        assert!(
+            out.contains(
+                "now: 12 replicas (9 on regular nodes + 3 burst), active; running 9 (8 ready)"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("why: scaled up: load above the band"), "{out}");
+        assert!(!out.contains("seen 40 times"), "{out}");
+    }
 }

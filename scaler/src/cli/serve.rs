@@ -50,6 +50,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             reload_every: config.policy_reload,
         },
         observer: None,
+        replicas: None,
     };
     app::run(process, Listeners { grpc, http }, shutdown).await?;
     Ok(())
