@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 use spillway_tests::keda::{self, scaled_object};
 use spillway_tests::process::Spillway;
-use spillway_tests::prometheus::{Prometheus, find_on_path, http_client};
+use spillway_tests::prometheus::{Prometheus, find_on_path};
 use spillway_tests::wait;
 
 const BIN: &str = env!("CARGO_BIN_EXE_spillway");
@@ -109,7 +109,7 @@ fn tools() -> Option<(PathBuf, PathBuf)> {
 }
 
 async fn get_json(url: &str) -> Option<Value> {
-    let response = http_client().get(url).send().await.ok()?;
+    let response = spillway_tests::http().get(url).send().await.ok()?;
     if !response.status().is_success() {
         return None;
     }
@@ -226,7 +226,7 @@ async fn failing_queries(prometheus: &Prometheus, selections: &[(&str, &str)]) -
 }
 
 async fn pin(gateway: SocketAddr, tenant: &str, app: &str, qps: f64) {
-    let response = http_client()
+    let response = spillway_tests::http()
         .put(format!("http://{gateway}/traffic/{tenant}/{app}"))
         .body(qps.to_string())
         .send()
@@ -355,7 +355,7 @@ async fn dashboards_metrics_status_and_explain_against_a_real_prometheus() {
     );
 
     // promtool reads the text format that curl and promtool get.
-    let exposition = http_client()
+    let exposition = spillway_tests::http()
         .get(format!("http://{http}/metrics"))
         .send()
         .await

@@ -25,16 +25,6 @@ pub struct Prometheus {
     client: reqwest::Client,
 }
 
-/// An HTTP client for tests: reqwest is built without a default TLS provider, so the
-/// process installs ring first (idempotent).
-pub fn http_client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap_or_else(|e| panic!("building an HTTP client: {e}"))
-}
-
 fn free_port() -> std::io::Result<u16> {
     // Prometheus takes its address as a flag, so the port is picked here and released;
     // a collision with another process in the gap is retried by the caller.
@@ -96,7 +86,7 @@ impl Prometheus {
             .stderr(log)
             .spawn()
             .map_err(|e| format!("starting {}: {e}", binary.display()))?;
-        let client = http_client();
+        let client = crate::http();
         let mut prometheus = Self {
             child,
             dir,
