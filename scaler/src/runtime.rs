@@ -57,7 +57,8 @@ impl DecisionLoop {
                 _ = self.ingest.changed() => {
                     let now_ms = clock::unix_ms();
                     for key in self.ingest.take_dirty() {
-                        if let (Some(entry), Some(policy)) = (self.workloads.get(&key), index.by_workload.get(&key)) {
+                        let policy = index.by_workload.get(&self.workloads.policy_key(&key));
+                        if let (Some(entry), Some(policy)) = (self.workloads.get(&key), policy) {
                             self.decide_with_refused(&entry, policy, now_ms, &refused);
                         }
                     }
@@ -71,7 +72,7 @@ impl DecisionLoop {
                     }
                     let now_ms = clock::unix_ms();
                     for entry in self.workloads.all() {
-                        if let Some(policy) = index.by_workload.get(&entry.key) {
+                        if let Some(policy) = index.by_workload.get(&self.workloads.policy_key(&entry.key)) {
                             self.decide_with_refused(&entry, policy, now_ms, &refused);
                         }
                     }
@@ -82,8 +83,16 @@ impl DecisionLoop {
     }
 
     fn sync_workloads(&self, index: &PolicyIndex) {
-        let keys: std::collections::HashSet<WorkloadKey> =
+        let mut keys: std::collections::HashSet<WorkloadKey> =
             index.by_workload.keys().cloned().collect();
+        // Aliased workloads live as long as the policy entry they follow.
+        keys.extend(
+            self.workloads
+                .aliased()
+                .into_iter()
+                .filter(|(_, policy)| index.by_workload.contains_key(policy))
+                .map(|(workload, _)| workload),
+        );
         for gone in self.workloads.all() {
             if !keys.contains(&gone.key) {
                 self.metrics

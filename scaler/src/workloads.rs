@@ -201,6 +201,9 @@ impl WorkloadEntry {
 #[derive(Debug, Default)]
 pub struct Workloads {
     entries: DashMap<WorkloadKey, Arc<WorkloadEntry>>,
+    /// Workloads scaled by another app's policy entry (trigger metadata `policy`), e.g.
+    /// a canary scaled like its main app: workload → the app entry in the policy.
+    aliases: DashMap<WorkloadKey, Arc<str>>,
 }
 
 impl Workloads {
@@ -219,9 +222,38 @@ impl Workloads {
             .clone()
     }
 
-    /// Keeps exactly `keys`, adding new ones and dropping the rest.
+    /// Records that `key` is scaled by its tenant's `policy_app` entry, and makes sure
+    /// the workload exists so the decision loop picks it up.
+    pub fn alias(&self, key: &WorkloadKey, policy_app: &str) -> Arc<WorkloadEntry> {
+        if *key.app != *policy_app {
+            self.aliases.insert(key.clone(), policy_app.into());
+        }
+        self.get_or_insert(key)
+    }
+
+    /// The policy entry a workload is decided by: its own app, or its alias.
+    pub fn policy_key(&self, key: &WorkloadKey) -> WorkloadKey {
+        match self.aliases.get(key) {
+            Some(policy_app) => WorkloadKey::new(key.tenant.clone(), policy_app.clone()),
+            None => key.clone(),
+        }
+    }
+
+    /// Every aliased workload with the policy entry it follows.
+    pub fn aliased(&self) -> Vec<(WorkloadKey, WorkloadKey)> {
+        self.aliases
+            .iter()
+            .map(|a| {
+                let policy = WorkloadKey::new(a.key().tenant.clone(), a.value().clone());
+                (a.key().clone(), policy)
+            })
+            .collect()
+    }
+
+    /// Keeps exactly `keys`, adding new ones and dropping the rest (aliases included).
     pub fn retain_only(&self, keys: &std::collections::HashSet<WorkloadKey>) {
         self.entries.retain(|key, _| keys.contains(key));
+        self.aliases.retain(|key, _| keys.contains(key));
         for key in keys {
             self.get_or_insert(key);
         }

@@ -244,3 +244,54 @@ async fn sigterm_shuts_down_cleanly() {
         .expect("exits within 10 s of SIGTERM");
     assert!(status.success(), "clean exit: {status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_can_follow_another_apps_policy_entry() {
+    // A canary has no entry of its own in the policy; its ScaledObject names the entry
+    // to scale by (`policy: checkout`) and its own traffic (`app: checkout-canary`).
+    let profile = "apps:
+  - { tenant: acme, app: checkout, cycle: [{ for: 1h, qps: 0 }] }
+  - { tenant: acme, app: checkout-canary, cycle: [{ for: 1h, qps: 700 }] }
+";
+    let fixture = start(BIN, profile, "250ms").await;
+    let canary = scaled_object(
+        "acme-prod",
+        "checkout-canary",
+        fixture.spillway.grpc,
+        &[
+            ("tenant", "acme"),
+            ("app", "checkout-canary"),
+            ("policy", "checkout"),
+        ],
+    );
+    // 700 qps at checkout's 150 per replica: 5 replicas.
+    let poll = spillway_tests::wait::until(
+        "the canary's decision",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let mut client = fixture.client.clone();
+            let canary = canary.clone();
+            async move {
+                keda::poll(&mut client, &canary)
+                    .await
+                    .ok()
+                    .filter(|p| p.value == 5.0)
+            }
+        },
+    )
+    .await;
+    assert!(poll.active);
+    // Without the alias, the canary is not an app of the policy.
+    let mut client = fixture.client.clone();
+    let unknown = client
+        .get_metric_spec(with_deadline(scaled_object(
+            "acme-prod",
+            "checkout-canary",
+            fixture.spillway.grpc,
+            &[("tenant", "acme"), ("app", "checkout-canary")],
+        )))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+}

@@ -64,9 +64,11 @@ impl KedaService {
         Ok(workload)
     }
 
+    /// The workload's live state. A policy that was just loaded, or an alias named for
+    /// the first time, may not have reached the decision loop yet: the entry is created
+    /// here and decided from the next tick on.
     fn entry(&self, workload: &WorkloadRef) -> Result<Arc<WorkloadEntry>, Status> {
-        // A policy that was just loaded may not have reached the decision loop yet.
-        Ok(self.workloads.get_or_insert(&workload.key))
+        Ok(self.workloads.alias(&workload.key, &workload.policy_app))
     }
 
     fn timed<T>(
