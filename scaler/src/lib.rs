@@ -15,6 +15,7 @@
 //!
 //! Around that pure core, the edges:
 //!
+//! - [`cluster`]: the Kubernetes side: cluster view, replica counts, the placement controller.
 //! - [`keda`]: the KEDA `ExternalScaler` gRPC service and its server.
 //! - [`runtime`]: the decision loop that runs the engine when signals change.
 //! - [`workloads`]: each workload's published decision, activity channel and history.
@@ -24,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod durations;

@@ -4,6 +4,7 @@
 //! - [`process`]: start `spillway`, learn its ports from its first lines, stop it.
 //! - [`keda`]: a gRPC client that calls Spillway exactly as KEDA does.
 //! - [`gateway`]: an in-test gateway whose counters and failure modes a test controls.
+//! - [`fake_kube`]: a fake Kubernetes API server the real `kube` client talks to.
 //! - [`wait`]: bounded waiting: every wait in these tests has a deadline.
 //!
 //! The tests themselves live in `tests/e2e/` and are built as integration tests of the
@@ -11,6 +12,7 @@
 //! `CARGO_BIN_EXE_spillway`.
 #![forbid(unsafe_code)]
 
+pub mod fake_kube;
 pub mod gateway;
 pub mod keda;
 pub mod process;
