@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, EvictParams, Patch, PatchParams};
 use kube::Client;
+use kube::api::{Api, EvictParams, Patch, PatchParams};
 use serde_json::json;
 
 use super::convert::{pod_ready, workload_pod};
@@ -97,7 +97,12 @@ pub struct Controller {
 }
 
 impl Controller {
-    pub fn new(client: Client, cache: Arc<ClusterCache>, lease: LeaseGate, config: ControllerConfig) -> Self {
+    pub fn new(
+        client: Client,
+        cache: Arc<ClusterCache>,
+        lease: LeaseGate,
+        config: ControllerConfig,
+    ) -> Self {
         Controller {
             client,
             cache,
@@ -152,7 +157,8 @@ impl Controller {
         writes: &mut Vec<Write>,
     ) -> Result<(bool, Replicas, Plan, Vec<DrainAction>, usize), ClusterError> {
         calls.reads += 2;
-        let replicas = read_replicas(&self.client, &self.cache, &w.namespace, &w.scaled_object).await?;
+        let replicas =
+            read_replicas(&self.client, &self.cache, &w.namespace, &w.scaled_object).await?;
         let pods: Vec<Arc<Pod>> = self.cache.workload_pods(&w.namespace, &replicas.selector);
         let view = self
             .cache
@@ -175,7 +181,13 @@ impl Controller {
 
         let leader = self.lease.check(now_ms, calls).await;
         if !leader {
-            return Ok((false, replicas, the_plan, Vec::new(), memo.drain.in_flight.len()));
+            return Ok((
+                false,
+                replicas,
+                the_plan,
+                Vec::new(),
+                memo.drain.in_flight.len(),
+            ));
         }
 
         // 1. The pod template: one GET, and one all-or-nothing PATCH when it differs.
@@ -187,10 +199,18 @@ impl Controller {
             .map_err(|e| ClusterError::api("get scale target", e))?;
         let target_json = serde_json::to_value(&target)
             .map_err(|e| ClusterError::Invalid(format!("scale target: {e}")))?;
-        if let Some(p) = template_patch(&target_json, the_plan.allow_burst_toleration, &self.config.classifier) {
+        if let Some(p) = template_patch(
+            &target_json,
+            the_plan.allow_burst_toleration,
+            &self.config.classifier,
+        ) {
             calls.writes += 1;
             target_api
-                .patch(&replicas.target.name, &PatchParams::default(), &Patch::Json::<()>(p))
+                .patch(
+                    &replicas.target.name,
+                    &PatchParams::default(),
+                    &Patch::Json::<()>(p),
+                )
                 .await
                 .map_err(|e| ClusterError::api("patch pod template", e))?;
             writes.push(Write::Template {
@@ -231,8 +251,11 @@ impl Controller {
 
         // 3. Drain back: surge (scale up), then evict once the surge pod is Ready.
         let now = now_ms.div_euclid(1000);
-        let node_kind: HashMap<&str, NodeKind> =
-            view.nodes.iter().map(|n| (n.name.as_str(), n.kind)).collect();
+        let node_kind: HashMap<&str, NodeKind> = view
+            .nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.kind))
+            .collect();
         let by_created: Vec<&Arc<Pod>> = {
             let mut v: Vec<&Arc<Pod>> = pods.iter().collect();
             v.sort_by_key(|p| (workload_pod(p).created_at, p.metadata.name.clone()));
@@ -279,7 +302,9 @@ impl Controller {
             });
         }
         let ready = u32::try_from(pods.iter().filter(|p| pod_ready(p)).count()).unwrap_or(u32::MAX);
-        let unavailable = u32::try_from(pods.len()).unwrap_or(u32::MAX).saturating_sub(ready);
+        let unavailable = u32::try_from(pods.len())
+            .unwrap_or(u32::MAX)
+            .saturating_sub(ready);
         let step = drain_step(
             &memo.drain,
             &DrainObservation {
@@ -300,7 +325,9 @@ impl Controller {
                 DrainAction::Surge { from_pod, .. } => {
                     memo.known_at_surge.insert(
                         from_pod.clone(),
-                        pods.iter().filter_map(|p| p.metadata.name.clone()).collect(),
+                        pods.iter()
+                            .filter_map(|p| p.metadata.name.clone())
+                            .collect(),
                     );
                 }
                 DrainAction::Evict { pod } => {
@@ -312,7 +339,9 @@ impl Controller {
                     match pod_api.evict(pod, &EvictParams::default()).await {
                         Ok(_) => writes.push(Write::Evict { pod: pod.clone() }),
                         // A disruption budget said no: the move waits and retries.
-                        Err(kube::Error::Api(s)) if s.code == 429 => restore(&mut new_state, &old, pod),
+                        Err(kube::Error::Api(s)) if s.code == 429 => {
+                            restore(&mut new_state, &old, pod)
+                        }
                         Err(kube::Error::Api(s)) if s.code == 404 => {}
                         Err(e) => {
                             restore(&mut new_state, &old, pod);
@@ -323,7 +352,11 @@ impl Controller {
                 DrainAction::CancelSurge { .. } => {}
             }
         }
-        let live: BTreeSet<&str> = new_state.in_flight.iter().map(|m| m.from_pod.as_str()).collect();
+        let live: BTreeSet<&str> = new_state
+            .in_flight
+            .iter()
+            .map(|m| m.from_pod.as_str())
+            .collect();
         memo.known_at_surge.retain(|k, _| live.contains(k.as_str()));
         memo.surge_pod.retain(|k, _| live.contains(k.as_str()));
         memo.drain = new_state;
@@ -354,7 +387,13 @@ impl Controller {
             writes.push(Write::Scale { replicas: want });
         }
         memo.surged = surging;
-        Ok((true, replicas, the_plan, step.actions, memo.drain.in_flight.len()))
+        Ok((
+            true,
+            replicas,
+            the_plan,
+            step.actions,
+            memo.drain.in_flight.len(),
+        ))
     }
 }
 

@@ -41,10 +41,7 @@ pub fn node_from_api(node: &KubeNode, classifier: &NodeClassifier) -> Result<Nod
                 .collect()
         })
         .unwrap_or_default();
-    let alloc = node
-        .status
-        .as_ref()
-        .and_then(|s| s.allocatable.as_ref());
+    let alloc = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
     let quantity = |field: &'static str, parse: fn(&str) -> Result<u64, QuantityError>| {
         alloc
             .and_then(|a| a.get(field))
@@ -207,7 +204,9 @@ impl LabelSelector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{Container, NodeSpec, NodeStatus, PodSpec, ResourceRequirements};
+    use k8s_openapi::api::core::v1::{
+        Container, NodeSpec, NodeStatus, PodSpec, ResourceRequirements,
+    };
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     fn node(name: &str, cpu: &str, labels: &[(&str, &str)]) -> KubeNode {

@@ -5,8 +5,8 @@
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, PostParams};
 use kube::Client;
+use kube::api::{Api, PostParams};
 
 use super::ApiCalls;
 
@@ -58,7 +58,9 @@ pub fn lease_step(spec: Option<&LeaseSpec>, config: &LeaseConfig, now_ms: i64) -
         return LeaseStep::Create;
     };
     let holder = spec.holder_identity.clone().unwrap_or_default();
-    let renewed = millis(&spec.renew_time).or(millis(&spec.acquire_time)).unwrap_or(0);
+    let renewed = millis(&spec.renew_time)
+        .or(millis(&spec.acquire_time))
+        .unwrap_or(0);
     let duration_ms = i64::from(spec.lease_duration_seconds.unwrap_or(config.duration_secs)) * 1000;
     if holder == config.identity {
         if now_ms.saturating_sub(renewed) >= config.renew_after_secs * 1000 {
@@ -109,7 +111,11 @@ impl LeaseGate {
                 return self.term_runs(now_ms);
             }
         };
-        let step = lease_step(current.as_ref().and_then(|l| l.spec.as_ref()), &self.config, now_ms);
+        let step = lease_step(
+            current.as_ref().and_then(|l| l.spec.as_ref()),
+            &self.config,
+            now_ms,
+        );
         let duration_ms = i64::from(self.config.duration_secs) * 1000;
         match step {
             LeaseStep::Hold => {
@@ -193,15 +199,24 @@ mod tests {
         let c = LeaseConfig::new("ns", "spillway", "me");
         let t = 1_800_000_000_000;
         assert_eq!(lease_step(None, &c, t), LeaseStep::Create);
-        assert_eq!(lease_step(Some(&spec("me", t - 1000)), &c, t), LeaseStep::Hold);
-        assert_eq!(lease_step(Some(&spec("me", t - 5000)), &c, t), LeaseStep::Renew);
+        assert_eq!(
+            lease_step(Some(&spec("me", t - 1000)), &c, t),
+            LeaseStep::Hold
+        );
+        assert_eq!(
+            lease_step(Some(&spec("me", t - 5000)), &c, t),
+            LeaseStep::Renew
+        );
         assert_eq!(
             lease_step(Some(&spec("other", t - 14_999)), &c, t),
             LeaseStep::Follow {
                 holder: "other".into()
             }
         );
-        assert_eq!(lease_step(Some(&spec("other", t - 15_000)), &c, t), LeaseStep::TakeOver);
+        assert_eq!(
+            lease_step(Some(&spec("other", t - 15_000)), &c, t),
+            LeaseStep::TakeOver
+        );
         assert_eq!(lease_step(Some(&spec("", t)), &c, t), LeaseStep::TakeOver);
     }
 }

@@ -1,9 +1,9 @@
 //! Current and ready replicas of a ScaledObject's target: the ScaledObject names its
 //! `scaleTargetRef`, whose `scale` subresource gives the replica counts and selector.
 
+use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::core::GroupVersionKind;
-use kube::Client;
 use serde_json::Value;
 
 use super::ClusterError;

@@ -90,7 +90,9 @@ pub fn template_patch(
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        let has = prefs.iter().any(|p| p.get("preference") == term.get("preference"));
+        let has = prefs
+            .iter()
+            .any(|p| p.get("preference") == term.get("preference"));
         if !has {
             let mut prefs = prefs;
             prefs.push(term);
@@ -107,7 +109,9 @@ pub fn template_patch(
 
     let mut ops = Vec::new();
     if want_tols != current_tols {
-        ops.push(json!({"op": "add", "path": "/spec/template/spec/tolerations", "value": want_tols}));
+        ops.push(
+            json!({"op": "add", "path": "/spec/template/spec/tolerations", "value": want_tols}),
+        );
     }
     if want_aff != current_aff {
         ops.push(json!({"op": "add", "path": "/spec/template/spec/affinity", "value": want_aff}));
@@ -120,7 +124,10 @@ pub fn template_patch(
         .cloned()
         .unwrap_or(Value::Null);
     if !rv.is_null() {
-        ops.insert(0, json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv}));
+        ops.insert(
+            0,
+            json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv}),
+        );
     }
     serde_json::from_value(Value::Array(ops)).ok()
 }
@@ -152,7 +159,9 @@ mod tests {
         let other = json!({"key": "dedicated", "operator": "Exists"});
         let (d, changed) = apply(deployment(json!([other.clone()])), true);
         assert!(changed);
-        let tols = d.pointer("/spec/template/spec/tolerations").expect("tolerations");
+        let tols = d
+            .pointer("/spec/template/spec/tolerations")
+            .expect("tolerations");
         assert_eq!(tols.as_array().map(Vec::len), Some(2));
         assert_eq!(tols[0], other, "the workload's own toleration is kept");
         assert_eq!(tols[1]["key"], "virtual-kubelet.io/provider");
@@ -161,19 +170,30 @@ mod tests {
             .pointer("/spec/template/spec/affinity/nodeAffinity/preferredDuringSchedulingIgnoredDuringExecution/0")
             .expect("preference");
         assert_eq!(pref["weight"], 100);
-        assert_eq!(pref["preference"]["matchExpressions"][0]["operator"], "NotIn");
+        assert_eq!(
+            pref["preference"]["matchExpressions"][0]["operator"],
+            "NotIn"
+        );
         let (_, again) = apply(d, true);
         assert!(!again, "a second pass changes nothing");
     }
 
     #[test]
     fn burst_off_removes_only_our_toleration() {
-        let (d, _) = apply(deployment(json!([{"key": "dedicated", "operator": "Exists"}])), true);
+        let (d, _) = apply(
+            deployment(json!([{"key": "dedicated", "operator": "Exists"}])),
+            true,
+        );
         let (d, changed) = apply(d, false);
         assert!(changed);
-        let tols = d.pointer("/spec/template/spec/tolerations").and_then(Value::as_array);
+        let tols = d
+            .pointer("/spec/template/spec/tolerations")
+            .and_then(Value::as_array);
         assert_eq!(tols.map(Vec::len), Some(1));
-        assert!(d.pointer("/spec/template/spec/affinity/nodeAffinity").is_some());
+        assert!(
+            d.pointer("/spec/template/spec/affinity/nodeAffinity")
+                .is_some()
+        );
     }
 
     #[test]

@@ -72,7 +72,8 @@ impl ClusterCache {
     /// Waits until both caches hold a first full list, or `timeout`.
     pub async fn ready(&self, timeout: Duration) -> bool {
         let both = async {
-            self.nodes.wait_until_ready().await.is_ok() && self.pods.wait_until_ready().await.is_ok()
+            self.nodes.wait_until_ready().await.is_ok()
+                && self.pods.wait_until_ready().await.is_ok()
         };
         tokio::time::timeout(timeout, both).await.unwrap_or(false)
     }

@@ -135,7 +135,11 @@ pub async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         .unwrap_or_default()
         .to_string();
     let Some(t) = parse_path(&path) else {
-        return failure(&ApiFailure::new(404, "NotFound", format!("no route {path}")));
+        return failure(&ApiFailure::new(
+            404,
+            "NotFound",
+            format!("no route {path}"),
+        ));
     };
     let watch = matches!(
         query_param(query.as_deref(), "watch").as_deref(),
@@ -176,7 +180,14 @@ pub async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             let timeout = query_param(query.as_deref(), "timeoutSeconds")
                 .and_then(|s| s.parse::<u64>().ok())
                 .map_or(MAX_WATCH, |s| Duration::from_secs(s).min(MAX_WATCH));
-            return watch_response(&inner, c.clone(), t.namespace.clone(), selector, since, timeout);
+            return watch_response(
+                &inner,
+                c.clone(),
+                t.namespace.clone(),
+                selector,
+                since,
+                timeout,
+            );
         }
         ("list", None, None) => {
             let store = inner.lock();
@@ -216,7 +227,9 @@ pub async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                     store.replace(c, ns, name, obj)
                 })
         }
-        ("patch", Some(name), Some("scale")) => patch_scale(&inner, c, ns, name, &content_type, &body),
+        ("patch", Some(name), Some("scale")) => {
+            patch_scale(&inner, c, ns, name, &content_type, &body)
+        }
         ("delete", Some(name), None) => inner.lock().delete(c, ns, name),
         _ => Err(ApiFailure::new(
             405,
@@ -234,7 +247,12 @@ fn parse_body(body: &Bytes) -> Result<Value, ApiFailure> {
     serde_json::from_slice(body).map_err(|e| ApiFailure::new(400, "BadRequest", e.to_string()))
 }
 
-fn scale_of(inner: &Inner, c: &Collection, ns: Option<&str>, name: &str) -> Result<Value, ApiFailure> {
+fn scale_of(
+    inner: &Inner,
+    c: &Collection,
+    ns: Option<&str>,
+    name: &str,
+) -> Result<Value, ApiFailure> {
     let obj = inner
         .lock()
         .get(c, ns, name)
@@ -287,7 +305,13 @@ fn patch_scale(
     let replicas = scale
         .pointer("/spec/replicas")
         .and_then(Value::as_u64)
-        .ok_or_else(|| ApiFailure::new(422, "Invalid", "spec.replicas: must be a non-negative integer"))?;
+        .ok_or_else(|| {
+            ApiFailure::new(
+                422,
+                "Invalid",
+                "spec.replicas: must be a non-negative integer",
+            )
+        })?;
     if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
         spec.insert("replicas".into(), json!(replicas));
     }
@@ -339,12 +363,16 @@ fn evict(inner: &Inner, c: &Collection, ns: Option<&str>, name: &str) -> Result<
             return Err(ApiFailure::new(
                 429,
                 "TooManyRequests",
-                format!("Cannot evict pod as it would violate the pod's disruption budget {pdb_name:?}"),
+                format!(
+                    "Cannot evict pod as it would violate the pod's disruption budget {pdb_name:?}"
+                ),
             ));
         }
     }
     store.delete(c, ns, name)?;
-    Ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))
+    Ok(
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    )
 }
 
 fn watch_response(
@@ -357,7 +385,10 @@ fn watch_response(
 ) -> Response {
     let (backlog, rx) = {
         let store = inner.lock();
-        (store.events_since(&c, ns.as_deref(), since), store.subscribe())
+        (
+            store.events_since(&c, ns.as_deref(), since),
+            store.subscribe(),
+        )
     };
     let deadline = tokio::time::Instant::now() + timeout;
     let last = backlog.last().map_or(since, |e| e.rv);

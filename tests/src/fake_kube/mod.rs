@@ -13,6 +13,7 @@
 //! `keda.sh/v1alpha1` ScaledObjects and `metrics.k8s.io` PodMetrics need nothing special.
 //! What it does not cover is listed in README.md next to this file.
 
+pub mod fixtures;
 mod http;
 mod sim;
 mod store;

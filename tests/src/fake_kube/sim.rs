@@ -36,7 +36,8 @@ pub(crate) fn run(store: &mut Store) -> SimReport {
     for pod in store.list(&pods_c, None) {
         if pod.pointer("/spec/nodeName").is_some() && !pod_ready(&pod) {
             let mut p = pod.clone();
-            p["status"] = json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]});
+            p["status"] =
+                json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]});
             if let Some(name) = put_back(store, &pods_c, p) {
                 report.became_ready.push(name);
             }
@@ -50,7 +51,10 @@ pub(crate) fn run(store: &mut Store) -> SimReport {
         if selector.is_empty() {
             continue;
         }
-        let wanted = d.pointer("/spec/replicas").and_then(Value::as_u64).unwrap_or(1) as usize;
+        let wanted = d
+            .pointer("/spec/replicas")
+            .and_then(Value::as_u64)
+            .unwrap_or(1) as usize;
         let owned: Vec<Value> = store
             .list(&pods_c, Some(&ns))
             .into_iter()
@@ -186,7 +190,10 @@ fn put_back(store: &mut Store, c: &Collection, mut obj: Value) -> Option<String>
     if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("resourceVersion");
     }
-    store.replace(c, ns.as_deref(), &name, obj).ok().map(|_| name)
+    store
+        .replace(c, ns.as_deref(), &name, obj)
+        .ok()
+        .map(|_| name)
 }
 
 fn str_at(v: &Value, ptr: &str) -> String {
@@ -284,15 +291,19 @@ fn tolerates(pod: &Value, node: &Value) -> bool {
         tols.iter().any(|tol| {
             let key_ok = tol.get("key").is_none_or(|k| k == &t["key"]);
             let op = str_at(tol, "/operator");
-            let value_ok = op == "Exists" || tol.get("value").unwrap_or(&json!("")) == t.get("value").unwrap_or(&json!(""));
-            let effect_ok = tol.get("effect").is_none_or(|e| e.as_str().is_none_or(|e| e.is_empty() || e == effect));
+            let value_ok = op == "Exists"
+                || tol.get("value").unwrap_or(&json!("")) == t.get("value").unwrap_or(&json!(""));
+            let effect_ok = tol
+                .get("effect")
+                .is_none_or(|e| e.as_str().is_none_or(|e| e.is_empty() || e == effect));
             key_ok && value_ok && effect_ok
         })
     })
 }
 
 fn affinity_score(pod: &Value, node: &Value) -> i64 {
-    let labels: BTreeMap<String, String> = match_labels(node, "/metadata/labels").into_iter().collect();
+    let labels: BTreeMap<String, String> =
+        match_labels(node, "/metadata/labels").into_iter().collect();
     pod.pointer("/spec/affinity/nodeAffinity/preferredDuringSchedulingIgnoredDuringExecution")
         .and_then(Value::as_array)
         .map(|terms| {
@@ -314,7 +325,11 @@ fn expression_matches(e: &Value, labels: &BTreeMap<String, String>) -> bool {
     let values: BTreeSet<String> = e
         .get("values")
         .and_then(Value::as_array)
-        .map(|vs| vs.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .map(|vs| {
+            vs.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     let have = labels.get(&key);
     match str_at(e, "/operator").as_str() {

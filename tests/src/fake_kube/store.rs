@@ -274,7 +274,9 @@ impl Store {
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty());
-        let have_rv = old.pointer("/metadata/resourceVersion").and_then(Value::as_str);
+        let have_rv = old
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str);
         if want_rv.is_some() && want_rv != have_rv {
             return Err(ApiFailure::new(
                 409,
@@ -362,7 +364,9 @@ pub fn parse_selector(s: &str) -> Result<Vec<(String, String)>, ApiFailure> {
                     ApiFailure::new(
                         400,
                         "BadRequest",
-                        format!("the fake API server supports only equality selectors, not {term:?}"),
+                        format!(
+                            "the fake API server supports only equality selectors, not {term:?}"
+                        ),
                     )
                 })?;
             Ok((k.trim().to_string(), v.trim().to_string()))
