@@ -6,6 +6,7 @@
 //! - [`replicas`]: a ScaledObject's `scaleTargetRef`, followed to its `scale` subresource.
 //! - [`lease`]: the `coordination.k8s.io` Lease that gates every write.
 //! - [`template`]: the pod template's toleration and node affinity (pure JSON patch).
+//! - [`inputs`]: collector inputs from the cluster: `metrics.k8s.io` CPU/memory, gateway discovery.
 //! - [`controller`]: one reconcile per workload: plan, then write what differs.
 //!
 //! # TLS
@@ -24,6 +25,7 @@
 
 pub mod controller;
 pub mod convert;
+pub mod inputs;
 pub mod lease;
 pub mod replicas;
 pub mod template;
@@ -36,6 +38,7 @@ pub use controller::{
     WorkloadRef, Write,
 };
 pub use convert::{LabelSelector, build_view, node_from_api, pod_requests};
+pub use inputs::{WorkloadLabels, discover_gateways, ingest_pod_metrics};
 pub use lease::{LeaseConfig, LeaseGate, LeaseStep, lease_step};
 pub use replicas::{Replicas, ScaleTarget, read_replicas};
 pub use view::ClusterCache;
