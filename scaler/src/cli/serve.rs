@@ -37,6 +37,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding HTTP {}", config.http))?;
     tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, targets = config.targets.len(), "spillway serving");
     println!("grpc={} http={}", grpc.local_addr()?, http.local_addr()?);
+    let kubernetes = config.kubernetes.clone();
     let process = ProcessConfig {
         scrape: config.scrape,
         targets: config.targets,
@@ -50,10 +51,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         observer: None,
     };
-    app::run(
+    app::run_with_cluster(
         process,
         Listeners { grpc, http },
         super::shutdown_on_signal(),
+        kubernetes,
     )
     .await?;
     Ok(())

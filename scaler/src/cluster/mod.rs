@@ -7,6 +7,7 @@
 //! - [`lease`]: the `coordination.k8s.io` Lease that gates every write.
 //! - [`template`]: the pod template's toleration and node affinity (pure JSON patch).
 //! - [`inputs`]: collector inputs from the cluster: `metrics.k8s.io` CPU/memory, gateway discovery.
+//! - [`runner`]: `spillway serve`'s `kubernetes:` section and its loop.
 //! - [`controller`]: one reconcile per workload: plan, then write what differs.
 //!
 //! # TLS
@@ -28,6 +29,7 @@ pub mod convert;
 pub mod inputs;
 pub mod lease;
 pub mod replicas;
+pub mod runner;
 pub mod template;
 pub mod view;
 
@@ -41,6 +43,7 @@ pub use convert::{LabelSelector, build_view, node_from_api, pod_requests};
 pub use inputs::{WorkloadLabels, discover_gateways, ingest_pod_metrics};
 pub use lease::{LeaseConfig, LeaseGate, LeaseStep, lease_step};
 pub use replicas::{Replicas, ScaleTarget, read_replicas};
+pub use runner::KubernetesSettings;
 pub use view::ClusterCache;
 
 /// API calls one reconcile made.

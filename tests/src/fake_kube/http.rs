@@ -349,9 +349,9 @@ fn evict(inner: &Inner, c: &Collection, ns: Option<&str>, name: &str) -> Result<
         let expected = matching.len() as i64;
         let target_ready = super::pod_ready(&pod);
         let allowed = if let Some(min) = pdb.pointer("/spec/minAvailable").and_then(Value::as_i64) {
-            !target_ready || healthy - 1 >= min
+            !target_ready || healthy > min
         } else if let Some(max) = pdb.pointer("/spec/maxUnavailable").and_then(Value::as_i64) {
-            !target_ready || (expected - healthy) + 1 <= max
+            !target_ready || expected - healthy < max
         } else {
             true
         };
