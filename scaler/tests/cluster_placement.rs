@@ -266,15 +266,17 @@ async fn api_errors_mid_reconcile_leave_nothing_half_applied() {
     assert_eq!(costs.len(), 4);
     assert!(costs.iter().all(|c| *c <= -2), "{costs:?}");
 
-    // A transient 503 is retried by the client itself; the reconcile succeeds.
+    // A 503 is not retried inside the reconcile (the next reconcile is the retry): the
+    // reconcile stops before any write, and the next one succeeds.
     h.fake.fail("get", "deployments/scale", 0, 1, 503);
     let before = h.fake.request_count();
-    h.reconcile().await.expect("503 retried by the kube client");
-    let scale_gets = h.fake.requests()[before..]
-        .iter()
-        .filter(|r| r.verb == "get" && r.resource == "deployments/scale")
-        .count();
-    assert_eq!(scale_gets, 2);
+    h.reconcile().await.expect_err("503 surfaces");
+    assert!(
+        h.fake.requests()[before..]
+            .iter()
+            .all(|r| !is_write(&r.verb))
+    );
+    h.reconcile().await.expect("the next reconcile succeeds");
 
     // A scale GET failing for good stops the reconcile before any write.
     h.fake.fail("get", "deployments/scale", 0, 1, 500);
@@ -286,4 +288,57 @@ async fn api_errors_mid_reconcile_leave_nothing_half_applied() {
             .iter()
             .all(|r| !is_write(&r.verb))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_back_waits_while_the_disruption_budget_says_no() {
+    let mut h = Harness::start("2", 2, BURST).await;
+    h.fake
+        .put(fixtures::bound_pod("batch", "batch-1", "ecs-2", "2"));
+    // Five must stay Ready: with 4 desired and one surge, only one burst pod may go.
+    h.fake.put(fixtures::pdb(NS, "web", "web", 5));
+    h.hpa(4);
+    h.run_until(6, |h| h.ready() == 4).await;
+    h.reconcile().await.expect("costs");
+    h.fake.delete(&pods_c(), Some("batch"), "batch-1");
+    h.settle().await;
+
+    let started = std::time::Instant::now();
+    for _ in 0..10 {
+        let r = h
+            .reconcile()
+            .await
+            .expect("a refused eviction is not an error");
+        assert!(h.ready() >= 4, "ready below desired");
+        assert!(r.in_flight <= 2);
+        h.tick().await;
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "a refused eviction must not stall the loop (took {:?})",
+        started.elapsed()
+    );
+    let evictions = h
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.resource == "pods/eviction")
+        .count();
+    assert!(evictions >= 2, "the second eviction was tried and refused");
+    let (regular, burst, _) = h.split();
+    assert_eq!(burst, 1, "one burst pod stays while the budget says no");
+    assert!(regular >= 4);
+
+    // The budget relaxes; after the retry interval the move finishes.
+    h.fake.put(fixtures::pdb(NS, "web", "web", 4));
+    h.now_ms += 300_000;
+    h.run_until(10, |h| h.split() == (4, 0, 0)).await;
+    let r = h.reconcile().await.expect("reconcile");
+    assert_eq!(h.split(), (4, 0, 0));
+    assert_eq!(r.in_flight, 0);
+    let spec = h
+        .fake
+        .get(&deployments_c(), Some(NS), "web")
+        .and_then(|d| d.pointer("/spec/replicas").and_then(Value::as_u64));
+    assert_eq!(spec, Some(4));
 }

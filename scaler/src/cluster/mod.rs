@@ -16,6 +16,13 @@
 //! ring is the process's one crypto provider (`app::install_crypto_provider`), and
 //! kube's default `aws-lc-rs` would add a second one (and a C build).
 //!
+//! # Retries
+//!
+//! The client is built with kube's default retry off ([`runner::without_retry`]): that
+//! retry resends 429/503/504 up to 15 times with backoff growing to minutes, and an
+//! eviction refused by a PodDisruptionBudget answers 429. Each reconcile is idempotent,
+//! so the next one is the retry.
+//!
 //! # API calls per reconcile
 //!
 //! Reads: the ScaledObject, the target's `scale`, the Lease, the target object (4 GETs;

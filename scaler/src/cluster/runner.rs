@@ -122,7 +122,17 @@ async fn client(settings: &KubernetesSettings) -> Result<kube::Client, ClusterEr
             .await
             .map_err(|e| ClusterError::Invalid(format!("no Kubernetes configuration: {e}")))?,
     };
-    kube::Client::try_from(config).map_err(|e| ClusterError::api("building the client", e))
+    kube::Client::try_from(without_retry(config))
+        .map_err(|e| ClusterError::api("building the client", e))
+}
+
+/// kube retries 429/503/504 by default, up to 15 times with backoff growing to minutes.
+/// An eviction refused by a PodDisruptionBudget answers 429, and that answer must come
+/// back at once so the drain move waits and the other workloads are not held up; the
+/// reconcile loop is the retry.
+pub fn without_retry(mut config: kube::Config) -> kube::Config {
+    config.default_retry = false;
+    config
 }
 
 /// Runs until `shutdown` flips to true.

@@ -32,7 +32,9 @@ pub fn leases_c() -> Collection {
 
 pub async fn client(fake: &FakeKube) -> kube::Client {
     spillway_scaler::app::install_crypto_provider();
-    let config = kube::Config::new(fake.url().parse().expect("the fake's URL parses"));
+    let config = spillway_scaler::cluster::runner::without_retry(kube::Config::new(
+        fake.url().parse().expect("the fake's URL parses"),
+    ));
     kube::Client::try_from(config).expect("kube client for the fake")
 }
 
