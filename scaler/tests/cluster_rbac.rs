@@ -151,3 +151,40 @@ async fn every_api_call_is_granted_and_every_grant_is_used() {
         eprintln!("  {s:?}");
     }
 }
+
+#[test]
+fn the_cross_check_catches_a_missing_grant_and_a_namespace_escape() {
+    let eviction = Recorded {
+        verb: "create".into(),
+        group: String::new(),
+        resource: "pods/eviction".into(),
+        namespace: Some("shop".into()),
+        name: Some("web-1".into()),
+    };
+    let mut role = load("clusterrole.yaml");
+    let all = grants(&role);
+    assert!(all.iter().any(|g| allowed_by(&eviction, g)));
+    role.rules
+        .retain(|r| !r.resources.iter().any(|x| x == "pods/eviction"));
+    assert!(!grants(&role).iter().any(|g| allowed_by(&eviction, g)));
+
+    // The Lease Role is namespaced: the same call elsewhere is not allowed.
+    let lease = |ns: &str| Recorded {
+        verb: "update".into(),
+        group: "coordination.k8s.io".into(),
+        resource: "leases".into(),
+        namespace: Some(ns.into()),
+        name: Some("spillway-placement".into()),
+    };
+    let lease_grants = grants(&load("role.yaml"));
+    assert!(
+        lease_grants
+            .iter()
+            .any(|g| allowed_by(&lease("spillway"), g))
+    );
+    assert!(
+        !lease_grants
+            .iter()
+            .any(|g| allowed_by(&lease("kube-system"), g))
+    );
+}
