@@ -303,7 +303,7 @@ async fn drain_back_waits_while_the_disruption_budget_says_no() {
     h.fake.delete(&pods_c(), Some("batch"), "batch-1");
     h.settle().await;
 
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     for _ in 0..10 {
         let r = h
             .reconcile()
