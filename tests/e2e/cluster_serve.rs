@@ -1,11 +1,12 @@
 //! `spillway serve` with a `kubernetes:` section, against the fake API server: the real
-//! binary takes the Lease, patches the pod template, and feeds the replica counts it
-//! reads back into its decisions.
+//! binary takes the Lease, patches the pod template, feeds the replica counts it reads
+//! back into its decisions, and scrapes the gateway pods it discovers by label.
 
 use std::time::Duration;
 
 use serde_json::Value;
 use spillway_tests::fake_kube::{Collection, FakeKube, fixtures};
+use spillway_tests::gateway::{FakeGateway, Mode};
 use spillway_tests::keda::{self, scaled_object};
 use spillway_tests::process::Spillway;
 use spillway_tests::wait;
@@ -56,6 +57,20 @@ async fn serve_places_through_the_api_and_observes_replicas() {
     for _ in 0..3 {
         fake.run_controllers();
     }
+    // A gateway pod the label selector finds; its IP is the in-test gateway's.
+    let gateway = FakeGateway::start(Mode::Healthy).await;
+    gateway.drive("acme", "web", 450.0, Duration::from_millis(50));
+    let gateway_port = gateway
+        .url()
+        .trim_end_matches("/metrics")
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .expect("gateway port");
+    let mut gw = fixtures::bound_pod("ingress", "gw-1", "ecs-1", "0");
+    gw["metadata"]["labels"] = serde_json::json!({"app": "gateway"});
+    gw["status"]["podIP"] = serde_json::json!("127.0.0.1");
+    fake.put(gw);
 
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::create_dir(dir.path().join("policies")).expect("policy dir");
@@ -63,9 +78,11 @@ async fn serve_places_through_the_api_and_observes_replicas() {
     let config = format!(
         "listen: {{ grpc: 127.0.0.1:0, http: 127.0.0.1:0 }}
 policies: policies
+scrape: {{ interval: 300ms, timeout: 250ms }}
 kubernetes:
   apiServer: {}
   interval: 1s
+  gateways: {{ namespace: ingress, selector: app=gateway, port: {gateway_port} }}
   lease: {{ namespace: spillway, name: spillway-placement, identity: spillway-e2e }}
   workloads:
     - {{ tenant: acme, app: web, namespace: acme-prod, scaledObject: web }}

@@ -56,6 +56,36 @@ pub struct KubernetesSettings {
     /// The workloads to observe and place: which ScaledObject each policy workload is.
     #[serde(default)]
     pub workloads: Vec<WorkloadBinding>,
+    /// Gateway pods to scrape, found by label selector at start-up.
+    #[serde(default)]
+    pub gateways: Option<GatewayDiscovery>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GatewayDiscovery {
+    pub namespace: String,
+    /// Equality label selector, `app=gateway,tier=edge`.
+    pub selector: String,
+    pub port: u16,
+    #[serde(default = "metrics_path")]
+    pub path: String,
+}
+
+fn metrics_path() -> String {
+    "/metrics".into()
+}
+
+/// The scrape targets `gateways` names, found with one LIST (none when unset).
+pub async fn discover_targets(
+    settings: &KubernetesSettings,
+) -> Result<Vec<spillway_collector::scrape::Target>, ClusterError> {
+    let Some(g) = &settings.gateways else {
+        return Ok(Vec::new());
+    };
+    crate::app::install_crypto_provider();
+    let client = client(settings).await?;
+    super::inputs::discover_gateways(&client, &g.namespace, &g.selector, g.port, &g.path).await
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -264,6 +294,12 @@ mod tests {
         assert_eq!(s.lease.namespace, "spillway");
         assert_eq!(s.workloads[0].scaled_object, "web");
         assert!(s.validate().is_ok());
+        assert!(s.gateways.is_none());
+        let g: KubernetesSettings = serde_saphyr::from_str(
+            "gateways: {namespace: ingress, selector: app=gateway, port: 9113}\n",
+        )
+        .expect("valid");
+        assert_eq!(g.gateways.map(|g| g.path).as_deref(), Some("/metrics"));
         let bad: KubernetesSettings =
             serde_saphyr::from_str("apiServer: 127.0.0.1:6443\n").expect("parses");
         assert!(bad.validate().is_err());
