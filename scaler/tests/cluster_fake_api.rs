@@ -181,3 +181,38 @@ async fn replace_is_a_compare_and_swap() {
         .expect_err("stale version");
     assert!(matches!(stale, kube::Error::Api(ref s) if s.code == 409 && s.reason == "Conflict"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_cache_rewatches_after_the_server_closes_its_watches() {
+    let (fake, client) = fake().await;
+    fake.put(fixtures::regular_node("ecs-1", "2"));
+    let cache = spillway_scaler::cluster::ClusterCache::start(client);
+    assert!(cache.ready(Duration::from_secs(10)).await);
+    let watches = fake.watch_count();
+    fake.close_watches();
+    // Written after the close: only a re-watch from the last resourceVersion sees it.
+    fake.put(fixtures::bound_pod("a", "late", "ecs-1", "1"));
+    spillway_tests::wait::until(
+        "the cache sees a pod created after its watch was closed",
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+        || {
+            let seen = cache
+                .pods()
+                .iter()
+                .any(|p| p.metadata.name.as_deref() == Some("late"));
+            async move { seen.then_some(()) }
+        },
+    )
+    .await;
+    assert!(fake.watch_count() > watches, "the client watched again");
+    let relists = fake
+        .requests()
+        .iter()
+        .filter(|r| r.verb == "list" && r.resource == "pods")
+        .count();
+    assert_eq!(
+        relists, 1,
+        "resumed from its resourceVersion without a new list"
+    );
+}

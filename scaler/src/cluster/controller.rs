@@ -239,14 +239,18 @@ impl Controller {
             }
             calls.writes += 1;
             let body = json!({"metadata": {"annotations": {DELETION_COST: dc.cost.to_string()}}});
-            pod_api
+            match pod_api
                 .patch(&dc.pod, &PatchParams::default(), &Patch::Merge(&body))
                 .await
-                .map_err(|e| ClusterError::api("patch pod deletion cost", e))?;
-            writes.push(Write::DeletionCost {
-                pod: dc.pod.clone(),
-                cost: dc.cost,
-            });
+            {
+                Ok(_) => writes.push(Write::DeletionCost {
+                    pod: dc.pod.clone(),
+                    cost: dc.cost,
+                }),
+                // Gone since the cache saw it: nothing left to rank.
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(ClusterError::api("patch pod deletion cost", e)),
+            }
         }
 
         // 3. Drain back: surge (scale up), then evict once the surge pod is Ready.

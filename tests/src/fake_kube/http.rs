@@ -391,11 +391,14 @@ fn watch_response(
         )
     };
     let deadline = tokio::time::Instant::now() + timeout;
+    let mut closed = inner.watch_generation.subscribe();
+    closed.mark_unchanged();
     let last = backlog.last().map_or(since, |e| e.rv);
     struct S {
         backlog: VecDeque<Arc<WatchEvent>>,
         rx: broadcast::Receiver<Arc<WatchEvent>>,
         last: u64,
+        closed: tokio::sync::watch::Receiver<u64>,
     }
     let keep = move |e: &WatchEvent, last: u64| {
         e.rv > last
@@ -411,6 +414,7 @@ fn watch_response(
             .collect(),
         rx,
         last,
+        closed,
     };
     let stream = futures::stream::unfold(state, move |mut s| {
         let keep = keep.clone();
@@ -419,7 +423,10 @@ fn watch_response(
                 return Some((line(&e), s));
             }
             loop {
-                let next = tokio::time::timeout_at(deadline, s.rx.recv()).await;
+                let next = tokio::select! {
+                    r = tokio::time::timeout_at(deadline, s.rx.recv()) => r,
+                    _ = s.closed.changed() => return None,
+                };
                 match next {
                     Ok(Ok(e)) if keep(&e, s.last) => {
                         s.last = e.rv;

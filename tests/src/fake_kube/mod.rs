@@ -53,6 +53,8 @@ struct Fault {
 
 pub struct Inner {
     store: Mutex<Store>,
+    /// Bumped to end every open watch, as an API server restart or timeout would.
+    pub(crate) watch_generation: tokio::sync::watch::Sender<u64>,
     log: Mutex<Vec<Recorded>>,
     faults: Mutex<Vec<Fault>>,
 }
@@ -110,6 +112,7 @@ impl FakeKube {
         let addr = listener.local_addr()?;
         let inner = Arc::new(Inner {
             store: Mutex::new(Store::new()),
+            watch_generation: tokio::sync::watch::Sender::new(0),
             log: Mutex::new(Vec::new()),
             faults: Mutex::new(Vec::new()),
         });
@@ -190,6 +193,19 @@ impl FakeKube {
             remaining: count,
             code,
         });
+    }
+
+    /// Ends every open watch stream; clients must re-watch from their resourceVersion.
+    pub fn close_watches(&self) {
+        self.inner.watch_generation.send_modify(|g| *g += 1);
+    }
+
+    /// Number of watch requests served so far.
+    pub fn watch_count(&self) -> usize {
+        relock(&self.inner.log)
+            .iter()
+            .filter(|r| r.verb == "watch")
+            .count()
     }
 
     /// One pass of the ReplicaSet controller, scheduler and kubelet (see [`sim`]).
