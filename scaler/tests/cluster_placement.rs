@@ -140,11 +140,12 @@ async fn drain_back_moves_burst_pods_home_without_losing_ready_replicas() {
         let (regular, burst, pending) = h.split();
         let ready = h.ready();
         timeline.push(format!(
-            "t={:>2}s regular={regular} burst={burst} pending={pending} ready={ready} in_flight={} actions=[{}] calls={}",
+            "t={:>2}s regular={regular} burst={burst} pending={pending} ready={ready} in_flight={} actions=[{}] calls={} writes={:?}",
             (h.now_ms - start) / 1000,
             r.in_flight,
             r.drain_actions.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
             r.calls,
+            r.writes,
         ));
         assert!(
             ready >= 4,
