@@ -1,6 +1,18 @@
 //! `spillway serve` on a cluster: the `kubernetes:` section of the serve config, and the
 //! loop that feeds observed replicas to the decision loop, runs the placement
 //! controller on each workload's latest decision, and ingests PodMetrics.
+//!
+//! ```yaml
+//! kubernetes:
+//!   # apiServer: https://10.0.0.1:6443   # default: in-cluster, else the kubeconfig
+//!   interval: 5s
+//!   placement: true        # false: only read replica counts
+//!   podMetrics: true       # CPU/memory from metrics.k8s.io (namespace = tenant, label app)
+//!   lease: { namespace: spillway, name: spillway-placement }   # identity: $POD_NAME
+//!   gateways: { namespace: ingress, selector: app=gateway, port: 9113 }
+//!   workloads:
+//!     - { tenant: acme, app: checkout, namespace: acme-prod, scaledObject: checkout }
+//! ```
 
 use std::sync::Arc;
 use std::time::Duration;
