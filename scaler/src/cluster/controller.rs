@@ -130,13 +130,13 @@ impl Controller {
             .reconcile_inner(w, goal, now_ms, &mut calls, &mut writes)
             .await;
         match result {
-            Ok((leader, replicas, plan, drain_actions, in_flight)) => Ok(ReconcileReport {
-                leader,
-                replicas,
-                plan,
+            Ok(o) => Ok(ReconcileReport {
+                leader: o.leader,
+                replicas: o.replicas,
+                plan: o.plan,
                 writes,
-                drain_actions,
-                in_flight,
+                drain_actions: o.drain_actions,
+                in_flight: o.in_flight,
                 calls,
             }),
             Err(source) => Err(ReconcileError {
@@ -147,7 +147,6 @@ impl Controller {
         }
     }
 
-    #[allow(clippy::type_complexity)]
     async fn reconcile_inner(
         &mut self,
         w: &WorkloadRef,
@@ -155,7 +154,7 @@ impl Controller {
         now_ms: i64,
         calls: &mut ApiCalls,
         writes: &mut Vec<Write>,
-    ) -> Result<(bool, Replicas, Plan, Vec<DrainAction>, usize), ClusterError> {
+    ) -> Result<Outcome, ClusterError> {
         calls.reads += 2;
         let replicas =
             read_replicas(&self.client, &self.cache, &w.namespace, &w.scaled_object).await?;
@@ -181,13 +180,13 @@ impl Controller {
 
         let leader = self.lease.check(now_ms, calls).await;
         if !leader {
-            return Ok((
-                false,
+            return Ok(Outcome {
+                leader: false,
                 replicas,
-                the_plan,
-                Vec::new(),
-                memo.drain.in_flight.len(),
-            ));
+                plan: the_plan,
+                drain_actions: Vec::new(),
+                in_flight: memo.drain.in_flight.len(),
+            });
         }
 
         // 1. The pod template: one GET, and one all-or-nothing PATCH when it differs.
@@ -391,14 +390,23 @@ impl Controller {
             writes.push(Write::Scale { replicas: want });
         }
         memo.surged = surging;
-        Ok((
-            true,
+        Ok(Outcome {
+            leader: true,
             replicas,
-            the_plan,
-            step.actions,
-            memo.drain.in_flight.len(),
-        ))
+            plan: the_plan,
+            drain_actions: step.actions,
+            in_flight: memo.drain.in_flight.len(),
+        })
     }
+}
+
+/// What a reconcile found and did, besides its writes and call counts.
+struct Outcome {
+    leader: bool,
+    replicas: Replicas,
+    plan: Plan,
+    drain_actions: Vec<DrainAction>,
+    in_flight: usize,
 }
 
 /// Puts a move back as it was before this step (its write did not happen).

@@ -51,14 +51,19 @@ impl WorkloadLabels {
     }
 }
 
+/// CPU and memory per workload from a batch of PodMetrics.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Usage {
+    pub cpu_cores: Vec<(WorkloadKey, f64)>,
+    pub memory_bytes: Vec<(WorkloadKey, f64)>,
+    /// PodMetrics without the workload labels or with unreadable quantities.
+    pub skipped: usize,
+}
+
 /// CPU cores and memory bytes per workload, summed over its pods' containers. Pods
-/// without the workload labels and unreadable quantities are skipped (counted in the
-/// third value) rather than failing the whole batch.
-#[allow(clippy::type_complexity)]
-pub fn usage_by_workload(
-    items: &[Value],
-    labels: &WorkloadLabels,
-) -> (Vec<(WorkloadKey, f64)>, Vec<(WorkloadKey, f64)>, usize) {
+/// without the workload labels and unreadable quantities are skipped (and counted)
+/// rather than failing the whole batch.
+pub fn usage_by_workload(items: &[Value], labels: &WorkloadLabels) -> Usage {
     let mut cpu: BTreeMap<WorkloadKey, f64> = BTreeMap::new();
     let mut mem: BTreeMap<WorkloadKey, f64> = BTreeMap::new();
     let mut skipped = 0;
@@ -99,11 +104,11 @@ pub fn usage_by_workload(
         *cpu.entry(key.clone()).or_default() += c_sum;
         *mem.entry(key).or_default() += m_sum;
     }
-    (
-        cpu.into_iter().collect(),
-        mem.into_iter().collect(),
+    Usage {
+        cpu_cores: cpu.into_iter().collect(),
+        memory_bytes: mem.into_iter().collect(),
         skipped,
-    )
+    }
 }
 
 pub fn pod_metrics_resource() -> ApiResource {
@@ -137,7 +142,11 @@ pub async fn ingest_pod_metrics(
         .iter()
         .filter_map(|o| serde_json::to_value(o).ok())
         .collect();
-    let (cpu, mem, skipped) = usage_by_workload(&items, labels);
+    let Usage {
+        cpu_cores: cpu,
+        memory_bytes: mem,
+        skipped,
+    } = usage_by_workload(&items, labels);
     if skipped > 0 {
         tracing::debug!(
             skipped,
@@ -206,7 +215,11 @@ mod tests {
             pm("shop", None, "1", "1Mi"),
             pm("shop", Some("api"), "lots", "1Mi"),
         ];
-        let (cpu, mem, skipped) = usage_by_workload(&items, &WorkloadLabels::default());
+        let Usage {
+            cpu_cores: cpu,
+            memory_bytes: mem,
+            skipped,
+        } = usage_by_workload(&items, &WorkloadLabels::default());
         assert_eq!(skipped, 2);
         assert_eq!(cpu.len(), 1);
         assert_eq!(&*cpu[0].0.tenant, "shop");
@@ -224,7 +237,7 @@ mod tests {
         };
         let item = json!({"metadata": {"namespace": "ns", "labels": {"tenant": "acme", "app": "web"}},
                           "containers": [{"usage": {"cpu": "1", "memory": "1"}}]});
-        let (cpu, _, _) = usage_by_workload(&[item], &labels);
+        let cpu = usage_by_workload(&[item], &labels).cpu_cores;
         assert_eq!(&*cpu[0].0.tenant, "acme");
     }
 }
