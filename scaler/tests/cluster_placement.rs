@@ -343,3 +343,24 @@ async fn drain_back_waits_while_the_disruption_budget_says_no() {
         .and_then(|d| d.pointer("/spec/replicas").and_then(Value::as_u64));
     assert_eq!(spec, Some(4));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_cap_is_planned_and_reported() {
+    let capped = BurstRule {
+        enabled: true,
+        max_replicas: Some(1),
+    };
+    let mut h = Harness::start("2", 2, capped).await;
+    h.hpa(6);
+    let r = h.reconcile().await.expect("reconcile");
+    assert_eq!((r.plan.regular, r.plan.burst, r.plan.shortfall), (4, 1, 1));
+    assert_eq!(r.plan.replicas, 5, "the replica past the cap is withheld");
+    assert!(
+        r.plan.reason.to_string().contains("burst capped at 1"),
+        "{}",
+        r.plan.reason
+    );
+    assert!(r.writes.contains(&Write::Template {
+        tolerate_burst: true
+    }));
+}
