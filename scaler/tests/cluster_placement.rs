@@ -224,6 +224,39 @@ async fn a_lost_lease_stops_every_write() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_lease_is_taken_by_the_next_replica_at_once() {
+    let mut h = Harness::start("2", 2, BURST).await;
+    assert!(h.reconcile().await.expect("reconcile").leader);
+    h.controller.release_lease().await;
+    let lease = h
+        .fake
+        .get(&leases_c(), Some("spillway"), "spillway-placement")
+        .expect("lease");
+    assert!(
+        lease
+            .pointer("/spec/holderIdentity")
+            .is_none_or(Value::is_null)
+    );
+
+    // A second replica, well inside the released Lease's term, becomes the writer.
+    let client = client(&h.fake).await;
+    let mut gate = spillway_scaler::cluster::LeaseGate::new(
+        client,
+        spillway_scaler::cluster::LeaseConfig::new("spillway", "spillway-placement", "spillway-1"),
+    );
+    let mut calls = spillway_scaler::cluster::ApiCalls::default();
+    assert!(gate.check(h.now_ms + 1000, &mut calls).await);
+    let lease = h
+        .fake
+        .get(&leases_c(), Some("spillway"), "spillway-placement")
+        .expect("lease");
+    assert_eq!(lease["spec"]["holderIdentity"], "spillway-1");
+    assert_eq!(lease["spec"]["leaseTransitions"], 1);
+    // The first replica now follows.
+    assert!(!h.reconcile().await.expect("reconcile").leader);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_errors_mid_reconcile_leave_nothing_half_applied() {
     let mut h = Harness::start("2", 2, BURST).await;
     h.hpa(6);

@@ -116,6 +116,11 @@ impl Controller {
         &self.cache
     }
 
+    /// Hands the write Lease back (at shutdown).
+    pub async fn release_lease(&mut self) {
+        self.lease.release().await;
+    }
+
     /// Reads replica counts (2 GETs), then, holding the Lease, plans and writes what
     /// differs. `now_ms` is unix milliseconds, passed in so tests control time.
     pub async fn reconcile(

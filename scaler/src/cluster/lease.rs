@@ -176,6 +176,36 @@ impl LeaseGate {
         }
     }
 
+    /// Hands the Lease back (holder cleared) if we hold it, so another replica takes
+    /// over at once instead of after the Lease expires. For shutdown; errors are only
+    /// logged, since expiry hands it over anyway.
+    pub async fn release(&mut self) {
+        if self.held_until_ms.take().is_none() {
+            return;
+        }
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.config.name).await else {
+            return;
+        };
+        let ours = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_deref())
+            == Some(self.config.identity.as_str());
+        if !ours {
+            return;
+        }
+        if let Some(spec) = lease.spec.as_mut() {
+            spec.holder_identity = None;
+        }
+        if let Err(e) = self
+            .api
+            .replace(&self.config.name, &PostParams::default(), &lease)
+            .await
+        {
+            tracing::warn!(error = %e, "handing the Lease back failed; it expires instead");
+        }
+    }
+
     fn term_runs(&self, now_ms: i64) -> bool {
         self.held_until_ms.is_some_and(|until| now_ms < until)
     }

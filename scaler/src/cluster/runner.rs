@@ -212,9 +212,13 @@ pub async fn run(
     let mut ticker = tokio::time::interval(settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+        let stop = tokio::select! {
+            _ = ticker.tick() => false,
+            _ = shutdown.wait_for(|stop| *stop) => true,
+        };
+        if stop {
+            controller.release_lease().await;
+            return Ok(());
         }
         if settings.pod_metrics
             && let Err(e) = ingest_pod_metrics(
