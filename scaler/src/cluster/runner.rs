@@ -10,6 +10,9 @@
 //!   podMetrics: true       # CPU/memory from metrics.k8s.io (namespace = tenant, label app)
 //!   lease: { namespace: spillway, name: spillway-placement }   # identity: $POD_NAME
 //!   gateways: { namespace: ingress, selector: app=gateway, port: 9113 }
+//!   virtualNodes:          # default: Alibaba's virtual-kubelet label and taint
+//!     labels: { type: virtual-kubelet }
+//!     taints: [{ key: virtual-kubelet.io/provider, value: alibabacloud, effect: NoSchedule }]
 //!   workloads:
 //!     - { tenant: acme, app: checkout, namespace: acme-prod, scaledObject: checkout }
 //! ```
@@ -30,7 +33,9 @@ use super::lease::{LeaseConfig, LeaseGate};
 use super::replicas::read_replicas;
 use super::view::ClusterCache;
 use crate::engine::ReplicaCounts;
-use crate::placement::{BurstRule, NodeClassifier, PlannerConfig, Resources};
+use crate::placement::{
+    BurstRule, NodeClassifier, PlannerConfig, Resources, TaintEffect, TaintRule,
+};
 use crate::policy::PolicyStore;
 use crate::workloads::Workloads;
 
@@ -71,6 +76,60 @@ pub struct KubernetesSettings {
     /// Gateway pods to scrape, found by label selector at start-up.
     #[serde(default)]
     pub gateways: Option<GatewayDiscovery>,
+    /// How virtual nodes are told apart; absent: Alibaba's `type=virtual-kubelet` label
+    /// and `virtual-kubelet.io/provider=alibabacloud:NoSchedule` taint.
+    #[serde(default)]
+    pub virtual_nodes: Option<VirtualNodes>,
+}
+
+/// A node is virtual when it has any of these labels or any of these taints.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VirtualNodes {
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub taints: Vec<VirtualTaint>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VirtualTaint {
+    pub key: String,
+    /// Absent: any value.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`; absent: any effect.
+    #[serde(default)]
+    pub effect: Option<String>,
+}
+
+impl VirtualNodes {
+    pub fn classifier(&self) -> Result<NodeClassifier, String> {
+        let mut taints = Vec::with_capacity(self.taints.len());
+        for t in &self.taints {
+            let effect = match &t.effect {
+                None => None,
+                Some(e) => Some(TaintEffect::from_api(e).ok_or_else(|| {
+                    format!(
+                        "kubernetes.virtualNodes.taints: effect '{e}' is not NoSchedule, PreferNoSchedule or NoExecute"
+                    )
+                })?),
+            };
+            taints.push(TaintRule {
+                key: t.key.clone(),
+                value: t.value.clone(),
+                effect,
+            });
+        }
+        if self.labels.is_empty() && taints.is_empty() {
+            return Err("kubernetes.virtualNodes needs at least one label or taint".into());
+        }
+        Ok(NodeClassifier {
+            virtual_labels: self.labels.clone().into_iter().collect(),
+            virtual_taints: taints,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -141,7 +200,14 @@ impl KubernetesSettings {
                 "kubernetes.apiServer '{url}' must be an http:// or https:// URL"
             ));
         }
-        Ok(())
+        self.classifier().map(|_| ())
+    }
+
+    /// The node classifier these settings name.
+    pub fn classifier(&self) -> Result<NodeClassifier, String> {
+        self.virtual_nodes
+            .as_ref()
+            .map_or_else(|| Ok(NodeClassifier::default()), VirtualNodes::classifier)
     }
 
     fn identity(&self) -> String {
@@ -204,7 +270,7 @@ pub async fn run(
         cache.clone(),
         lease,
         ControllerConfig {
-            classifier: NodeClassifier::default(),
+            classifier: settings.classifier().map_err(ClusterError::Invalid)?,
             planner: PlannerConfig::default(),
         },
     );
@@ -320,5 +386,34 @@ mod tests {
             serde_saphyr::from_str("apiServer: 127.0.0.1:6443\n").expect("parses");
         assert!(bad.validate().is_err());
         assert!(serde_saphyr::from_str::<KubernetesSettings>("unknown: 1\n").is_err());
+    }
+
+    #[test]
+    fn virtual_nodes_are_configurable() {
+        let s: KubernetesSettings = serde_saphyr::from_str(
+            "virtualNodes:\n  labels: {k8s.aliyun.com/vnode: \"true\"}\n  taints: [{key: k8s.aliyun.com/vnode}]\n",
+        )
+        .expect("valid");
+        let c = s.classifier().expect("classifier");
+        assert_eq!(
+            c.virtual_labels,
+            vec![("k8s.aliyun.com/vnode".to_string(), "true".to_string())]
+        );
+        assert_eq!(c.virtual_taints[0].effect, None);
+        assert_eq!(
+            KubernetesSettings {
+                virtual_nodes: None,
+                ..s.clone()
+            }
+            .classifier(),
+            Ok(NodeClassifier::default())
+        );
+        let bad: KubernetesSettings =
+            serde_saphyr::from_str("virtualNodes: {taints: [{key: a, effect: Sometimes}]}\n")
+                .expect("parses");
+        assert!(bad.validate().unwrap_err().contains("Sometimes"));
+        let empty: KubernetesSettings =
+            serde_saphyr::from_str("virtualNodes: {}\n").expect("parses");
+        assert!(empty.validate().is_err());
     }
 }
