@@ -61,6 +61,8 @@ pub enum RunError {
     Http(#[from] std::io::Error),
     #[error("building the HTTP client for scrapes failed: {0}")]
     Client(#[source] reqwest::Error),
+    #[error("Kubernetes side failed: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("a task of the process panicked: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -86,6 +88,16 @@ pub async fn run(
     config: ProcessConfig,
     listeners: Listeners,
     shutdown: watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    run_with_cluster(config, listeners, shutdown, None).await
+}
+
+/// [`run`], plus the Kubernetes side when `kubernetes` is set.
+pub async fn run_with_cluster(
+    config: ProcessConfig,
+    listeners: Listeners,
+    shutdown: watch::Receiver<bool>,
+    kubernetes: Option<crate::cluster::KubernetesSettings>,
 ) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::new());
     let workloads = Arc::new(Workloads::new());
@@ -140,6 +152,17 @@ pub async fn run(
         scraper.run(targets, scrape_shutdown).await;
         Ok(())
     });
+
+    if let Some(settings) = kubernetes {
+        let cluster = crate::cluster::runner::run(
+            settings,
+            workloads.clone(),
+            ingest.clone(),
+            config.policies.clone(),
+            shutdown.clone(),
+        );
+        tasks.spawn(async move { cluster.await.map_err(RunError::from) });
+    }
 
     let decisions = DecisionLoop {
         policies: config.policies.clone(),

@@ -40,6 +40,8 @@ struct RawConfig {
     qps: Option<RawMapping>,
     #[serde(default)]
     store: RawStore,
+    #[serde(default)]
+    kubernetes: Option<crate::cluster::KubernetesSettings>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,6 +108,8 @@ pub struct ServeConfig {
     pub scrape: ScrapeConfig,
     pub targets: Vec<Target>,
     pub store: StoreLimits,
+    /// The cluster side (replica counts, placement, PodMetrics); None: off.
+    pub kubernetes: Option<crate::cluster::KubernetesSettings>,
 }
 
 impl ServeConfig {
@@ -178,6 +182,9 @@ impl ServeConfig {
             }),
             max_windows: raw.store.max_windows.unwrap_or(store_defaults.max_windows),
         };
+        if let Some(k) = &raw.kubernetes {
+            k.validate().map_err(invalid)?;
+        }
         Ok(Self {
             grpc: raw.listen.grpc,
             http: raw.listen.http,
@@ -186,6 +193,7 @@ impl ServeConfig {
             scrape,
             targets,
             store,
+            kubernetes: raw.kubernetes,
         })
     }
 }

@@ -15,6 +15,7 @@
 //!
 //! Around that pure core, the edges:
 //!
+//! - [`cluster`]: the Kubernetes side: cluster view, replica counts, the placement controller.
 //! - [`keda`]: the KEDA `ExternalScaler` gRPC service and its server.
 //! - [`runtime`]: the decision loop that runs the engine when signals change.
 //! - [`replicas`]: where decided replicas run (a cluster, or the demo's node pool).
@@ -27,6 +28,7 @@
 
 pub mod app;
 pub mod conditions;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod durations;

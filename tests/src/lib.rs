@@ -5,6 +5,7 @@
 //! - [`keda`]: a gRPC client that calls Spillway exactly as KEDA does.
 //! - [`gateway`]: an in-test gateway whose counters and failure modes a test controls.
 //! - [`prometheus`]: a real Prometheus on loopback, for dashboard queries.
+//! - [`fake_kube`]: a fake Kubernetes API server the real `kube` client talks to.
 //! - [`wait`]: bounded waiting: every wait in these tests has a deadline.
 //!
 //! The tests themselves live in `tests/e2e/` and are built as integration tests of the
@@ -13,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod demo;
+pub mod fake_kube;
 pub mod gateway;
 pub mod keda;
 pub mod process;

@@ -38,9 +38,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding HTTP {}", config.http))?;
     tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, targets = config.targets.len(), "spillway serving");
     println!("grpc={} http={}", grpc.local_addr()?, http.local_addr()?);
+    let kubernetes = config.kubernetes.clone();
+    let mut targets = config.targets;
+    if let Some(k) = &kubernetes {
+        let found = spillway_scaler::cluster::runner::discover_targets(k)
+            .await
+            .context("discovering gateway pods")?;
+        tracing::info!(found = found.len(), "gateway targets discovered");
+        targets.extend(found);
+    }
     let process = ProcessConfig {
         scrape: config.scrape,
-        targets: config.targets,
+        targets,
         store: config.store,
         decision_tick: Duration::from_secs(1),
         server: ServerSettings::default(),
@@ -52,6 +61,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         observer: None,
         replicas: None,
     };
-    app::run(process, Listeners { grpc, http }, shutdown).await?;
+    app::run_with_cluster(
+        process,
+        Listeners { grpc, http },
+        shutdown,
+        kubernetes,
+    )
+    .await?;
     Ok(())
 }

@@ -1,0 +1,168 @@
+//! `spillway serve` with a `kubernetes:` section, against the fake API server: the real
+//! binary takes the Lease, patches the pod template, feeds the replica counts it reads
+//! back into its decisions, and scrapes the gateway pods it discovers by label.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use spillway_tests::fake_kube::{Collection, FakeKube, fixtures};
+use spillway_tests::gateway::{FakeGateway, Mode};
+use spillway_tests::keda::{self, scaled_object};
+use spillway_tests::process::Spillway;
+use spillway_tests::wait;
+
+const BIN: &str = env!("CARGO_BIN_EXE_spillway");
+
+const POLICY: &str = "apiVersion: spillway.io/v1
+kind: ScalingPolicy
+metadata: { tenant: acme }
+spec:
+  namespaces: [acme-prod]
+  defaults:
+    replicas: { min: 1, max: 50 }
+    signals:
+      window: 2s
+      qps: { targetPerReplica: 100 }
+    placement: { burst: { enabled: true }, requests: { cpu: 500m, memory: 1Gi } }
+  apps:
+    web: {}
+";
+
+fn find_number(v: &Value, key: &str) -> Vec<u64> {
+    match v {
+        Value::Object(m) => m
+            .iter()
+            .flat_map(|(k, v)| {
+                let mut out = find_number(v, key);
+                if k == key {
+                    out.extend(v.as_u64());
+                }
+                out
+            })
+            .collect(),
+        Value::Array(a) => a.iter().flat_map(|v| find_number(v, key)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_places_through_the_api_and_observes_replicas() {
+    spillway_scaler::app::install_crypto_provider();
+    let fake = FakeKube::start().await.expect("fake API server");
+    fake.put(fixtures::regular_node("ecs-1", "2"));
+    fake.put(fixtures::regular_node("ecs-2", "2"));
+    fake.put(fixtures::virtual_node("vk-1"));
+    fake.put(fixtures::deployment("acme-prod", "web", 3, "500m"));
+    fake.put(fixtures::scaled_object("acme-prod", "web", "web"));
+    for _ in 0..3 {
+        fake.run_controllers();
+    }
+    // A gateway pod the label selector finds; its IP is the in-test gateway's.
+    let gateway = FakeGateway::start(Mode::Healthy).await;
+    gateway.drive("acme", "web", 450.0, Duration::from_millis(50));
+    let gateway_port = gateway
+        .url()
+        .trim_end_matches("/metrics")
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .expect("gateway port");
+    let mut gw = fixtures::bound_pod("ingress", "gw-1", "ecs-1", "0");
+    gw["metadata"]["labels"] = serde_json::json!({"app": "gateway"});
+    gw["status"]["podIP"] = serde_json::json!("127.0.0.1");
+    fake.put(gw);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("policies")).expect("policy dir");
+    std::fs::write(dir.path().join("policies/acme.yaml"), POLICY).expect("policy");
+    let config = format!(
+        "listen: {{ grpc: 127.0.0.1:0, http: 127.0.0.1:0 }}
+policies: policies
+scrape: {{ interval: 300ms, timeout: 250ms }}
+kubernetes:
+  apiServer: {}
+  interval: 1s
+  gateways: {{ namespace: ingress, selector: app=gateway, port: {gateway_port} }}
+  lease: {{ namespace: spillway, name: spillway-placement, identity: spillway-e2e }}
+  workloads:
+    - {{ tenant: acme, app: web, namespace: acme-prod, scaledObject: web }}
+",
+        fake.url()
+    );
+    let config_path = dir.path().join("spillway.yaml");
+    std::fs::write(&config_path, config).expect("config");
+    let spillway = Spillway::serve(BIN, &config_path);
+
+    // KEDA asks, so the workload has a decision to place.
+    let client = keda::connect(spillway.grpc).await;
+    let reference = scaled_object(
+        "acme-prod",
+        "web",
+        spillway.grpc,
+        &[("tenant", "acme"), ("app", "web")],
+    );
+    let _ = keda::poll(&mut client.clone(), &reference).await;
+
+    let leases = Collection::new("coordination.k8s.io", "v1", "leases");
+    let holder = wait::until(
+        "the Lease is taken",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || {
+            let l = fake.get(&leases, Some("spillway"), "spillway-placement");
+            async move {
+                l.and_then(|l| {
+                    l.pointer("/spec/holderIdentity")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
+            }
+        },
+    )
+    .await;
+    assert_eq!(holder, "spillway-e2e");
+
+    let deployments = Collection::new("apps", "v1", "deployments");
+    wait::until(
+        "the pod template tolerates the virtual node",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || {
+            let d = fake.get(&deployments, Some("acme-prod"), "web");
+            async move {
+                d.and_then(|d| d.pointer("/spec/template/spec/tolerations/0/key").cloned())
+                    .filter(|k| k == "virtual-kubelet.io/provider")
+            }
+        },
+    )
+    .await;
+
+    // The replica counts read from the cluster reach the decisions: 3 pods observed.
+    let url = format!("http://{}/api/v1/workloads/acme/web", spillway.http);
+    let current = wait::until(
+        "a decision starting from the observed replicas",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || {
+            let url = url.clone();
+            async move {
+                let v: Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
+                find_number(&v, "current").into_iter().find(|c| *c == 3)
+            }
+        },
+    )
+    .await;
+    assert_eq!(current, 3);
+
+    let writes: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| !matches!(r.verb.as_str(), "get" | "list" | "watch"))
+        .map(|r| format!("{} {}", r.verb, r.resource))
+        .collect();
+    assert!(
+        writes.iter().any(|w| w == "patch deployments"),
+        "{writes:?}"
+    );
+    drop(spillway);
+}
