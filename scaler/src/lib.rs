@@ -27,8 +27,8 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
-pub mod conditions;
 pub mod cluster;
+pub mod conditions;
 pub mod config;
 pub mod demo;
 pub mod durations;

@@ -79,12 +79,34 @@ pub struct WorkloadEntry {
     history: Mutex<VecDeque<Arc<Published>>>,
     engine: Mutex<EngineSlot>,
     conditions: Mutex<Conditions>,
+    adjustment: Mutex<PlacementAdjustment>,
 }
 
 #[derive(Debug, Default)]
 struct EngineSlot {
     state: WorkloadState,
     observed: Option<ReplicaCounts>,
+}
+
+/// How placement on a real cluster changes the replica count KEDA is served. The HPA
+/// KEDA drives sets the workload's replicas to what `GetMetrics` returns on every sync,
+/// so anything placement does to the count must be in that answer or it is undone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlacementAdjustment {
+    /// At most this many replicas can be placed (regular room plus the tenant's burst
+    /// cap); the rest would land on virtual nodes past the cap.
+    pub cap: Option<u32>,
+    /// Extra replicas of drain moves: a regular pod surged before its burst pod goes.
+    pub surge: u32,
+}
+
+impl PlacementAdjustment {
+    /// The replica count to serve for a decision of `desired`.
+    pub fn serve(self, desired: u32) -> u32 {
+        self.cap
+            .map_or(desired, |cap| desired.min(cap))
+            .saturating_add(self.surge)
+    }
 }
 
 impl WorkloadEntry {
@@ -96,7 +118,24 @@ impl WorkloadEntry {
             history: Mutex::new(VecDeque::with_capacity(HISTORY_LEN)),
             engine: Mutex::new(EngineSlot::default()),
             conditions: Mutex::new(Conditions::default()),
+            adjustment: Mutex::new(PlacementAdjustment::default()),
         }
+    }
+
+    /// Records what the cluster placement needs the served count to include.
+    pub fn set_adjustment(&self, adjustment: PlacementAdjustment) {
+        *self
+            .adjustment
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = adjustment;
+    }
+
+    /// The replica count `GetMetrics` answers: the decision, adjusted for placement.
+    pub fn served_replicas(&self, decision: &Published) -> u32 {
+        self.adjustment
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .serve(decision.desired)
     }
 
     /// The decision KEDA is currently served, if one has been made.
@@ -296,6 +335,39 @@ mod tests {
             band: None,
             placement: None,
         }
+    }
+
+    #[test]
+    fn placement_adjusts_what_keda_is_served() {
+        let none = PlacementAdjustment::default();
+        assert_eq!(none.serve(12), 12);
+        let capped = PlacementAdjustment {
+            cap: Some(9),
+            surge: 0,
+        };
+        assert_eq!(
+            capped.serve(12),
+            9,
+            "no more than regular room plus the burst cap"
+        );
+        assert_eq!(capped.serve(4), 4, "a cap never raises a decision");
+        let draining = PlacementAdjustment {
+            cap: None,
+            surge: 2,
+        };
+        assert_eq!(
+            draining.serve(12),
+            14,
+            "surge pods ride on top until their burst pod goes"
+        );
+        let entry = WorkloadEntry::new(WorkloadKey::new("acme", "web"));
+        let decision = published(12, true);
+        assert_eq!(entry.served_replicas(&decision), 12);
+        entry.set_adjustment(PlacementAdjustment {
+            cap: Some(10),
+            surge: 1,
+        });
+        assert_eq!(entry.served_replicas(&decision), 11);
     }
 
     #[tokio::test]

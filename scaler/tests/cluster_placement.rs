@@ -135,8 +135,12 @@ async fn drain_back_moves_burst_pods_home_without_losing_ready_replicas() {
     h.settle().await;
     let start = h.now_ms;
     let mut timeline = Vec::new();
+    let mut max_surge = 0;
     for _ in 0..20 {
         let r = h.reconcile().await.expect("reconcile");
+        // KEDA's HPA would undo a surge it is not told about: the served count carries it.
+        assert_eq!(r.adjustment().serve(4), 4 + r.surging);
+        max_surge = max_surge.max(r.surging);
         let (regular, burst, pending) = h.split();
         let ready = h.ready();
         timeline.push(format!(
@@ -164,6 +168,7 @@ async fn drain_back_moves_burst_pods_home_without_losing_ready_replicas() {
     }
     eprintln!("drain-back timeline:\n{}", timeline.join("\n"));
     assert_eq!(h.split(), (4, 0, 0), "{}", timeline.join("\n"));
+    assert!(max_surge > 0, "the drain surged before evicting");
     let spec = h
         .fake
         .get(&deployments_c(), Some(NS), "web")
@@ -388,6 +393,11 @@ async fn a_burst_cap_is_planned_and_reported() {
     let r = h.reconcile().await.expect("reconcile");
     assert_eq!((r.plan.regular, r.plan.burst, r.plan.shortfall), (4, 1, 1));
     assert_eq!(r.plan.replicas, 5, "the replica past the cap is withheld");
+    assert_eq!(
+        r.adjustment().serve(6),
+        5,
+        "KEDA is served the capped count, so the HPA does not add the withheld replica back"
+    );
     assert!(
         r.plan.reason.to_string().contains("burst capped at 1"),
         "{}",

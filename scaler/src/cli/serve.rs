@@ -61,12 +61,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         observer: None,
         replicas: None,
     };
-    app::run_with_cluster(
-        process,
-        Listeners { grpc, http },
-        shutdown,
-        kubernetes,
-    )
-    .await?;
+    app::run_with_cluster(process, Listeners { grpc, http }, shutdown, kubernetes).await?;
     Ok(())
 }

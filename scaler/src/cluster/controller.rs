@@ -21,6 +21,7 @@ use crate::placement::{
     BurstRule, DrainAction, DrainObservation, DrainState, MoveObservation, NodeClassifier,
     NodeKind, Plan, PlanInput, PlannerConfig, Resources, SurgeStatus, drain_step, plan,
 };
+use crate::workloads::PlacementAdjustment;
 
 pub const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 
@@ -63,7 +64,20 @@ pub struct ReconcileReport {
     pub drain_actions: Vec<DrainAction>,
     /// Moves in flight after this reconcile.
     pub in_flight: usize,
+    /// Drain moves whose surge replica is still wanted on top of the plan.
+    pub surging: u32,
     pub calls: ApiCalls,
+}
+
+impl ReconcileReport {
+    /// What the replica count KEDA is served must become so the HPA keeps what this
+    /// reconcile set up, rather than undoing it on its next sync.
+    pub fn adjustment(&self) -> PlacementAdjustment {
+        PlacementAdjustment {
+            cap: (self.plan.replicas < self.plan.desired).then_some(self.plan.replicas),
+            surge: self.surging,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +156,7 @@ impl Controller {
                 writes,
                 drain_actions: o.drain_actions,
                 in_flight: o.in_flight,
+                surging: o.surging,
                 calls,
             }),
             Err(source) => Err(ReconcileError {
@@ -191,6 +206,8 @@ impl Controller {
                 plan: the_plan,
                 drain_actions: Vec::new(),
                 in_flight: memo.drain.in_flight.len(),
+                // Only the leader surges; a follower serves the plan alone.
+                surging: 0,
             });
         }
 
@@ -381,7 +398,8 @@ impl Controller {
                 .count(),
         )
         .unwrap_or(u32::MAX);
-        let want = goal.desired.saturating_add(surging);
+        // The plan's count, not the goal's: under a burst cap the plan asks for fewer.
+        let want = the_plan.replicas.saturating_add(surging);
         if (surging > 0 || memo.surged > 0) && replicas.spec != want {
             calls.writes += 1;
             target_api
@@ -401,6 +419,7 @@ impl Controller {
             plan: the_plan,
             drain_actions: step.actions,
             in_flight: memo.drain.in_flight.len(),
+            surging,
         })
     }
 }
@@ -412,6 +431,7 @@ struct Outcome {
     plan: Plan,
     drain_actions: Vec<DrainAction>,
     in_flight: usize,
+    surging: u32,
 }
 
 /// Puts a move back as it was before this step (its write did not happen).

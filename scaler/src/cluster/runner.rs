@@ -334,6 +334,7 @@ pub async fn run(
                                 tracing::info!(tenant = %b.tenant, app = %b.app, plan = %r.plan.reason,
                                     writes = ?r.writes, calls = %r.calls, "placement applied");
                             }
+                            entry.set_adjustment(r.adjustment());
                             Some(r.replicas)
                         }
                         Err(e) => {

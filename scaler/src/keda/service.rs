@@ -169,11 +169,12 @@ impl ExternalScaler for KedaService {
                         workload.key
                     )));
                 };
+                let replicas = entry.served_replicas(&decision);
                 #[allow(deprecated)]
                 let value = MetricValue {
                     metric_name: request.metric_name.clone(),
-                    metric_value: i64::from(decision.desired),
-                    metric_value_float: f64::from(decision.desired),
+                    metric_value: i64::from(replicas),
+                    metric_value_float: f64::from(replicas),
                 };
                 Ok(Response::new(GetMetricsResponse {
                     metric_values: vec![value],
