@@ -40,6 +40,19 @@ struct RawConfig {
     qps: Option<RawMapping>,
     #[serde(default)]
     store: RawStore,
+    #[serde(default)]
+    tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawTls {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    #[serde(default)]
+    client_ca_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    reload_interval: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,6 +119,16 @@ pub struct ServeConfig {
     pub scrape: ScrapeConfig,
     pub targets: Vec<Target>,
     pub store: StoreLimits,
+    /// TLS on the gRPC port; plaintext when absent.
+    pub tls: Option<TlsConfig>,
+}
+
+/// The `tls:` section: PEM files (a mounted Secret) checked for changes every
+/// `reload_every`.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub files: crate::keda::tls::TlsFiles,
+    pub reload_every: Duration,
 }
 
 impl ServeConfig {
@@ -125,6 +148,16 @@ impl ServeConfig {
             // Relative to the config file, as people expect of a path written in it.
             if let Some(dir) = path.parent() {
                 config.policies = dir.join(&config.policies);
+                if let Some(tls) = &mut config.tls {
+                    for file in [&mut tls.files.cert, &mut tls.files.key]
+                        .into_iter()
+                        .chain(tls.files.client_ca.as_mut())
+                    {
+                        if file.is_relative() {
+                            *file = dir.join(&*file);
+                        }
+                    }
+                }
             }
         }
         Ok(config)
@@ -178,6 +211,23 @@ impl ServeConfig {
             }),
             max_windows: raw.store.max_windows.unwrap_or(store_defaults.max_windows),
         };
+        let tls = match raw.tls {
+            None => None,
+            Some(tls) => {
+                let reload_every = tls.reload_interval.unwrap_or(Duration::from_secs(10));
+                if reload_every < Duration::from_millis(100) {
+                    return Err(invalid("tls.reloadInterval must be at least 100ms".into()));
+                }
+                Some(TlsConfig {
+                    files: crate::keda::tls::TlsFiles {
+                        cert: tls.cert_file,
+                        key: tls.key_file,
+                        client_ca: tls.client_ca_file,
+                    },
+                    reload_every,
+                })
+            }
+        };
         Ok(Self {
             grpc: raw.listen.grpc,
             http: raw.listen.http,
@@ -186,6 +236,7 @@ impl ServeConfig {
             scrape,
             targets,
             store,
+            tls,
         })
     }
 }
@@ -218,5 +269,31 @@ mod tests {
         let error =
             ServeConfig::parse("c.yaml", "policies: p\nscrape: {interval: fast}\n").unwrap_err();
         assert!(error.to_string().contains("not a duration"), "{error}");
+        let error =
+            ServeConfig::parse("c.yaml", "policies: p\ntls: {certFile: a.crt}\n").unwrap_err();
+        assert!(error.to_string().contains("keyFile"), "{error}");
+    }
+
+    #[test]
+    fn tls_paths_are_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.yaml");
+        std::fs::write(
+            &path,
+            "policies: p\ntls:\n  certFile: tls/tls.crt\n  keyFile: /abs/tls.key\n  clientCaFile: ca.crt\n  reloadInterval: 2s\n",
+        )
+        .unwrap();
+        let config = ServeConfig::load(&path).unwrap();
+        let tls = config.tls.unwrap();
+        assert_eq!(tls.files.cert, dir.path().join("tls/tls.crt"));
+        assert_eq!(tls.files.key, PathBuf::from("/abs/tls.key"));
+        assert_eq!(tls.files.client_ca, Some(dir.path().join("ca.crt")));
+        assert_eq!(tls.reload_every, Duration::from_secs(2));
+        assert!(
+            ServeConfig::parse("c.yaml", "policies: p\n")
+                .unwrap()
+                .tls
+                .is_none()
+        );
     }
 }

@@ -5,6 +5,7 @@
 //! - [`keda`]: a gRPC client that calls Spillway exactly as KEDA does.
 //! - [`gateway`]: an in-test gateway whose counters and failure modes a test controls.
 //! - [`wait`]: bounded waiting: every wait in these tests has a deadline.
+//! - [`tls`]: throwaway CAs and certificates, and TLS clients as KEDA builds them.
 //!
 //! The tests themselves live in `tests/e2e/` and are built as integration tests of the
 //! `spillway-scaler` package, because only a binary's own package gets
@@ -15,6 +16,7 @@ pub mod demo;
 pub mod gateway;
 pub mod keda;
 pub mod process;
+pub mod tls;
 pub mod wait;
 
 /// An HTTP client for tests. Spillway runs rustls with ring as the process's one crypto
