@@ -140,11 +140,23 @@ impl WorkloadEntry {
 #[derive(Debug, Default)]
 pub struct Workloads {
     entries: DashMap<WorkloadKey, Arc<WorkloadEntry>>,
+    hold_until_warm: std::sync::atomic::AtomicBool,
 }
 
 impl Workloads {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// See `ProcessConfig::hold_until_warm`.
+    pub fn set_hold_until_warm(&self, hold: bool) {
+        self.hold_until_warm
+            .store(hold, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn holds_until_warm(&self) -> bool {
+        self.hold_until_warm
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn get(&self, key: &WorkloadKey) -> Option<Arc<WorkloadEntry>> {

@@ -22,6 +22,8 @@ spec:
     replicas: { min: 2, max: 50 }
     signals:
       qps: { targetPerReplica: 100 }
+    # `serve` answers nothing until a scale-down window of data exists (restart hold).
+    hysteresis: { downWindow: 1s }
   apps:
     web: {}
 ";
