@@ -183,7 +183,10 @@ async fn replicas_agree_and_a_restarted_one_never_scales_down_for_its_restart() 
     // Both come down to 2 once the window has passed, and agree again.
     until_answer(&client_a, &a, 2.0).await;
     until_answer(&client_b, &b, 2.0).await;
-    eprintln!("both at 2 replicas {:?} after the drop", dropped_at.elapsed());
+    eprintln!(
+        "both at 2 replicas {:?} after the drop",
+        dropped_at.elapsed()
+    );
 
     // KEDA reopens the stream; the restarted process answers it.
     let reopened = wait::until(
