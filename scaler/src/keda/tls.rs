@@ -380,6 +380,48 @@ mod tests {
         );
     }
 
+    fn write(path: &Path, text: &str) {
+        spillway_tests::tls::replace(path, text.as_bytes());
+    }
+
+    #[test]
+    fn a_changed_set_is_swapped_in_and_a_broken_one_keeps_the_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = files(dir.path(), true);
+        let ca = spillway_tests::tls::Ca::new("server CA");
+        let clients = spillway_tests::tls::Ca::new("client CA");
+        let first = ca.server();
+        write(&files.cert, &first.cert_pem);
+        write(&files.key, &first.key_pem);
+        write(files.client_ca.as_ref().unwrap(), &clients.cert_pem);
+        let tls = ReloadingTls::load(files.clone(), Duration::from_secs(1)).unwrap();
+        assert!(tls.mutual());
+        let original = tls.current();
+        assert!(matches!(tls.check(), Reload::Unchanged));
+
+        // A key that belongs to another certificate: refused, the old config stays.
+        let second = ca.server();
+        write(&files.cert, &second.cert_pem);
+        match tls.check() {
+            Reload::Failed(error) => assert!(error.to_string().contains("tls.crt"), "{error}"),
+            other => panic!("a mismatched key was not refused: {other:?}"),
+        }
+        assert!(Arc::ptr_eq(&original, &tls.current()));
+        // Reported once, not on every tick while the files stay as they are.
+        assert!(matches!(tls.check(), Reload::Unchanged));
+
+        write(&files.key, &second.key_pem);
+        assert!(matches!(tls.check(), Reload::Reloaded));
+        let swapped = tls.current();
+        assert!(!Arc::ptr_eq(&original, &swapped));
+        assert_eq!(swapped.alpn_protocols, vec![b"h2".to_vec()]);
+
+        // A file that disappears is an error, not a crash, and changes nothing.
+        std::fs::remove_file(files.client_ca.as_ref().unwrap()).unwrap();
+        assert!(matches!(tls.check(), Reload::Failed(TlsError::Read { .. })));
+        assert!(Arc::ptr_eq(&swapped, &tls.current()));
+    }
+
     #[test]
     fn an_empty_client_ca_is_refused() {
         let dir = tempfile::tempdir().unwrap();
