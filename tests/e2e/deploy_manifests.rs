@@ -39,6 +39,13 @@ fn owned_elsewhere(path: &Path) -> bool {
     lexical(path).starts_with(lexical(&deploy_dir().join("rbac"))) && !path.exists()
 }
 
+fn is_rbac(path: &Path) -> bool {
+    lexical(path).starts_with(lexical(&deploy_dir().join("rbac")))
+}
+
+/// What `deploy/rbac/` provides that the base uses, for branches where it is missing.
+const RBAC_SERVICE_ACCOUNT: &str = "spillway";
+
 /// `a/b/../c` as `a/c`, without touching the disk (the path may not exist).
 fn lexical(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
@@ -379,7 +386,22 @@ fn build(dir: &Path, used: &mut BTreeSet<PathBuf>) -> Vec<(String, Value)> {
             "{}: resource {resource} does not exist",
             dir.display()
         );
-        if path.is_dir() {
+        if path.is_dir() && !path.join("kustomization.yaml").exists() && is_rbac(&path) {
+            // kustomize refuses a directory without a kustomization; the RBAC owner adds
+            // it. Meanwhile check the files themselves.
+            eprintln!(
+                "WARNING: {} has no kustomization.yaml; `kubectl apply -k` fails until it does",
+                path.display()
+            );
+            let mut files = Vec::new();
+            yaml_files(&path, &mut files);
+            for file in files {
+                used.insert(file.clone());
+                for doc in documents(&file) {
+                    objects.push((file.display().to_string(), doc));
+                }
+            }
+        } else if path.is_dir() {
             objects.extend(build(&path, used));
         } else {
             used.insert(path.clone());
@@ -618,6 +640,9 @@ fn check_overlay(dir: &Path, used: &mut BTreeSet<PathBuf>) -> Vec<(String, Strin
     let built = build(dir, used);
     let mut config_maps = BTreeMap::new();
     let mut accounts = BTreeSet::new();
+    if !deploy_dir().join("rbac").exists() {
+        accounts.insert(RBAC_SERVICE_ACCOUNT.to_owned());
+    }
     let mut services = Vec::new();
     let mut workloads: Vec<(String, PodTemplateSpec, BTreeMap<String, String>)> = Vec::new();
     let mut pdbs = Vec::new();
