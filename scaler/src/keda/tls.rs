@@ -40,6 +40,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshaken connections waiting for the gRPC server to pick them up.
 const ACCEPTED_BACKLOG: usize = 256;
 
+/// Handshakes in flight at once; past this, accepting waits, so a flood of idle TCP
+/// connections costs bounded memory.
+const MAX_HANDSHAKES: usize = 1024;
+
 /// Where the certificates live.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -190,8 +194,11 @@ pub enum Reload {
     Failed(TlsError),
 }
 
-/// The files' modification times and sizes, so an unchanged set is not re-parsed.
-type Stamps = Vec<Option<(SystemTime, u64)>>;
+/// The files' modification times, sizes and inodes, so an unchanged set is not
+/// re-parsed. File times are coarse (a few ms on Linux): two same-sized certificates
+/// written within one tick have the same mtime, but a file replaced by rename (as
+/// Secret volumes and cert tools do) has a new inode.
+type Stamps = Vec<Option<(SystemTime, u64, u64)>>;
 
 fn stamps(files: &TlsFiles) -> Stamps {
     files
@@ -199,9 +206,19 @@ fn stamps(files: &TlsFiles) -> Stamps {
         .map(|path| {
             // Follows symlinks: a mounted Secret swaps its `..data` link on update.
             let metadata = std::fs::metadata(path).ok()?;
-            Some((metadata.modified().ok()?, metadata.len()))
+            Some((metadata.modified().ok()?, metadata.len(), inode(&metadata)))
         })
         .collect()
+}
+
+#[cfg(unix)]
+fn inode(metadata: &std::fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(metadata)
+}
+
+#[cfg(not(unix))]
+fn inode(_: &std::fs::Metadata) -> u64 {
+    0
 }
 
 /// The certificate set currently served, and what it was loaded from.
@@ -318,8 +335,16 @@ pub fn incoming(
     tls: Arc<ReloadingTls>,
 ) -> impl Stream<Item = Result<TlsStream<TcpStream>, io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(ACCEPTED_BACKLOG);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     tokio::spawn(async move {
         loop {
+            let permit = tokio::select! {
+                permit = handshakes.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+                _ = tx.closed() => return,
+            };
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
                 _ = tx.closed() => return,
@@ -337,6 +362,7 @@ pub fn incoming(
             let acceptor = TlsAcceptor::from(tls.current());
             let tx = tx.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Ok(stream)).await;
