@@ -197,11 +197,11 @@ async fn malformed_grpc_and_oversized_metadata_get_clear_errors_and_lose_nothing
     let poll = keda::poll(&mut client.clone(), &reference)
         .await
         .expect("still serving on the old connection");
-    assert_eq!(poll.value, 5.0);
+    assert!((4.0..=6.0).contains(&poll.value), "{poll:?}");
     let poll = keda::poll(&mut keda::connect(spillway.grpc).await, &reference)
         .await
         .expect("still serving new connections");
-    assert_eq!(poll.value, 5.0);
+    assert!((4.0..=6.0).contains(&poll.value), "{poll:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,7 +242,7 @@ async fn a_broken_policy_edit_keeps_the_last_good_policy_and_says_why() {
         let poll = keda::poll(&mut client.clone(), &reference)
             .await
             .expect("the last good policy keeps serving");
-        assert_eq!(poll.value, 5.0);
+        assert!((4.0..=6.0).contains(&poll.value), "{poll:?}");
     }
 
     // A good edit is picked up: 450 qps at 60 per replica.

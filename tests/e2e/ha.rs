@@ -26,7 +26,7 @@ spec:
   defaults:
     replicas: { min: 1, max: 50 }
     signals:
-      window: 2s
+      window: 4s
       qps: { targetPerReplica: 100 }
     hysteresis: { upWindow: 0s, downWindow: 6s }
     limits: { down: { percent: 100, per: 1s } }
@@ -172,6 +172,7 @@ async fn replicas_agree_and_a_restarted_one_never_scales_down_for_its_restart() 
             Err(status) => {
                 held += 1;
                 assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                assert!(status.message().contains("holds"), "{status:?}");
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -60,6 +60,12 @@ async fn gateway() -> FakeGateway {
     gateway
 }
 
+/// A decision made from the gateway's 450 qps: 5, give or take one when a loaded
+/// machine bunches the traffic (the TLS path is what these tests are about).
+fn answers_from_data(value: f64) -> bool {
+    (EXPECTED_REPLICAS - 1.0..=EXPECTED_REPLICAS + 1.0).contains(&value)
+}
+
 /// Polls over TLS until the decision from the gateway's traffic is there (bounded).
 async fn served(spillway: &Spillway, server_ca: &Ca, identity: Option<&tls::Leaf>) -> keda::Poll {
     wait::until(
@@ -70,7 +76,7 @@ async fn served(spillway: &Spillway, server_ca: &Ca, identity: Option<&tls::Leaf
             poll_over_tls(spillway, server_ca, identity)
                 .await
                 .ok()
-                .filter(|poll| poll.value == EXPECTED_REPLICAS)
+                .filter(|poll| answers_from_data(poll.value))
         },
     )
     .await
@@ -163,7 +169,7 @@ async fn mtls_admits_a_client_of_the_trusted_ca_and_refuses_the_rest() {
     let poll = poll_over_tls(&spillway, &server_ca, Some(&keda_operator))
         .await
         .expect("still serving after refusing others");
-    assert_eq!(poll.value, EXPECTED_REPLICAS);
+    assert!(answers_from_data(poll.value), "{poll:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,7 +243,7 @@ async fn rotated_certificates_are_served_to_new_connections_and_a_bad_set_keeps_
     let poll = poll_over_tls(&spillway, &second_ca, Some(&operator))
         .await
         .expect("KEDA trusting the new CA is served");
-    assert_eq!(poll.value, EXPECTED_REPLICAS);
+    assert!(answers_from_data(poll.value), "{poll:?}");
 
     // The connection made before the rotation keeps working.
     let reference = scaled_object(
