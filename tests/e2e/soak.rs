@@ -88,6 +88,32 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// The upper bound of the bucket holding the 99th percentile of the server's own
+/// handler time for `method` (from its /metrics), to tell handler time from queueing.
+async fn server_side_p99(spillway: &Spillway, method: &str) -> String {
+    let url = format!("http://{}/metrics", spillway.http);
+    let Ok(response) = spillway_tests::http().get(url).send().await else {
+        return "unknown".into();
+    };
+    let text = response.text().await.unwrap_or_default();
+    let needle = format!("method=\"{method}\"");
+    let buckets: Vec<(String, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with("spillway_grpc_request_duration_seconds_bucket"))
+        .filter(|l| l.contains(&needle))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?.to_owned();
+            let count = l.rsplit(' ').next()?.parse().ok()?;
+            Some((le, count))
+        })
+        .collect();
+    let total = buckets.iter().map(|(_, c)| *c).fold(0.0, f64::max);
+    buckets
+        .iter()
+        .find(|(_, count)| *count >= 0.99 * total)
+        .map_or_else(|| "unknown".into(), |(le, _)| format!("{le}s"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_scaled_objects_polled_as_keda_does() {
     let soak = Duration::from_secs(
@@ -223,12 +249,13 @@ scrape: {{ interval: 1s, timeout: 900ms, targets: [{}] }}
     peak = peak.max(rss_bytes(spillway.pid()));
     let elapsed = start.elapsed();
 
+    let server_p99 = server_side_p99(&spillway, "GetMetrics").await;
     let errors = errors.lock().await;
     let mut latencies = latencies.lock().await;
     latencies.sort();
     let polls = latencies.len();
     eprintln!(
-        "soak: {polls} polls ({} RPCs) in {elapsed:?}, {:.0} RPC/s; poll latency (3 RPCs) p50 {:?} p99 {:?} p99.9 {:?} max {:?}; RSS after warm-up {} MiB, peak {} MiB; {} errors",
+        "soak: {polls} polls ({} RPCs) in {elapsed:?}, {:.0} RPC/s; poll latency (3 RPCs) p50 {:?} p99 {:?} p99.9 {:?} max {:?}; server-side GetMetrics p99 <= {server_p99}; RSS after warm-up {} MiB, peak {} MiB; {} errors",
         polls * 3,
         (polls * 3) as f64 / elapsed.as_secs_f64(),
         percentile(&latencies, 50.0),
