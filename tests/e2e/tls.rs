@@ -278,3 +278,55 @@ async fn rotated_certificates_are_served_to_new_connections_and_a_bad_set_keeps_
         "a client certificate of the retired CA still got in"
     );
 }
+
+#[test]
+fn a_broken_certificate_at_start_up_stops_the_process_with_the_file_named() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let files = ServerFiles::in_dir(dir.path());
+    let ca = Ca::new("server CA");
+    let leaf = ca.server();
+    // A key that belongs to another certificate.
+    tls::replace(&files.cert, leaf.cert_pem.as_bytes());
+    tls::replace(&files.key, ca.server().key_pem.as_bytes());
+    std::fs::create_dir_all(dir.path().join("policies")).expect("policy dir");
+    std::fs::write(dir.path().join("policies/acme.yaml"), POLICY).expect("policy");
+    let config = dir.path().join("spillway.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: {{ grpc: 127.0.0.1:0, http: 127.0.0.1:0 }}\npolicies: policies\n{}",
+            files.config_section(false, "1s")
+        ),
+    )
+    .expect("config");
+    let mut child = std::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start spillway");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("spillway kept running with a broken certificate");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = child.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!status.success(), "exit status {status}");
+    assert!(
+        !stdout.contains("grpc="),
+        "it announced its ports before failing: {stdout}"
+    );
+    assert!(
+        stderr.contains("tls.crt") && stderr.contains("TLS"),
+        "the error does not name the certificate: {stderr}"
+    );
+}
