@@ -306,12 +306,12 @@ fn a_broken_certificate_at_start_up_stops_the_process_with_the_file_named() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start spillway");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {
             break status;
         }
-        if std::time::Instant::now() > deadline {
+        if tokio::time::Instant::now() > deadline {
             let _ = child.kill();
             panic!("spillway kept running with a broken certificate");
         }
