@@ -39,6 +39,9 @@ pub struct ProcessConfig {
     pub targets: Vec<Target>,
     pub store: StoreLimits,
     pub decision_tick: Duration,
+    /// Without replica counts from a cluster, answer nothing for a workload until a full
+    /// scale-down window of data exists, so a restart cannot scale anything down.
+    pub hold_until_warm: bool,
     pub server: ServerSettings,
     pub policies: Arc<PolicyStore>,
     pub policy_source: PolicySource,
@@ -101,6 +104,7 @@ pub async fn run_with_cluster(
 ) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::new());
     let workloads = Arc::new(Workloads::new());
+    workloads.set_hold_until_warm(config.hold_until_warm);
     let ingest = Ingest::new(config.store);
     let client = scrape_client(&config.scrape).map_err(RunError::Client)?;
     let metrics_for_scrapes = metrics.clone();

@@ -42,6 +42,19 @@ struct RawConfig {
     store: RawStore,
     #[serde(default)]
     kubernetes: Option<crate::cluster::KubernetesSettings>,
+    #[serde(default)]
+    tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawTls {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    #[serde(default)]
+    client_ca_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    reload_interval: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,6 +123,16 @@ pub struct ServeConfig {
     pub store: StoreLimits,
     /// The cluster side (replica counts, placement, PodMetrics); None: off.
     pub kubernetes: Option<crate::cluster::KubernetesSettings>,
+    /// TLS on the gRPC port; plaintext when absent.
+    pub tls: Option<TlsConfig>,
+}
+
+/// The `tls:` section: PEM files (a mounted Secret) checked for changes every
+/// `reload_every`.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub files: crate::keda::tls::TlsFiles,
+    pub reload_every: Duration,
 }
 
 impl ServeConfig {
@@ -129,6 +152,16 @@ impl ServeConfig {
             // Relative to the config file, as people expect of a path written in it.
             if let Some(dir) = path.parent() {
                 config.policies = dir.join(&config.policies);
+                if let Some(tls) = &mut config.tls {
+                    for file in [&mut tls.files.cert, &mut tls.files.key]
+                        .into_iter()
+                        .chain(tls.files.client_ca.as_mut())
+                    {
+                        if file.is_relative() {
+                            *file = dir.join(&*file);
+                        }
+                    }
+                }
             }
         }
         Ok(config)
@@ -185,6 +218,23 @@ impl ServeConfig {
         if let Some(k) = &raw.kubernetes {
             k.validate().map_err(invalid)?;
         }
+        let tls = match raw.tls {
+            None => None,
+            Some(tls) => {
+                let reload_every = tls.reload_interval.unwrap_or(Duration::from_secs(10));
+                if reload_every < Duration::from_millis(100) {
+                    return Err(invalid("tls.reloadInterval must be at least 100ms".into()));
+                }
+                Some(TlsConfig {
+                    files: crate::keda::tls::TlsFiles {
+                        cert: tls.cert_file,
+                        key: tls.key_file,
+                        client_ca: tls.client_ca_file,
+                    },
+                    reload_every,
+                })
+            }
+        };
         Ok(Self {
             grpc: raw.listen.grpc,
             http: raw.listen.http,
@@ -194,6 +244,7 @@ impl ServeConfig {
             targets,
             store,
             kubernetes: raw.kubernetes,
+            tls,
         })
     }
 }
@@ -226,5 +277,31 @@ mod tests {
         let error =
             ServeConfig::parse("c.yaml", "policies: p\nscrape: {interval: fast}\n").unwrap_err();
         assert!(error.to_string().contains("not a duration"), "{error}");
+        let error =
+            ServeConfig::parse("c.yaml", "policies: p\ntls: {certFile: a.crt}\n").unwrap_err();
+        assert!(error.to_string().contains("keyFile"), "{error}");
+    }
+
+    #[test]
+    fn tls_paths_are_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.yaml");
+        std::fs::write(
+            &path,
+            "policies: p\ntls:\n  certFile: tls/tls.crt\n  keyFile: /abs/tls.key\n  clientCaFile: ca.crt\n  reloadInterval: 2s\n",
+        )
+        .unwrap();
+        let config = ServeConfig::load(&path).unwrap();
+        let tls = config.tls.unwrap();
+        assert_eq!(tls.files.cert, dir.path().join("tls/tls.crt"));
+        assert_eq!(tls.files.key, PathBuf::from("/abs/tls.key"));
+        assert_eq!(tls.files.client_ca, Some(dir.path().join("ca.crt")));
+        assert_eq!(tls.reload_every, Duration::from_secs(2));
+        assert!(
+            ServeConfig::parse("c.yaml", "policies: p\n")
+                .unwrap()
+                .tls
+                .is_none()
+        );
     }
 }

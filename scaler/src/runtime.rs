@@ -131,6 +131,21 @@ impl DecisionLoop {
             // Nothing known about the workload: publishing a number now would be a guess
             // KEDA applies, so GetMetrics keeps answering UNAVAILABLE instead.
             None if !has_data => None,
+            // Data but no replica count, and less than a scale-down window of it: this
+            // process (re)started and cannot tell whether the data asks for fewer
+            // replicas than run now. Answering would let a restart scale down, so hold:
+            // KEDA's HPA keeps its replicas while GetMetrics is UNAVAILABLE.
+            None if self.workloads.holds_until_warm()
+                && Signal::ALL
+                    .iter()
+                    .filter_map(|s| view.oldest(*s))
+                    .max()
+                    .is_some_and(|start| {
+                        now - start < i64::from(policy.hysteresis.down_window_secs)
+                    }) =>
+            {
+                None
+            }
             // Data but no replica count (first decision after a start without cluster
             // access): start from what the data asks for, so no limit is applied against
             // an invented starting point.

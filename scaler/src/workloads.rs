@@ -243,11 +243,23 @@ pub struct Workloads {
     /// Workloads scaled by another app's policy entry (trigger metadata `policy`), e.g.
     /// a canary scaled like its main app: workload → the app entry in the policy.
     aliases: DashMap<WorkloadKey, Arc<str>>,
+    hold_until_warm: std::sync::atomic::AtomicBool,
 }
 
 impl Workloads {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// See `ProcessConfig::hold_until_warm`.
+    pub fn set_hold_until_warm(&self, hold: bool) {
+        self.hold_until_warm
+            .store(hold, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn holds_until_warm(&self) -> bool {
+        self.hold_until_warm
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn get(&self, key: &WorkloadKey) -> Option<Arc<WorkloadEntry>> {

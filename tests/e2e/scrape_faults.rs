@@ -19,6 +19,8 @@ spec:
     signals:
       window: 2s
       qps: { targetPerReplica: 100 }
+    # `serve` answers nothing until a scale-down window of data exists (restart hold).
+    hysteresis: { downWindow: 1s }
   apps:
     web: {}
 ";

@@ -7,6 +7,7 @@
 //! - [`prometheus`]: a real Prometheus on loopback, for dashboard queries.
 //! - [`fake_kube`]: a fake Kubernetes API server the real `kube` client talks to.
 //! - [`wait`]: bounded waiting: every wait in these tests has a deadline.
+//! - [`tls`]: throwaway CAs and certificates, and TLS clients as KEDA builds them.
 //!
 //! The tests themselves live in `tests/e2e/` and are built as integration tests of the
 //! `spillway-scaler` package, because only a binary's own package gets
@@ -19,6 +20,7 @@ pub mod gateway;
 pub mod keda;
 pub mod process;
 pub mod prometheus;
+pub mod tls;
 pub mod wait;
 
 /// An HTTP client for tests. Spillway runs rustls with ring as the process's one crypto

@@ -9,6 +9,7 @@ use clap::Args;
 use spillway_scaler::app::{self, Listeners, PolicySource, ProcessConfig};
 use spillway_scaler::config::ServeConfig;
 use spillway_scaler::keda::ServerSettings;
+use spillway_scaler::keda::tls::ReloadingTls;
 use spillway_scaler::policy::PolicyStore;
 use tokio::net::TcpListener;
 
@@ -29,6 +30,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     for (path, errors) in &outcome.errors {
         tracing::error!(file = %path.display(), %errors, "policy refused");
     }
+    // A broken certificate at start-up is fatal: serving plaintext instead would be worse.
+    let tls = match &config.tls {
+        Some(tls) => {
+            app::install_crypto_provider();
+            let loaded = ReloadingTls::load(tls.files.clone(), tls.reload_every)
+                .context("loading the gRPC TLS certificate")?;
+            Some(Arc::new(loaded))
+        }
+        None => None,
+    };
     let shutdown = super::shutdown_on_signal()?;
     let grpc = TcpListener::bind(config.grpc)
         .await
@@ -36,7 +47,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let http = TcpListener::bind(config.http)
         .await
         .with_context(|| format!("binding HTTP {}", config.http))?;
-    tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, targets = config.targets.len(), "spillway serving");
+    tracing::info!(grpc = %grpc.local_addr()?, tls = tls.is_some(), mtls = tls.as_ref().is_some_and(|t| t.mutual()), http = %http.local_addr()?, targets = config.targets.len(), "spillway serving");
     println!("grpc={} http={}", grpc.local_addr()?, http.local_addr()?);
     let kubernetes = config.kubernetes.clone();
     let mut targets = config.targets;
@@ -52,7 +63,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         targets,
         store: config.store,
         decision_tick: Duration::from_secs(1),
-        server: ServerSettings::default(),
+        hold_until_warm: true,
+        server: ServerSettings {
+            tls,
+            ..ServerSettings::default()
+        },
         policies: Arc::new(policies),
         policy_source: PolicySource::Directory {
             path: config.policies,

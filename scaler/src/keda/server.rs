@@ -6,6 +6,7 @@
 //! (KEDA's client configures none, so a dead peer is only noticed from this side).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use spillway_proto::externalscaler::external_scaler_server::ExternalScalerServer;
@@ -13,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use super::service::KedaService;
+use super::tls::ReloadingTls;
 
 /// Connection-level settings.
 #[derive(Clone, Debug)]
@@ -22,6 +24,8 @@ pub struct ServerSettings {
     pub keepalive_timeout: Duration,
     /// KEDA's requests are a few hundred bytes; anything far larger is refused early.
     pub max_request_bytes: usize,
+    /// TLS (mTLS when it has a client CA) on the gRPC port; plaintext when `None`.
+    pub tls: Option<Arc<ReloadingTls>>,
 }
 
 impl Default for ServerSettings {
@@ -31,6 +35,7 @@ impl Default for ServerSettings {
             keepalive_interval: Duration::from_secs(20),
             keepalive_timeout: Duration::from_secs(10),
             max_request_bytes: 256 * 1024,
+            tls: None,
         }
     }
 }
@@ -49,13 +54,26 @@ pub async fn serve(
         .await;
     let scaler =
         ExternalScalerServer::new(service).max_decoding_message_size(settings.max_request_bytes);
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .max_concurrent_streams(Some(settings.max_concurrent_streams))
         .http2_keepalive_interval(Some(settings.keepalive_interval))
         .http2_keepalive_timeout(Some(settings.keepalive_timeout))
         .add_service(health_service)
-        .add_service(scaler)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
+        .add_service(scaler);
+    match settings.tls {
+        None => {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                .await
+        }
+        Some(tls) => {
+            let watch = tls.spawn_watch();
+            let served = router
+                .serve_with_incoming_shutdown(super::tls::incoming(listener, tls), shutdown)
+                .await;
+            watch.abort();
+            served
+        }
+    }
 }

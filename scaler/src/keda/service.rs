@@ -165,7 +165,8 @@ impl ExternalScaler for KedaService {
                 let Some(decision) = entry.latest() else {
                     return Err(Status::unavailable(format!(
                         "{workload}: no decision yet: no signal data has been collected for \
-                         {}; check the collector's targets with `spillway status`",
+                         {}, or this process started less than a scale-down window ago and \
+                         holds; check the collector's targets with `spillway status`",
                         workload.key
                     )));
                 };
