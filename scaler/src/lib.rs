@@ -13,6 +13,9 @@
 //! - [`placement`]: the placement planner. Pure: desired replicas + free node capacity in,
 //!   a regular / burst split out.
 //!
+//! - [`simulate`]: `spillway simulate`: a recorded trace replayed through the engine and
+//!   the placement simulator, next to the HPA, KEDA + HPA and fixed provisioning.
+//!
 //! Around that pure core, the edges:
 //!
 //! - [`keda`]: the KEDA `ExternalScaler` gRPC service and its server.
@@ -33,6 +36,7 @@ pub mod keda;
 pub mod placement;
 pub mod policy;
 pub mod runtime;
+pub mod simulate;
 pub mod status;
 pub mod telemetry;
 pub mod workloads;
