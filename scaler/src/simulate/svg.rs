@@ -102,7 +102,7 @@ pub fn chart(report: &Report, title: &str) -> String {
 
 /// A round axis maximum at or above `v`.
 fn nice(v: f64) -> f64 {
-    if !(v > 0.0) {
+    if v.is_nan() || v <= 0.0 {
         return 1.0;
     }
     let mag = 10f64.powf(v.log10().floor());
