@@ -153,8 +153,18 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let mut trace = trace::parse(&text, format, &pick)
         .with_context(|| format!("trace {}", args.trace.display()))?;
     let mut cuts = args.cut.clone();
-    // Later cuts first, so every range keeps meaning seconds of the original trace.
+    // Later cuts first, so every range keeps meaning seconds of the original trace; that
+    // only holds when they do not overlap.
     cuts.sort_by(|a, b| b.cmp(a));
+    if let Some(w) = cuts.windows(2).find(|w| w[1].1 > w[0].0) {
+        bail!(
+            "--cut {}..{} and {}..{} overlap; give one range",
+            w[1].0,
+            w[1].1,
+            w[0].0,
+            w[0].1
+        );
+    }
     for (from, to) in cuts {
         trace = trace.cut(from, to);
     }
