@@ -13,6 +13,9 @@
 //! - [`placement`]: the placement planner. Pure: desired replicas + free node capacity in,
 //!   a regular / burst split out.
 //!
+//! - [`simulate`]: `spillway simulate`: a recorded trace replayed through the engine and
+//!   the placement simulator, next to the HPA, KEDA + HPA and fixed provisioning.
+//!
 //! Around that pure core, the edges:
 //!
 //! - [`cluster`]: the Kubernetes side: cluster view, replica counts, the placement controller.
@@ -39,6 +42,7 @@ pub mod placement;
 pub mod policy;
 pub mod replicas;
 pub mod runtime;
+pub mod simulate;
 pub mod status;
 pub mod telemetry;
 pub mod workloads;

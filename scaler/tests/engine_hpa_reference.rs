@@ -1,7 +1,8 @@
 //! Spillway against a model of the Kubernetes HPA on a replayed slice of a real trace
 //! (NASA-HTTP 1995, 6 hours; see tests/data/SOURCES.md).
 //!
-//! 1. With a policy that mimics the HPA's defaults, both give the same replica series.
+//! 1. With a policy that mimics the HPA's defaults, both give the same replica series as
+//!    the HPA baseline `spillway simulate` compares against ([`Hpa`]).
 //! 2. With a sensible Spillway policy, Spillway makes fewer scaling actions; the figures
 //!    (actions, under-provisioned replica-seconds, replica-seconds) are printed.
 
@@ -9,6 +10,7 @@ mod support;
 
 use spillway_collector::signal::{Signal, SignalView};
 use spillway_scaler::engine::{ReplicaCounts, WorkloadState, decide};
+use spillway_scaler::simulate::baselines::{Hpa, HpaConfig};
 use support::{VecSignals, app_policy};
 
 const TRACE: &str = include_str!("../../tests/data/nasa_http_1995_slice_6h.csv");
@@ -38,95 +40,6 @@ fn trace_signals() -> (VecSignals, i64) {
     (s, T0 + minutes * 60)
 }
 
-/// The HPA's algorithm for one AverageValue external metric, as upstream
-/// (pkg/controller/podautoscaler): tolerance, stabilization over recommendations,
-/// `behavior` rate policies with periodStart, min/max.
-struct HpaModel {
-    min: u32,
-    max: u32,
-    target: f64,
-    tolerance: f64,
-    down_window: i64,
-    recommendations: Vec<(i64, u32)>,
-    /// (time, replicas added (+) or removed (−))
-    events: Vec<(i64, i64)>,
-}
-
-impl HpaModel {
-    fn new(min: u32, max: u32, target: f64) -> Self {
-        Self {
-            min,
-            max,
-            target,
-            tolerance: 0.1,
-            down_window: 300,
-            recommendations: Vec::new(),
-            events: Vec::new(),
-        }
-    }
-
-    fn period_start(&self, now: i64, current: u32, period: i64) -> i64 {
-        let (mut added, mut deleted) = (0, 0);
-        for &(t, delta) in &self.events {
-            if t > now - period {
-                if delta > 0 {
-                    added += delta
-                } else {
-                    deleted -= delta
-                }
-            }
-        }
-        i64::from(current) - added + deleted
-    }
-
-    fn step(&mut self, sum: f64, current: u32, now: i64) -> u32 {
-        if self.recommendations.is_empty() {
-            // maybeInitScaleDownStabilizationWindow
-            self.recommendations.push((now, current));
-        }
-        // GetExternalPerPodMetricReplicas: ratio = sum / (target × statusReplicas)
-        let ratio = sum / (self.target * f64::from(current));
-        let metric_desired = if (1.0 - self.tolerance) <= ratio && ratio <= (1.0 + self.tolerance) {
-            current
-        } else {
-            (sum / self.target).ceil() as u32
-        };
-        // stabilizeRecommendationWithBehaviors: scale-up window 0, scale-down window 300 s
-        let mut up_rec = metric_desired;
-        let mut down_rec = metric_desired;
-        for &(t, r) in &self.recommendations {
-            if t > now {
-                up_rec = up_rec.min(r);
-            }
-            if t > now - self.down_window {
-                down_rec = down_rec.max(r);
-            }
-        }
-        self.recommendations
-            .retain(|(t, _)| *t > now - self.down_window);
-        self.recommendations.push((now, metric_desired));
-        let stabilized = current.max(up_rec).min(down_rec);
-        // convertDesiredReplicasWithBehaviorRate with the default behavior:
-        // up: max(4 pods, 100 %) per 15 s; down: 100 % per 15 s.
-        let mut desired = stabilized;
-        if stabilized > current {
-            let start = self.period_start(now, current, 15);
-            let limit = (start + 4).max((start as f64 * 2.0).ceil() as i64);
-            let limit = (limit.max(i64::from(current)) as u32).min(self.max);
-            desired = stabilized.min(limit);
-        } else if stabilized < current {
-            let start = self.period_start(now, current, 15);
-            let limit = ((start as f64 * 0.0) as i64).min(i64::from(current)).max(0) as u32;
-            desired = stabilized.max(limit.max(self.min));
-        }
-        if desired != current {
-            self.events
-                .push((now, i64::from(desired) - i64::from(current)));
-        }
-        desired
-    }
-}
-
 struct Run {
     /// (decision time, replicas after the decision)
     series: Vec<(i64, u32)>,
@@ -151,7 +64,7 @@ fn replay(start_replicas: u32, end: i64, mut next: impl FnMut(u32, i64) -> u32) 
 }
 
 fn run_hpa(s: &VecSignals, end: i64) -> Run {
-    let mut hpa = HpaModel::new(1, 100, TARGET);
+    let mut hpa = Hpa::new(HpaConfig::defaults(1, 100, TARGET));
     replay(5, end, |current, t| {
         let sum = s
             .mean(Signal::Qps, t, WINDOW)

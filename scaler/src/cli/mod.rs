@@ -3,6 +3,7 @@
 mod demo;
 mod inspect;
 mod serve;
+mod simulate;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,6 +41,8 @@ pub enum Command {
     Status(inspect::StatusArgs),
     /// Explain a workload's recent decisions: `spillway explain TENANT/APP`.
     Explain(inspect::ExplainArgs),
+    /// Replay a request-rate trace through Spillway and the HPA baselines; print a table.
+    Simulate(simulate::SimulateArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -86,6 +89,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(PolicyCommand::Validate { files }) => Ok(validate(&files)),
         Command::Status(args) => inspect::status(args).await,
         Command::Explain(args) => inspect::explain(args).await,
+        Command::Simulate(args) => simulate::run(args).map(|()| ExitCode::SUCCESS),
     }
 }
 
