@@ -1,0 +1,67 @@
+//! The axum route: `POST /api/v1/write`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+
+use super::{DecodeError, RemoteWrite, check_headers};
+
+/// The receiver's routes, ready to merge into the HTTP server's router.
+pub fn router(receiver: Arc<RemoteWrite>) -> Router {
+    Router::new()
+        .route("/api/v1/write", post(write))
+        .with_state(receiver)
+}
+
+async fn write(
+    State(receiver): State<Arc<RemoteWrite>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Err(error) = check_headers(
+        text(header::CONTENT_ENCODING.as_str()),
+        text(header::CONTENT_TYPE.as_str()),
+        text("x-prometheus-remote-write-version"),
+    ) {
+        receiver.stats.count_refusal(&error);
+        return refuse(&error);
+    }
+    let limit = receiver.config().max_body_bytes;
+    let announced = text(header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<usize>().ok());
+    if let Some(size) = announced.filter(|size| *size > limit) {
+        let error = DecodeError::TooLarge { size, limit };
+        receiver.stats.count_refusal(&error);
+        return refuse(&error);
+    }
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            let refusal = DecodeError::TooLarge {
+                size: announced.unwrap_or(limit + 1),
+                limit,
+            };
+            receiver.stats.count_refusal(&refusal);
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("remote-write body over {limit} bytes or not fully received: {error}\n"),
+            )
+                .into_response();
+        }
+    };
+    match receiver.receive(&bytes, crate::clock::unix_ms()) {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(error) => refuse(&error),
+    }
+}
+
+fn refuse(error: &DecodeError) -> Response {
+    let status = StatusCode::from_u16(error.status_code()).unwrap_or(StatusCode::BAD_REQUEST);
+    tracing::debug!(%error, "remote-write request refused");
+    (status, format!("{error}\n")).into_response()
+}
