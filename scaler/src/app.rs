@@ -7,6 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use spillway_collector::ingest::Ingest;
+use spillway_collector::ingest_grpc::PushService;
+use spillway_collector::promql::{PromqlConfig, PromqlSource};
+use spillway_collector::remote_write::{RemoteWrite, RemoteWriteConfig};
 use spillway_collector::scrape::{ScrapeConfig, Scraper, Target};
 use spillway_collector::store::StoreLimits;
 use tokio::net::TcpListener;
@@ -17,7 +20,7 @@ use crate::http::{self, HttpState};
 use crate::keda::{self, KedaService, ServerSettings};
 use crate::policy::PolicyStore;
 use crate::runtime::{DecisionLoop, DecisionObserver};
-use crate::telemetry::Metrics;
+use crate::telemetry::{CollectorStats, Metrics};
 use crate::workloads::Workloads;
 
 /// Where policies come from and how often the directory is re-read.
@@ -42,6 +45,15 @@ pub struct ProcessConfig {
     pub policies: Arc<PolicyStore>,
     pub policy_source: PolicySource,
     pub observer: Option<DecisionObserver>,
+    pub inputs: CollectorInputs,
+}
+
+/// Inputs besides scraping: remote-write (on the HTTP port) and Spillway's gRPC push
+/// (on the gRPC port) are always served; the PromQL source runs when configured.
+#[derive(Clone, Debug, Default)]
+pub struct CollectorInputs {
+    pub remote_write: RemoteWriteConfig,
+    pub promql: Option<PromqlConfig>,
 }
 
 /// The process's sockets, bound by the caller (tests bind 127.0.0.1:0).
@@ -84,10 +96,24 @@ pub async fn run(
     listeners: Listeners,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), RunError> {
-    let metrics = Arc::new(Metrics::new());
     let workloads = Arc::new(Workloads::new());
     let ingest = Ingest::new(config.store);
     let client = scrape_client(&config.scrape).map_err(RunError::Client)?;
+    let remote_write = RemoteWrite::new(config.inputs.remote_write.clone(), ingest.clone());
+    let push = PushService::new(ingest.clone());
+    let promql = config
+        .inputs
+        .promql
+        .clone()
+        .map(|promql| PromqlSource::new(client.clone(), promql, ingest.clone()));
+    let mut metrics = Metrics::new();
+    metrics.register_collector_stats(CollectorStats {
+        ingest: Some(ingest.clone()),
+        remote_write: Some(remote_write.clone()),
+        push: Some(push.stats()),
+        promql: promql.as_ref().map(PromqlSource::stats),
+    });
+    let metrics = Arc::new(metrics);
     let metrics_for_scrapes = metrics.clone();
     let scraper = Scraper::new(client, config.scrape.clone(), ingest.clone()).on_scrape(Arc::new(
         move |duration, outcome| metrics_for_scrapes.observe_scrape(duration, outcome),
@@ -110,6 +136,7 @@ pub async fn run(
         service,
         config.server.clone(),
         wait(shutdown.clone()),
+        Some(push),
     );
     tasks.spawn(async move { grpc_server.await.map_err(RunError::from) });
 
@@ -126,6 +153,7 @@ pub async fn run(
                 .filter_map(|file| file.error.map(|e| format!("{}: {e}", file.path.display())))
                 .collect()
         }),
+        remote_write: Some(remote_write),
     };
     let http_server = http::serve(listeners.http, http_state, wait(shutdown.clone()));
     tasks.spawn(async move { http_server.await.map_err(RunError::from) });
@@ -136,6 +164,14 @@ pub async fn run(
         scraper.run(targets, scrape_shutdown).await;
         Ok(())
     });
+
+    if let Some(promql) = promql {
+        let promql_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            promql.run(promql_shutdown).await;
+            Ok(())
+        });
+    }
 
     let decisions = DecisionLoop {
         policies: config.policies.clone(),

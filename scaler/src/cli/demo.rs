@@ -116,6 +116,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         policies: Arc::new(policies),
         policy_source,
         observer,
+        inputs: Default::default(),
     };
     app::run(config, Listeners { grpc, http }, shutdown).await?;
     gateway_task.await??;

@@ -49,6 +49,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             reload_every: config.policy_reload,
         },
         observer: None,
+        inputs: config.inputs,
     };
     app::run(
         process,
