@@ -204,6 +204,11 @@ impl ServeConfig {
         };
         let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| invalid(e.to_string()))?;
         let defaults = ScrapeConfig::default();
+        let resources = raw
+            .resources
+            .map(resource_mapping)
+            .transpose()
+            .map_err(invalid)?;
         let mapping = raw.qps.map_or_else(QpsMapping::default, |m| QpsMapping {
             metric: m.metric,
             tenant_label: m.tenant_label,
@@ -219,6 +224,8 @@ impl ServeConfig {
                 .unwrap_or(defaults.max_concurrency),
             max_body_bytes: defaults.max_body_bytes,
             mapping,
+            max_series_per_target: defaults.max_series_per_target,
+            resources: resources.clone(),
         };
         if scrape.interval < Duration::from_millis(100) {
             return Err(invalid("scrape.interval must be at least 100ms".into()));
@@ -246,8 +253,7 @@ impl ServeConfig {
             max_windows: raw.store.max_windows.unwrap_or(store_defaults.max_windows),
         };
         let inputs = CollectorInputs {
-            remote_write: remote_write(raw.remote_write, raw.resources, &scrape.mapping)
-                .map_err(invalid)?,
+            remote_write: remote_write(raw.remote_write, resources, &scrape.mapping),
             promql: raw.promql.map(promql).transpose().map_err(invalid)?,
         };
         Ok(Self {
@@ -265,12 +271,11 @@ impl ServeConfig {
 
 fn remote_write(
     raw: RawRemoteWrite,
-    resources: Option<RawResources>,
+    resources: Option<ResourceMapping>,
     qps: &QpsMapping,
-) -> Result<RemoteWriteConfig, String> {
+) -> RemoteWriteConfig {
     let defaults = RemoteWriteConfig::default();
-    let resources = resources.map(resource_mapping).transpose()?;
-    Ok(RemoteWriteConfig {
+    RemoteWriteConfig {
         max_body_bytes: raw.max_body_bytes.unwrap_or(defaults.max_body_bytes),
         max_series: raw.max_series.unwrap_or(defaults.max_series),
         max_gap_ms: raw
@@ -281,7 +286,7 @@ fn remote_write(
             resources,
         },
         ..defaults
-    })
+    }
 }
 
 fn resource_mapping(raw: RawResources) -> Result<ResourceMapping, String> {
