@@ -3,7 +3,6 @@
 //! Every healthy target's workload gets its correct QPS within a bounded time, and the
 //! broken ones are reported as down with their error.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
