@@ -118,7 +118,8 @@ fn memory(c: &mut Criterion) {
     for timestamp in [1_000, 2_000] {
         for first in (0..SERIES).step_by(PER_REQUEST) {
             let request = request(first, timestamp);
-            black_box(rw.apply(&request, &mapping, timestamp));
+            black_box(rw.apply(&request, &mapping));
+            black_box(rw.take_updates(timestamp));
         }
     }
     let held = live() - before;
@@ -192,7 +193,10 @@ fn memory(c: &mut Criterion) {
                 }
                 built
             },
-            |(request, at)| black_box(rw.apply(&request, &mapping, at)),
+            |(request, at)| {
+                black_box(rw.apply(&request, &mapping));
+                black_box(rw.take_updates(at))
+            },
             criterion::BatchSize::SmallInput,
         );
     });

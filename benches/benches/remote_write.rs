@@ -50,6 +50,7 @@ fn body(block: usize, timestamp: i64) -> Vec<u8> {
                     format!("10.1.{}.{}:9113", (index / 4) % 250, index % 5),
                 ),
                 ("job", "gateway".to_string()),
+                ("route", format!("/r{}", index / WORKLOADS)),
                 ("tenant", format!("tenant-{}", workload / 50)),
             ];
             TimeSeries {
@@ -201,6 +202,7 @@ fn remote_write(c: &mut Criterion) {
         });
     });
     group.finish();
+    assert_eq!(receiver.series_count(), SERIES, "every series distinct");
     eprintln!(
         "receiver: {} series held, {} samples used, {} out of order",
         receiver.series_count(),

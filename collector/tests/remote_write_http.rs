@@ -85,6 +85,17 @@ async fn good_bad_and_oversize_bodies_get_the_statuses_senders_expect() {
     assert_eq!(post(&url, good, "snappy").await.0, 204);
     let web = WorkloadKey::new("acme", "web");
     let second = (start + 10_000).div_euclid(1000);
+    // Published within the receiver's publish interval (50 ms), not necessarily at once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while ingest
+        .store()
+        .view(&web)
+        .mean(Signal::Qps, second, 1)
+        .is_none()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never published");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(
         ingest.store().view(&web).mean(Signal::Qps, second, 1),
         Some(10.0)

@@ -1,6 +1,8 @@
 //! The axum route: `POST /api/v1/write`.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -54,10 +56,27 @@ async fn write(
                 .into_response();
         }
     };
-    match receiver.receive(&bytes, crate::clock::unix_ms()) {
+    let result = receiver.receive(&bytes, crate::clock::unix_ms());
+    schedule_publish(&receiver);
+    match result {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(error) => refuse(&error),
     }
+}
+
+/// Changes not published by a request (one came shortly before) must not wait for the
+/// next request, which may never come: publish them once the interval has passed.
+fn schedule_publish(receiver: &Arc<RemoteWrite>) {
+    if !receiver.pending() || receiver.publish_scheduled.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let receiver = receiver.clone();
+    let delay = Duration::from_millis(receiver.config().publish_every_ms.max(0) as u64);
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        receiver.publish_scheduled.store(false, Ordering::Release);
+        receiver.publish_now(crate::clock::unix_ms());
+    });
 }
 
 fn refuse(error: &DecodeError) -> Response {

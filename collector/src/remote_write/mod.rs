@@ -18,7 +18,7 @@ pub use stats::RemoteWriteStats;
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use crate::ingest::Ingest;
 use crate::resources::{Mapped, ResourceMapping, SeriesKind};
@@ -64,6 +64,9 @@ pub struct RemoteWriteConfig {
     /// Counter samples further apart start over; silent series are forgotten after it.
     pub max_gap_ms: i64,
     pub shards: usize,
+    /// Changed workloads are published to the store at most this often (0: after every
+    /// request). Remote-write already batches for seconds; this bounds store writes.
+    pub publish_every_ms: i64,
     pub mapping: WriteMapping,
 }
 
@@ -75,6 +78,7 @@ impl Default for RemoteWriteConfig {
             max_series: 2_000_000,
             max_gap_ms: 60_000,
             shards: 16,
+            publish_every_ms: 50,
             mapping: WriteMapping::default(),
         }
     }
@@ -87,6 +91,11 @@ pub struct RemoteWrite {
     table: SeriesTable,
     ingest: Arc<Ingest>,
     last_sweep_ms: AtomicI64,
+    last_publish_ms: AtomicI64,
+    /// Changes applied but not yet published.
+    pending: AtomicBool,
+    /// A delayed publish is already scheduled by the HTTP handler.
+    pub(crate) publish_scheduled: AtomicBool,
     pub stats: RemoteWriteStats,
 }
 
@@ -104,6 +113,9 @@ impl RemoteWrite {
             table,
             ingest,
             last_sweep_ms: AtomicI64::new(0),
+            last_publish_ms: AtomicI64::new(i64::MIN),
+            pending: AtomicBool::new(false),
+            publish_scheduled: AtomicBool::new(false),
             stats: RemoteWriteStats::default(),
         })
     }
@@ -137,11 +149,39 @@ impl RemoteWrite {
         }
         let request = decode_write_request(body, self.config.max_decoded_bytes)
             .inspect_err(|error| self.stats.count_refusal(error))?;
-        let (updates, applied) = self.table.apply(&request, &self.config.mapping, now_ms);
+        let applied = self.table.apply(&request, &self.config.mapping);
         self.stats.count_applied(&applied);
-        self.publish(updates);
+        self.pending.store(true, Ordering::Release);
         self.maybe_sweep(now_ms);
+        self.publish_if_due(now_ms);
         Ok(applied)
+    }
+
+    /// Whether applied changes still wait for a publish (see `publish_every_ms`).
+    pub fn pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Publishes pending changes if the last publish is old enough.
+    pub fn publish_if_due(&self, now_ms: i64) {
+        let last = self.last_publish_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last) >= self.config.publish_every_ms
+            && self
+                .last_publish_ms
+                .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.publish_now(now_ms);
+        }
+    }
+
+    /// Publishes every pending change to the store now.
+    pub fn publish_now(&self, now_ms: i64) {
+        self.last_publish_ms.store(now_ms, Ordering::Relaxed);
+        // Cleared before taking: a request applied meanwhile sets it again, so its
+        // changes are published by this call or a later one, never lost.
+        self.pending.store(false, Ordering::Release);
+        self.publish(self.table.take_updates(now_ms));
     }
 
     /// Forgets series silent for longer than the gap limit (run at most every half gap).
@@ -155,8 +195,8 @@ impl RemoteWrite {
         {
             return;
         }
-        let updates = self.table.sweep(now_ms);
-        self.publish(updates);
+        self.table.sweep(now_ms);
+        self.pending.store(true, Ordering::Release);
     }
 
     fn publish(&self, updates: Vec<Update>) {

@@ -11,10 +11,13 @@
 //! The table is split into shards by series hash, each behind its own lock, so
 //! Prometheus' parallel senders rarely contend. Each (shard, workload) is its own
 //! contribution source in [`crate::aggregate::Contributions`], which sums the shards.
+//! Changed workloads are only marked; the receiver publishes them at most every few
+//! tens of milliseconds, since the store keeps one value per second anyway and a
+//! request touching 1,000 workloads would otherwise cost 1,000 store writes.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::collections::hash_map::{Entry, RandomState};
-use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -48,6 +51,8 @@ struct Group {
     contributing: u32,
     series: u32,
     newest_ms: i64,
+    /// Listed in its shard's `dirty` since the last [`SeriesTable::take_updates`].
+    dirty: bool,
 }
 
 #[derive(Debug, Default)]
@@ -55,6 +60,18 @@ struct Shard {
     series: HashMap<u64, SeriesState>,
     groups: Vec<Group>,
     group_index: HashMap<(Signal, WorkloadKey), u32>,
+    /// Groups changed since the last [`SeriesTable::take_updates`].
+    dirty: Vec<u32>,
+}
+
+impl Shard {
+    fn mark(&mut self, group: u32) {
+        let entry = &mut self.groups[group as usize];
+        if !entry.dirty {
+            entry.dirty = true;
+            self.dirty.push(group);
+        }
+    }
 }
 
 /// A workload value to hand to `Ingest::apply` (`None`: the source has nothing to say
@@ -109,15 +126,10 @@ impl SeriesTable {
         }
     }
 
-    /// Applies every sample of `request`; returns the workload values that changed.
-    pub fn apply(
-        &self,
-        request: &WriteRequest,
-        mapping: &WriteMapping,
-        now_ms: i64,
-    ) -> (Vec<Update>, Applied) {
+    /// Applies every sample of `request`; the workloads it changed are collected for
+    /// the next [`Self::take_updates`].
+    pub fn apply(&self, request: &WriteRequest, mapping: &WriteMapping) -> Applied {
         let mut applied = Applied::default();
-        let mut touched: BTreeSet<(usize, u32)> = BTreeSet::new();
         let per_shard = self.limits.max_series.div_ceil(self.shards.len());
         for series in &request.timeseries {
             let count = series.samples.len() as u64;
@@ -208,19 +220,19 @@ impl SeriesTable {
                 group.series -= 1;
                 shard.series.remove(&id);
             }
-            touched.insert((shard_ix, group_ix));
+            shard.mark(group_ix);
         }
-        (self.updates(&touched, now_ms), applied)
+        applied
     }
 
-    /// Forgets series silent for longer than the gap limit; returns the workload values
-    /// that changed.
-    pub fn sweep(&self, now_ms: i64) -> Vec<Update> {
-        let mut touched = BTreeSet::new();
+    /// Forgets series silent for longer than the gap limit; the workloads that changed
+    /// are collected for the next [`Self::take_updates`].
+    pub fn sweep(&self, now_ms: i64) {
         let horizon = now_ms.saturating_sub(self.limits.max_gap_ms);
-        for (shard_ix, shard) in self.shards.iter().enumerate() {
+        for shard in self.shards.iter() {
             let mut guard = shard.lock().unwrap_or_else(PoisonError::into_inner);
             let Shard { series, groups, .. } = &mut *guard;
+            let mut touched = Vec::new();
             series.retain(|_, state| {
                 if state.last_ms >= horizon {
                     return true;
@@ -228,11 +240,13 @@ impl SeriesTable {
                 let group = &mut groups[state.group as usize];
                 set_current(group, state, f64::NAN);
                 group.series -= 1;
-                touched.insert((shard_ix, state.group));
+                touched.push(state.group);
                 false
             });
+            for group in touched {
+                guard.mark(group);
+            }
         }
-        self.updates(&touched, now_ms)
     }
 
     pub fn series_count(&self) -> usize {
@@ -282,30 +296,23 @@ impl SeriesTable {
         hasher.finish()
     }
 
-    fn updates(&self, touched: &BTreeSet<(usize, u32)>, now_ms: i64) -> Vec<Update> {
-        let mut updates = Vec::with_capacity(touched.len());
-        let mut current_shard = usize::MAX;
-        let mut guard = None;
-        for &(shard_ix, group) in touched {
-            if shard_ix != current_shard {
-                guard = Some(
-                    self.shards[shard_ix]
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner),
-                );
-                current_shard = shard_ix;
+    /// The current value of every workload changed since the last call.
+    pub fn take_updates(&self, now_ms: i64) -> Vec<Update> {
+        let mut updates = Vec::new();
+        for shard in self.shards.iter() {
+            let mut guard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            let shard = &mut *guard;
+            for index in shard.dirty.drain(..) {
+                let group = &mut shard.groups[index as usize];
+                group.dirty = false;
+                updates.push(Update {
+                    source: group.source.clone(),
+                    signal: group.signal,
+                    workload: group.workload.clone(),
+                    value: (group.contributing > 0).then_some(group.sum),
+                    at_ms: group.newest_ms.min(now_ms),
+                });
             }
-            let Some(shard) = guard.as_ref() else {
-                continue;
-            };
-            let group = &shard.groups[group as usize];
-            updates.push(Update {
-                source: group.source.clone(),
-                signal: group.signal,
-                workload: group.workload.clone(),
-                value: (group.contributing > 0).then_some(group.sum),
-                at_ms: group.newest_ms.min(now_ms),
-            });
         }
         updates
     }
@@ -335,6 +342,7 @@ fn group_for(
             contributing: 0,
             series: 0,
             newest_ms: i64::MIN,
+            dirty: false,
         });
         (groups.len() - 1) as u32
     })
