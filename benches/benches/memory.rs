@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use spillway_collector::rate::CounterTracker;
-use spillway_collector::remote_write::{SeriesLimits, SeriesTable, WriteMapping};
+use spillway_collector::remote_write::{SeriesLimits, SeriesTable, WriteMapping, decode_borrowed};
 use spillway_collector::signal::{Signal, WorkloadKey};
 use spillway_collector::store::{Store, StoreLimits};
 use spillway_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
@@ -117,8 +117,9 @@ fn memory(c: &mut Criterion) {
     let rw = table();
     for timestamp in [1_000, 2_000] {
         for first in (0..SERIES).step_by(PER_REQUEST) {
-            let request = request(first, timestamp);
-            black_box(rw.apply(&request, &mapping));
+            let body = prost::Message::encode_to_vec(&request(first, timestamp));
+            let decoded = decode_borrowed(&body).expect("own encoding");
+            black_box(rw.apply(&decoded, &mapping));
             black_box(rw.take_updates(timestamp));
         }
     }
@@ -186,15 +187,19 @@ fn memory(c: &mut Criterion) {
     group.bench_function("apply_2000_series_to_1m_table", |b| {
         b.iter_batched(
             || {
-                let built = (request(first, timestamp), timestamp);
+                let built = (
+                    prost::Message::encode_to_vec(&request(first, timestamp)),
+                    timestamp,
+                );
                 first = (first + PER_REQUEST) % SERIES;
                 if first == 0 {
                     timestamp += 1_000;
                 }
                 built
             },
-            |(request, at)| {
-                black_box(rw.apply(&request, &mapping));
+            |(body, at)| {
+                let decoded = decode_borrowed(&body).expect("own encoding");
+                black_box(rw.apply(&decoded, &mapping));
                 black_box(rw.take_updates(at))
             },
             criterion::BatchSize::SmallInput,

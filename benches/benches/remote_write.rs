@@ -3,7 +3,9 @@
 //!
 //! - `http_noop`: the same bodies POSTed to a handler that reads the body and answers
 //!   204 (the HTTP and transfer cost alone);
-//! - `decode_only`: snappy + protobuf decode in process, no HTTP;
+//! - `decode_only`: snappy + protobuf decode into prost's generated types (a `String`
+//!   per label name and value), no HTTP;
+//! - `decode_borrowed`: snappy + Spillway's zero-copy reader (what the receiver uses);
 //! - `receive_in_process`: decode + per-series state + ingest, no HTTP;
 //! - `http_receiver`: the real route, `POST /api/v1/write` on 127.0.0.1, 4 requests in
 //!   flight (Prometheus' default is up to 50 shards; one collector core is the limit
@@ -16,13 +18,16 @@
 use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use axum::routing::post;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use spillway_collector::ingest::Ingest;
 use spillway_collector::remote_write::{
-    self, RemoteWrite, RemoteWriteConfig, decode_write_request, encode_write_request,
+    self, RemoteWrite, RemoteWriteConfig, decode_borrowed, decode_write_request, decompress,
+    encode_write_request,
 };
 use spillway_collector::store::StoreLimits;
 use spillway_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
@@ -179,12 +184,27 @@ fn remote_write(c: &mut Criterion) {
             started.elapsed()
         });
     });
+    group.bench_function("decode_borrowed", |b| {
+        b.iter_custom(|iters| {
+            let bodies = bodies(iters as usize);
+            let started = Instant::now();
+            for body in &bodies {
+                let raw = decompress(body, 64 << 20).expect("snappy");
+                black_box(decode_borrowed(&raw).expect("decodes").sample_count());
+            }
+            started.elapsed()
+        });
+    });
     group.bench_function("receive_in_process", |b| {
         b.iter_custom(|iters| {
             let bodies = bodies(iters as usize);
             let started = Instant::now();
             for body in &bodies {
-                black_box(receiver.receive(body, 0).expect("accepted"));
+                black_box(
+                    receiver
+                        .receive(body, spillway_collector::clock::unix_ms())
+                        .expect("accepted"),
+                );
             }
             started.elapsed()
         });

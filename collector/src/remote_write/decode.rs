@@ -38,6 +38,12 @@ impl DecodeError {
 /// Decompresses and decodes one body, refusing it before allocating when the size the
 /// snappy header announces is over `max_decoded`.
 pub fn decode_write_request(body: &[u8], max_decoded: usize) -> Result<WriteRequest, DecodeError> {
+    let raw = decompress(body, max_decoded)?;
+    WriteRequest::decode(raw.as_slice()).map_err(|e| DecodeError::Protobuf(e.to_string()))
+}
+
+/// The snappy block decompression step alone, with the same size check.
+pub fn decompress(body: &[u8], max_decoded: usize) -> Result<Vec<u8>, DecodeError> {
     let size = snap::raw::decompress_len(body).map_err(|e| DecodeError::Snappy(e.to_string()))?;
     if size > max_decoded {
         return Err(DecodeError::DecodedTooLarge {
@@ -45,10 +51,9 @@ pub fn decode_write_request(body: &[u8], max_decoded: usize) -> Result<WriteRequ
             limit: max_decoded,
         });
     }
-    let raw = snap::raw::Decoder::new()
+    snap::raw::Decoder::new()
         .decompress_vec(body)
-        .map_err(|e| DecodeError::Snappy(e.to_string()))?;
-    WriteRequest::decode(raw.as_slice()).map_err(|e| DecodeError::Protobuf(e.to_string()))
+        .map_err(|e| DecodeError::Snappy(e.to_string()))
 }
 
 /// Checks the headers remote-write 1.0 senders set. A missing Content-Encoding is read

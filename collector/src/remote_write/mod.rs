@@ -10,11 +10,15 @@ mod decode;
 mod handler;
 mod series;
 mod stats;
+mod wire;
 
-pub use decode::{DecodeError, check_headers, decode_write_request, encode_write_request};
+pub use decode::{
+    DecodeError, check_headers, decode_write_request, decompress, encode_write_request,
+};
 pub use handler::router;
 pub use series::{Applied, SeriesLimits, SeriesTable, Update};
 pub use stats::RemoteWriteStats;
+pub use wire::{Decoded, SeriesRef, WireError, decode as decode_borrowed};
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -147,7 +151,10 @@ impl RemoteWrite {
             self.stats.count_refusal(&error);
             return Err(error);
         }
-        let request = decode_write_request(body, self.config.max_decoded_bytes)
+        let raw = decompress(body, self.config.max_decoded_bytes)
+            .inspect_err(|error| self.stats.count_refusal(error))?;
+        let request = wire::decode(&raw)
+            .map_err(|e| DecodeError::Protobuf(e.to_string()))
             .inspect_err(|error| self.stats.count_refusal(error))?;
         let applied = self.table.apply(&request, &self.config.mapping);
         self.stats.count_applied(&applied);

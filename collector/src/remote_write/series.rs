@@ -21,9 +21,8 @@ use std::collections::hash_map::{Entry, RandomState};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use spillway_proto::prometheus::{TimeSeries, WriteRequest};
-
 use super::WriteMapping;
+use super::wire::{Decoded, SeriesRef};
 use crate::resources::SeriesKind;
 use crate::signal::{Signal, WorkloadKey};
 
@@ -128,22 +127,22 @@ impl SeriesTable {
 
     /// Applies every sample of `request`; the workloads it changed are collected for
     /// the next [`Self::take_updates`].
-    pub fn apply(&self, request: &WriteRequest, mapping: &WriteMapping) -> Applied {
+    pub fn apply(&self, request: &Decoded<'_>, mapping: &WriteMapping) -> Applied {
         let mut applied = Applied::default();
         let per_shard = self.limits.max_series.div_ceil(self.shards.len());
-        for series in &request.timeseries {
+        for series in request.series() {
             let count = series.samples.len() as u64;
             applied.samples += count;
-            let Some(name) = label(series, "__name__") else {
+            let Some(name) = series.label("__name__") else {
                 applied.ignored += count;
                 continue;
             };
-            let Some(mapped) = mapping.classify(name, |n| label(series, n).map(Cow::Borrowed))
+            let Some(mapped) = mapping.classify(name, |n| series.label(n).map(Cow::Borrowed))
             else {
                 applied.ignored += count;
                 continue;
             };
-            let id = self.series_id(series);
+            let id = self.series_id(&series);
             let shard_ix = (id >> 40) as usize % self.shards.len();
             let mut guard = self.shards[shard_ix]
                 .lock()
@@ -179,40 +178,40 @@ impl SeriesTable {
             let group_ix = state.group;
             let group = &mut shard.groups[group_ix as usize];
             let mut ended = false;
-            for sample in &series.samples {
-                if sample.value.to_bits() == STALE_NAN {
+            for &(value, timestamp) in series.samples {
+                if value.to_bits() == STALE_NAN {
                     ended = true;
                     break;
                 }
-                if sample.timestamp <= state.last_ms {
+                if timestamp <= state.last_ms {
                     applied.out_of_order += 1;
                     continue;
                 }
                 let next = match state.kind {
-                    SeriesKind::Gauge => sample.value,
+                    SeriesKind::Gauge => value,
                     SeriesKind::Counter => {
-                        if !sample.value.is_finite() || sample.value < 0.0 {
+                        if !value.is_finite() || value < 0.0 {
                             applied.ignored += 1;
                             continue;
                         }
                         let fresh = state.last_ms != i64::MIN
-                            && sample.timestamp - state.last_ms <= self.limits.max_gap_ms;
+                            && timestamp - state.last_ms <= self.limits.max_gap_ms;
                         if fresh {
-                            let increase = if sample.value >= state.last_value {
-                                sample.value - state.last_value
+                            let increase = if value >= state.last_value {
+                                value - state.last_value
                             } else {
-                                sample.value
+                                value
                             };
-                            increase * 1000.0 / (sample.timestamp - state.last_ms) as f64
+                            increase * 1000.0 / (timestamp - state.last_ms) as f64
                         } else {
                             f64::NAN
                         }
                     }
                 };
                 set_current(group, state, next);
-                state.last_ms = sample.timestamp;
-                state.last_value = sample.value;
-                group.newest_ms = group.newest_ms.max(sample.timestamp);
+                state.last_ms = timestamp;
+                state.last_value = value;
+                group.newest_ms = group.newest_ms.max(timestamp);
                 applied.used += 1;
             }
             if ended {
@@ -285,12 +284,12 @@ impl SeriesTable {
             .sum()
     }
 
-    fn series_id(&self, series: &TimeSeries) -> u64 {
+    fn series_id(&self, series: &SeriesRef<'_, '_>) -> u64 {
         let mut hasher = self.hasher.build_hasher();
-        for label in &series.labels {
-            hasher.write(label.name.as_bytes());
+        for (name, value) in series.labels {
+            hasher.write(name.as_bytes());
             hasher.write_u8(0xff);
-            hasher.write(label.value.as_bytes());
+            hasher.write(value.as_bytes());
             hasher.write_u8(0xfe);
         }
         hasher.finish()
@@ -316,14 +315,6 @@ impl SeriesTable {
         }
         updates
     }
-}
-
-fn label<'a>(series: &'a TimeSeries, name: &str) -> Option<&'a str> {
-    series
-        .labels
-        .iter()
-        .find(|label| label.name == name)
-        .map(|label| label.value.as_str())
 }
 
 fn group_for(
