@@ -9,8 +9,8 @@
 //! as samples arrive, so a request costs work per sample, not per series held.
 //!
 //! The table is split into shards by series hash, each behind its own lock, so
-//! Prometheus' parallel senders rarely contend. Each (shard, workload) is its own
-//! contribution source in [`crate::aggregate::Contributions`], which sums the shards.
+//! Prometheus' parallel senders rarely contend; a workload's value is summed over the
+//! shards when it is published, as the contribution of source `remote_write/{workload}`.
 //! Changed workloads are only marked; the receiver publishes them at most every few
 //! tens of milliseconds, since the store keeps one value per second anyway and a
 //! request touching 1,000 workloads would otherwise cost 1,000 store writes.
@@ -43,7 +43,6 @@ struct SeriesState {
 struct Group {
     signal: Signal,
     workload: WorkloadKey,
-    source: Arc<str>,
     sum: f64,
     /// Series with a finite `current`: a workload whose series have no rate yet says
     /// nothing, rather than "zero requests".
@@ -71,6 +70,13 @@ impl Shard {
             self.dirty.push(group);
         }
     }
+}
+
+#[derive(Debug, Default)]
+struct Total {
+    sum: f64,
+    contributing: u32,
+    newest_ms: i64,
 }
 
 /// A workload value to hand to `Ingest::apply` (`None`: the source has nothing to say
@@ -161,7 +167,6 @@ impl SeriesTable {
                     let group = group_for(
                         &mut shard.groups,
                         &mut shard.group_index,
-                        shard_ix,
                         mapped.signal,
                         workload,
                     );
@@ -273,9 +278,7 @@ impl SeriesTable {
                     + shard
                         .groups
                         .iter()
-                        .map(|g| {
-                            g.source.len() + g.workload.tenant.len() + g.workload.app.len() + 48
-                        })
+                        .map(|g| g.workload.tenant.len() + g.workload.app.len() + 32)
                         .sum::<usize>()
                     + shard.group_index.capacity()
                         * (std::mem::size_of::<((Signal, WorkloadKey), u32)>() + 1);
@@ -295,39 +298,59 @@ impl SeriesTable {
         hasher.finish()
     }
 
-    /// The current value of every workload changed since the last call.
+    /// The current value of every workload changed since the last call, summed over
+    /// the shards: one store write per workload, however many shards its series span.
     pub fn take_updates(&self, now_ms: i64) -> Vec<Update> {
-        let mut updates = Vec::new();
+        let mut dirty: HashMap<(Signal, WorkloadKey), Total> = HashMap::new();
         for shard in self.shards.iter() {
             let mut guard = shard.lock().unwrap_or_else(PoisonError::into_inner);
             let shard = &mut *guard;
             for index in shard.dirty.drain(..) {
                 let group = &mut shard.groups[index as usize];
                 group.dirty = false;
-                updates.push(Update {
-                    source: group.source.clone(),
-                    signal: group.signal,
-                    workload: group.workload.clone(),
-                    value: (group.contributing > 0).then_some(group.sum),
-                    at_ms: group.newest_ms.min(now_ms),
-                });
+                dirty
+                    .entry((group.signal, group.workload.clone()))
+                    .or_default();
             }
         }
-        updates
+        if dirty.is_empty() {
+            return Vec::new();
+        }
+        // A change applied between the two passes is read here and marked dirty again,
+        // so it is published (again) next time: never lost.
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            for (key, total) in dirty.iter_mut() {
+                if let Some(&index) = shard.group_index.get(key) {
+                    let group = &shard.groups[index as usize];
+                    total.contributing += group.contributing;
+                    total.sum += group.sum;
+                    total.newest_ms = total.newest_ms.max(group.newest_ms);
+                }
+            }
+        }
+        dirty
+            .into_iter()
+            .map(|((signal, workload), total)| Update {
+                source: format!("remote_write/{workload}").into(),
+                signal,
+                value: (total.contributing > 0).then_some(total.sum),
+                at_ms: total.newest_ms.min(now_ms),
+                workload,
+            })
+            .collect()
     }
 }
 
 fn group_for(
     groups: &mut Vec<Group>,
     index: &mut HashMap<(Signal, WorkloadKey), u32>,
-    shard_ix: usize,
     signal: Signal,
     workload: WorkloadKey,
 ) -> u32 {
     *index.entry((signal, workload.clone())).or_insert_with(|| {
         groups.push(Group {
             signal,
-            source: format!("remote_write/{shard_ix}/{workload}").into(),
             workload,
             sum: 0.0,
             contributing: 0,
