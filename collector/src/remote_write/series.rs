@@ -9,8 +9,9 @@
 //! as samples arrive, so a request costs work per sample, not per series held.
 //!
 //! The table is split into shards by series hash, each behind its own lock, so
-//! Prometheus' parallel senders rarely contend; a workload's value is summed over the
-//! shards when it is published, as the contribution of source `remote_write/{workload}`.
+//! Prometheus' parallel senders rarely contend. Publishing copies each changed group's
+//! value into a per-workload array of shard values and re-sums it, so a workload is one
+//! contribution (source `remote_write/{workload}`) however many shards its series span.
 //! Changed workloads are only marked; the receiver publishes them at most every few
 //! tens of milliseconds, since the store keeps one value per second anyway and a
 //! request touching 1,000 workloads would otherwise cost 1,000 store writes.
@@ -72,13 +73,6 @@ impl Shard {
     }
 }
 
-#[derive(Debug, Default)]
-struct Total {
-    sum: f64,
-    contributing: u32,
-    newest_ms: i64,
-}
-
 /// A workload value to hand to `Ingest::apply` (`None`: the source has nothing to say
 /// any more, so its contribution is withdrawn).
 #[derive(Debug, Clone, PartialEq)]
@@ -120,12 +114,23 @@ pub struct SeriesTable {
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
     limits: SeriesLimits,
+    /// Each workload's per-shard values as of the last publish: a publish reads only
+    /// the groups that changed and re-sums one small array per workload.
+    published: Mutex<HashMap<(Signal, WorkloadKey), PerShard>>,
+}
+
+#[derive(Debug)]
+struct PerShard {
+    sum: Box<[f64]>,
+    contributing: Box<[u32]>,
+    newest_ms: Box<[i64]>,
 }
 
 impl SeriesTable {
     pub fn new(shards: usize, limits: SeriesLimits) -> Self {
         Self {
             shards: (0..shards.max(1)).map(|_| Mutex::default()).collect(),
+            published: Mutex::default(),
             hasher: RandomState::new(),
             limits,
         }
@@ -268,23 +273,33 @@ impl SeriesTable {
     /// Heap bytes held, from the tables' capacities (hashbrown: one control byte per
     /// bucket); the memory bench checks this against a counting allocator.
     pub fn approximate_bytes(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|shard| {
-                let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
-                let series =
-                    shard.series.capacity() * (std::mem::size_of::<(u64, SeriesState)>() + 1);
-                let groups = shard.groups.capacity() * std::mem::size_of::<Group>()
-                    + shard
-                        .groups
-                        .iter()
-                        .map(|g| g.workload.tenant.len() + g.workload.app.len() + 32)
-                        .sum::<usize>()
-                    + shard.group_index.capacity()
-                        * (std::mem::size_of::<((Signal, WorkloadKey), u32)>() + 1);
-                series + groups
-            })
-            .sum()
+        let published = self
+            .published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .capacity()
+            * (std::mem::size_of::<((Signal, WorkloadKey), PerShard)>()
+                + 1
+                + self.shards.len() * 20);
+        published
+            + self
+                .shards
+                .iter()
+                .map(|shard| {
+                    let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+                    let series =
+                        shard.series.capacity() * (std::mem::size_of::<(u64, SeriesState)>() + 1);
+                    let groups = shard.groups.capacity() * std::mem::size_of::<Group>()
+                        + shard
+                            .groups
+                            .iter()
+                            .map(|g| g.workload.tenant.len() + g.workload.app.len() + 32)
+                            .sum::<usize>()
+                        + shard.group_index.capacity()
+                            * (std::mem::size_of::<((Signal, WorkloadKey), u32)>() + 1);
+                    series + groups
+                })
+                .sum()
     }
 
     fn series_id(&self, series: &SeriesRef<'_, '_>) -> u64 {
@@ -301,44 +316,51 @@ impl SeriesTable {
     /// The current value of every workload changed since the last call, summed over
     /// the shards: one store write per workload, however many shards its series span.
     pub fn take_updates(&self, now_ms: i64) -> Vec<Update> {
-        let mut dirty: HashMap<(Signal, WorkloadKey), Total> = HashMap::new();
-        for shard in self.shards.iter() {
+        let shards = self.shards.len();
+        // Held for the whole publish, so two publishes cannot interleave their reads.
+        let mut published = self
+            .published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut changed: Vec<(Signal, WorkloadKey)> = Vec::new();
+        for (shard_ix, shard) in self.shards.iter().enumerate() {
             let mut guard = shard.lock().unwrap_or_else(PoisonError::into_inner);
             let shard = &mut *guard;
             for index in shard.dirty.drain(..) {
                 let group = &mut shard.groups[index as usize];
                 group.dirty = false;
-                dirty
-                    .entry((group.signal, group.workload.clone()))
-                    .or_default();
+                let key = (group.signal, group.workload.clone());
+                let entry = published.entry(key.clone()).or_insert_with(|| PerShard {
+                    sum: vec![0.0; shards].into_boxed_slice(),
+                    contributing: vec![0; shards].into_boxed_slice(),
+                    newest_ms: vec![i64::MIN; shards].into_boxed_slice(),
+                });
+                entry.sum[shard_ix] = group.sum;
+                entry.contributing[shard_ix] = group.contributing;
+                entry.newest_ms[shard_ix] = group.newest_ms;
+                changed.push(key);
             }
         }
-        if dirty.is_empty() {
-            return Vec::new();
-        }
-        // A change applied between the two passes is read here and marked dirty again,
-        // so it is published (again) next time: never lost.
-        for shard in self.shards.iter() {
-            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
-            for (key, total) in dirty.iter_mut() {
-                if let Some(&index) = shard.group_index.get(key) {
-                    let group = &shard.groups[index as usize];
-                    total.contributing += group.contributing;
-                    total.sum += group.sum;
-                    total.newest_ms = total.newest_ms.max(group.newest_ms);
-                }
-            }
-        }
-        dirty
-            .into_iter()
-            .map(|((signal, workload), total)| Update {
+        changed.sort_unstable();
+        changed.dedup();
+        let mut updates = Vec::with_capacity(changed.len());
+        for key in changed {
+            let Some(entry) = published.get(&key) else {
+                continue;
+            };
+            let contributing: u32 = entry.contributing.iter().sum();
+            let sum: f64 = entry.sum.iter().sum();
+            let newest_ms = entry.newest_ms.iter().copied().max().unwrap_or(now_ms);
+            let (signal, workload) = key;
+            updates.push(Update {
                 source: format!("remote_write/{workload}").into(),
                 signal,
-                value: (total.contributing > 0).then_some(total.sum),
-                at_ms: total.newest_ms.min(now_ms),
+                value: (contributing > 0).then_some(sum),
+                at_ms: newest_ms.min(now_ms),
                 workload,
-            })
-            .collect()
+            });
+        }
+        updates
     }
 }
 
