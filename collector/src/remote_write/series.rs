@@ -299,7 +299,7 @@ impl SeriesTable {
                             * (std::mem::size_of::<((Signal, WorkloadKey), u32)>() + 1);
                     series + groups
                 })
-                .sum()
+                .sum::<usize>()
     }
 
     fn series_id(&self, series: &SeriesRef<'_, '_>) -> u64 {
