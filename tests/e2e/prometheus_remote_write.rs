@@ -1,7 +1,10 @@
 //! A real Prometheus scrapes a fake gateway and remote-writes to Spillway: the QPS
 //! Spillway computes from the remote-written counters matches Prometheus' own `rate()`.
 //!
-//! Needs the `prometheus` binary on PATH (Debian: `apt-get install prometheus`). Without
+//! Beside it, a test without Prometheus covers the other push paths of the real binary:
+//! Spillway's gRPC push, and remote-write bodies cut short.
+//!
+//! The Prometheus test needs the `prometheus` binary on PATH (Debian: `apt-get install prometheus`). Without
 //! it the test prints a SKIPPED line and passes, unless `SPILLWAY_REQUIRE_PROMETHEUS=1`
 //! (set in CI, which installs the package), in which case it fails.
 
@@ -33,7 +36,20 @@ spec:
       qps: { targetPerReplica: 100 }
   apps:
     web: {}
+    api: {}
 ";
+
+fn start_spillway(dir: &std::path::Path) -> Spillway {
+    std::fs::create_dir(dir.join("policies")).expect("policy dir");
+    std::fs::write(dir.join("policies/acme.yaml"), POLICY).expect("policy");
+    let config_path = dir.join("spillway.yaml");
+    std::fs::write(
+        &config_path,
+        "listen: { grpc: 127.0.0.1:0, http: 127.0.0.1:0 }\npolicies: policies\n",
+    )
+    .expect("config");
+    Spillway::serve(BIN, &config_path)
+}
 
 fn find_on_path(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|path| {
@@ -101,15 +117,7 @@ async fn spillway_qps_from_remote_write_matches_prometheus_rate() {
     gateway.drive("acme", "web", QPS, Duration::from_millis(10));
 
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::create_dir(dir.path().join("policies")).expect("policy dir");
-    std::fs::write(dir.path().join("policies/acme.yaml"), POLICY).expect("policy");
-    let config_path = dir.path().join("spillway.yaml");
-    std::fs::write(
-        &config_path,
-        "listen: { grpc: 127.0.0.1:0, http: 127.0.0.1:0 }\npolicies: policies\n",
-    )
-    .expect("config");
-    let spillway = Spillway::serve(BIN, &config_path);
+    let spillway = start_spillway(dir.path());
 
     // Prometheus cannot take a bound socket: learn a free port, close it, hand it over.
     let prometheus_addr = {
@@ -213,4 +221,113 @@ remote_write:
         metrics.contains("spillway_remote_write_refused_requests_total{reason=\"bad_request\"} 0"),
         "Prometheus' requests were all accepted:\n{metrics}"
     );
+}
+
+async fn spillway_qps_of(
+    client: &reqwest::Client,
+    http: std::net::SocketAddr,
+    app: &str,
+) -> Option<f64> {
+    let url = reqwest::Url::parse(&format!("http://{http}/api/v1/workloads/acme/{app}")).ok()?;
+    let body = get_json(client, url).await?;
+    body["latest"]["qps"].as_f64().filter(|v| *v > 0.0)
+}
+
+/// The other two push paths on the real binary, without Prometheus: Spillway's gRPC
+/// push on the gRPC port, and remote-write bodies that are cut short (400, and the next
+/// good body still rates against the last good point).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_push_and_refused_remote_write_bodies_on_the_real_binary() {
+    use spillway_collector::remote_write::encode_write_request;
+    use spillway_proto::ingest::ingest_client::IngestClient;
+    use spillway_proto::ingest::{SampleBatch, Signal, WorkloadSample};
+    use spillway_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spillway = start_spillway(dir.path());
+    let client = client();
+
+    let mut push = tokio::time::timeout(
+        Duration::from_secs(10),
+        IngestClient::connect(format!("http://{}", spillway.grpc)),
+    )
+    .await
+    .expect("connect in time")
+    .expect("connect");
+    let batch = SampleBatch {
+        source: "edge-agent".into(),
+        timestamp_ms: 0,
+        samples: vec![WorkloadSample {
+            tenant: "acme".into(),
+            app: "api".into(),
+            signal: Signal::Qps as i32,
+            value: 250.0,
+        }],
+    };
+    let summary = tokio::time::timeout(
+        Duration::from_secs(10),
+        push.push(tokio_stream::iter(vec![batch])),
+    )
+    .await
+    .expect("push in time")
+    .expect("push")
+    .into_inner();
+    assert_eq!((summary.accepted, summary.rejected), (1, 0));
+    let qps = wait::until(
+        "pushed QPS in the decision",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || spillway_qps_of(&client, spillway.http, "api"),
+    )
+    .await;
+    assert_eq!(qps, 250.0);
+
+    let now_ms = spillway_collector::clock::unix_ms();
+    let body = |value: f64, timestamp: i64| {
+        encode_write_request(&WriteRequest {
+            timeseries: vec![TimeSeries {
+                labels: [
+                    ("__name__", "gateway_requests_total"),
+                    ("app", "web"),
+                    ("tenant", "acme"),
+                ]
+                .iter()
+                .map(|(name, value)| Label {
+                    name: (*name).into(),
+                    value: (*value).into(),
+                })
+                .collect(),
+                samples: vec![Sample { value, timestamp }],
+            }],
+            metadata: vec![],
+        })
+    };
+    let url = format!("http://{}/api/v1/write", spillway.http);
+    let post = |bytes: Vec<u8>| {
+        client
+            .post(&url)
+            .header("Content-Encoding", "snappy")
+            .header("Content-Type", "application/x-protobuf")
+            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+            .body(bytes)
+            .send()
+    };
+    let first = post(body(0.0, now_ms - 2_000)).await.expect("post");
+    assert_eq!(first.status().as_u16(), 204);
+    let good = body(300.0, now_ms - 1_000);
+    let cut = post(good[..good.len() - 5].to_vec()).await.expect("post");
+    assert_eq!(cut.status().as_u16(), 400);
+    let message = cut.text().await.unwrap_or_default();
+    assert!(message.contains("snappy"), "{message}");
+    let accepted = post(good).await.expect("post");
+    assert_eq!(accepted.status().as_u16(), 204);
+    // 300 requests in the second between the two good points.
+    let qps = wait::until(
+        "remote-written QPS in the decision",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || spillway_qps_of(&client, spillway.http, "web"),
+    )
+    .await;
+    assert_eq!(qps, 300.0);
 }
