@@ -222,7 +222,10 @@ fn remote_write(c: &mut Criterion) {
         });
     });
     group.finish();
-    assert_eq!(receiver.series_count(), SERIES, "every series distinct");
+    // Every sample was newer than its series' last one, so every sample was rated (a
+    // smoke run under `cargo test --benches` sends only a few bodies).
+    assert_eq!(receiver.stats.out_of_order.load(Ordering::Relaxed), 0);
+    assert!(receiver.series_count() <= SERIES);
     eprintln!(
         "receiver: {} series held, {} samples used, {} out of order",
         receiver.series_count(),
