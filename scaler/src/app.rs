@@ -106,8 +106,10 @@ pub async fn run(
         .promql
         .clone()
         .map(|promql| PromqlSource::new(client.clone(), promql, ingest.clone()));
+    let scrape_stats = Arc::new(spillway_collector::scrape::ScrapeStats::new());
     let mut metrics = Metrics::new();
     metrics.register_collector_stats(CollectorStats {
+        scrape: Some(scrape_stats.clone()),
         ingest: Some(ingest.clone()),
         remote_write: Some(remote_write.clone()),
         push: Some(push.stats()),
@@ -115,9 +117,11 @@ pub async fn run(
     });
     let metrics = Arc::new(metrics);
     let metrics_for_scrapes = metrics.clone();
-    let scraper = Scraper::new(client, config.scrape.clone(), ingest.clone()).on_scrape(Arc::new(
-        move |duration, outcome| metrics_for_scrapes.observe_scrape(duration, outcome),
-    ));
+    let scraper = Scraper::new(client, config.scrape.clone(), ingest.clone())
+        .with_stats(scrape_stats)
+        .on_scrape(Arc::new(move |duration, outcome| {
+            metrics_for_scrapes.observe_scrape(duration, outcome)
+        }));
     let targets = scraper.health();
 
     let mut tasks: JoinSet<Result<(), RunError>> = JoinSet::new();

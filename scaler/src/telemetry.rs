@@ -332,6 +332,7 @@ pub struct CollectorStats {
     pub remote_write: Option<std::sync::Arc<spillway_collector::remote_write::RemoteWrite>>,
     pub push: Option<std::sync::Arc<spillway_collector::ingest_grpc::PushStats>>,
     pub promql: Option<std::sync::Arc<spillway_collector::promql::PromqlStats>>,
+    pub scrape: Option<std::sync::Arc<spillway_collector::scrape::ScrapeStats>>,
 }
 
 impl Metrics {
@@ -375,8 +376,16 @@ impl prometheus_client::collector::Collector for CollectorStats {
         if let Some(rw) = &self.remote_write {
             let s = &rw.stats;
             samples.push(("source", "remote_write", s.samples_used.load(Relaxed)));
-            dropped.push(("reason", "series_limit", s.samples_dropped.load(Relaxed)));
-            dropped.push(("reason", "out_of_order", s.out_of_order.load(Relaxed)));
+            dropped.push((
+                "reason",
+                "remote_write_series_limit",
+                s.samples_dropped.load(Relaxed),
+            ));
+            dropped.push((
+                "reason",
+                "remote_write_out_of_order",
+                s.out_of_order.load(Relaxed),
+            ));
             series.push(("source", "remote_write", rw.series_count() as u64));
             refused.push(("reason", "bad_request", s.bad_requests.load(Relaxed)));
             refused.push(("reason", "too_large", s.too_large.load(Relaxed)));
@@ -396,6 +405,13 @@ impl prometheus_client::collector::Collector for CollectorStats {
                 "reason",
                 "promql_unmapped",
                 promql.samples_skipped.load(Relaxed),
+            ));
+        }
+        if let Some(scrape) = &self.scrape {
+            dropped.push((
+                "reason",
+                "scrape_series_limit",
+                scrape.dropped_samples.load(Relaxed),
             ));
         }
         if let Some(ingest) = &self.ingest {

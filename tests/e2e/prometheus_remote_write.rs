@@ -330,4 +330,22 @@ async fn grpc_push_and_refused_remote_write_bodies_on_the_real_binary() {
     )
     .await;
     assert_eq!(qps, 300.0);
+
+    let metrics = client
+        .get(format!("http://{}/metrics", spillway.http))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    for line in [
+        "spillway_collector_samples_total{source=\"push\"} 1",
+        "spillway_collector_samples_total{source=\"remote_write\"} 2",
+        "spillway_remote_write_refused_requests_total{reason=\"bad_request\"} 1",
+        "spillway_collector_dropped_samples_total{reason=\"scrape_series_limit\"} 0",
+        "spillway_collector_series{source=\"remote_write\"} 1",
+    ] {
+        assert!(metrics.contains(line), "missing `{line}` in:\n{metrics}");
+    }
 }

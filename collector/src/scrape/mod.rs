@@ -101,6 +101,12 @@ impl Scraper {
         }
     }
 
+    /// Shares `stats` (created before the scraper, e.g. to register it for /metrics).
+    pub fn with_stats(mut self, stats: Arc<ScrapeStats>) -> Self {
+        self.stats = stats;
+        self
+    }
+
     pub fn on_scrape(mut self, hook: ScrapeHook) -> Self {
         self.hook = Some(hook);
         self
