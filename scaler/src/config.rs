@@ -254,7 +254,11 @@ impl ServeConfig {
         };
         let inputs = CollectorInputs {
             remote_write: remote_write(raw.remote_write, resources, &scrape.mapping),
-            promql: raw.promql.map(promql).transpose().map_err(invalid)?,
+            promql: raw
+                .promql
+                .map(|raw| promql(raw, scrape.staleness))
+                .transpose()
+                .map_err(invalid)?,
         };
         Ok(Self {
             inputs,
@@ -314,7 +318,9 @@ fn resource_mapping(raw: RawResources) -> Result<ResourceMapping, String> {
     })
 }
 
-fn promql(raw: RawPromql) -> Result<PromqlConfig, String> {
+/// `staleness`: contributions older than this are dropped, so a query interval as long
+/// would make the PromQL values blink out between queries.
+fn promql(raw: RawPromql, staleness: Duration) -> Result<PromqlConfig, String> {
     if !(raw.url.starts_with("http://") || raw.url.starts_with("https://")) {
         return Err(format!(
             "promql.url '{}' must be an http:// or https:// URL",
@@ -325,6 +331,12 @@ fn promql(raw: RawPromql) -> Result<PromqlConfig, String> {
     let timeout = raw.timeout.unwrap_or(interval.min(Duration::from_secs(10)));
     if interval < Duration::from_secs(1) || timeout.is_zero() || timeout > interval {
         return Err("promql.interval must be at least 1s and promql.timeout within it".into());
+    }
+    if interval >= staleness {
+        return Err(format!(
+            "promql.interval ({interval:?}) must be shorter than scrape.staleness ({staleness:?}), \
+             which drops values older than it"
+        ));
     }
     if raw.queries.is_empty() {
         return Err("promql.queries must name at least one expression".into());
@@ -423,5 +435,11 @@ mod tests {
         )
         .unwrap_err();
         assert!(error.to_string().contains("not both"), "{error}");
+        let error = ServeConfig::parse(
+            "c.yaml",
+            "policies: p\npromql: {url: http://p, interval: 60s, queries: [{signal: qps, expr: x}]}\n",
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("staleness"), "{error}");
     }
 }
