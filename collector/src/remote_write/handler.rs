@@ -56,11 +56,23 @@ async fn write(
                 .into_response();
         }
     };
-    let result = receiver.receive(&bytes, crate::clock::unix_ms());
+    // A 2,000-sample request is a couple of milliseconds of CPU: off the async workers,
+    // so KEDA's calls on the same runtime never queue behind a remote-write burst.
+    let worker = receiver.clone();
+    let result =
+        tokio::task::spawn_blocking(move || worker.receive(&bytes, crate::clock::unix_ms())).await;
     schedule_publish(&receiver);
     match result {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
-        Err(error) => refuse(&error),
+        Ok(Ok(_)) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(error)) => refuse(&error),
+        Err(error) => {
+            tracing::error!(%error, "remote-write worker failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "remote-write request could not be processed; retry\n",
+            )
+                .into_response()
+        }
     }
 }
 
