@@ -1,7 +1,12 @@
 //! Compiles the protos with protox (pure Rust), so building Spillway needs no system protoc.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["externalscaler.proto"];
+    let protos = [
+        "externalscaler.proto",
+        "prometheus/types.proto",
+        "prometheus/remote.proto",
+        "spillway/ingest.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

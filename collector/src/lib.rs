@@ -14,6 +14,10 @@
 //! - [`ingest`]: the entry point all inputs share: contributions → store → the set of
 //!   workloads that need a fresh decision.
 //! - [`scrape`]: the scrape loop (HTTP, timeouts, bounded concurrency, target health).
+//! - [`remote_write`]: the Prometheus remote-write 1.0 receiver (`POST /api/v1/write`).
+//! - [`ingest_grpc`]: Spillway's own client-streaming gRPC push of sample batches.
+//! - [`promql`]: periodic queries of a Prometheus-compatible `/api/v1/query`.
+//! - [`resources`]: CPU and memory from cAdvisor series, rolled up per workload.
 //! - [`clock`]: the only place wall-clock time is read.
 #![forbid(unsafe_code)]
 
@@ -21,7 +25,11 @@ pub mod aggregate;
 pub mod clock;
 pub mod exposition;
 pub mod ingest;
+pub mod ingest_grpc;
+pub mod promql;
 pub mod rate;
+pub mod remote_write;
+pub mod resources;
 pub mod scrape;
 pub mod signal;
 pub mod store;

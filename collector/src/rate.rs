@@ -38,6 +38,10 @@ pub struct CounterTracker {
     scrape_ms: i64,
     previous_ms: Option<i64>,
     max_gap_ms: i64,
+    /// Series tracked at most; samples of further new series are dropped and counted,
+    /// so one target exploding its label cardinality cannot exhaust memory.
+    max_series: usize,
+    dropped: u64,
 }
 
 impl CounterTracker {
@@ -52,7 +56,20 @@ impl CounterTracker {
             scrape_ms: 0,
             previous_ms: None,
             max_gap_ms,
+            max_series: usize::MAX,
+            dropped: 0,
         }
+    }
+
+    /// Limits the series tracked; see [`Self::take_dropped`].
+    pub fn with_max_series(mut self, max_series: usize) -> Self {
+        self.max_series = max_series;
+        self
+    }
+
+    /// Samples of new series refused at the series limit since the last call.
+    pub fn take_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.dropped)
     }
 
     /// Starts a scrape taken at `at_ms` (unix milliseconds).
@@ -79,6 +96,7 @@ impl CounterTracker {
         }
         let generation = self.generation;
         let had_previous = self.previous_ms.is_some();
+        let full = self.series.len() >= self.max_series;
         match self.series.entry(series_id) {
             Entry::Occupied(mut entry) => {
                 let state = entry.get_mut();
@@ -95,6 +113,7 @@ impl CounterTracker {
                 state.value = value;
                 state.generation = generation;
             }
+            Entry::Vacant(_) if full => self.dropped += 1,
             Entry::Vacant(entry) => {
                 let workload = intern(&mut self.workloads, &self.hasher, tenant, app);
                 entry.insert(SeriesState {
@@ -250,6 +269,24 @@ mod tests {
         tracker.begin(121_000);
         tracker.observe(1, "acme", "web", 1_005.0);
         assert_eq!(rates(&mut tracker)["acme/web"], 5.0);
+    }
+
+    #[test]
+    fn series_beyond_the_limit_are_dropped_and_counted() {
+        let mut tracker = CounterTracker::new(60_000).with_max_series(2);
+        for at_ms in [0, 1_000] {
+            tracker.begin(at_ms);
+            for series in 1..=3 {
+                tracker.observe(series, "acme", "web", at_ms as f64 / 100.0);
+            }
+            let rates = rates(&mut tracker);
+            if at_ms > 0 {
+                assert_eq!(rates["acme/web"], 20.0);
+            }
+        }
+        assert_eq!(tracker.series_count(), 2);
+        assert_eq!(tracker.take_dropped(), 2);
+        assert_eq!(tracker.take_dropped(), 0);
     }
 
     #[test]

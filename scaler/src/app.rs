@@ -7,6 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use spillway_collector::ingest::Ingest;
+use spillway_collector::ingest_grpc::PushService;
+use spillway_collector::promql::{PromqlConfig, PromqlSource};
+use spillway_collector::remote_write::{RemoteWrite, RemoteWriteConfig};
 use spillway_collector::scrape::{ScrapeConfig, Scraper, Target};
 use spillway_collector::store::StoreLimits;
 use tokio::net::TcpListener;
@@ -18,7 +21,7 @@ use crate::keda::{self, KedaService, ServerSettings};
 use crate::policy::PolicyStore;
 use crate::replicas::ReplicaSource;
 use crate::runtime::{DecisionLoop, DecisionObserver};
-use crate::telemetry::Metrics;
+use crate::telemetry::{CollectorStats, Metrics};
 use crate::workloads::Workloads;
 
 /// Where policies come from and how often the directory is re-read.
@@ -48,6 +51,15 @@ pub struct ProcessConfig {
     pub observer: Option<DecisionObserver>,
     /// Where decided replicas run (the demo's simulated pool); `None`: not tracked.
     pub replicas: Option<Arc<dyn ReplicaSource>>,
+    pub inputs: CollectorInputs,
+}
+
+/// Inputs besides scraping: remote-write (on the HTTP port) and Spillway's gRPC push
+/// (on the gRPC port) are always served; the PromQL source runs when configured.
+#[derive(Clone, Debug, Default)]
+pub struct CollectorInputs {
+    pub remote_write: RemoteWriteConfig,
+    pub promql: Option<PromqlConfig>,
 }
 
 /// The process's sockets, bound by the caller (tests bind 127.0.0.1:0).
@@ -102,15 +114,33 @@ pub async fn run_with_cluster(
     shutdown: watch::Receiver<bool>,
     kubernetes: Option<crate::cluster::KubernetesSettings>,
 ) -> Result<(), RunError> {
-    let metrics = Arc::new(Metrics::new());
     let workloads = Arc::new(Workloads::new());
     workloads.set_hold_until_warm(config.hold_until_warm);
     let ingest = Ingest::new(config.store);
     let client = scrape_client(&config.scrape).map_err(RunError::Client)?;
+    let remote_write = RemoteWrite::new(config.inputs.remote_write.clone(), ingest.clone());
+    let push = PushService::new(ingest.clone());
+    let promql = config
+        .inputs
+        .promql
+        .clone()
+        .map(|promql| PromqlSource::new(client.clone(), promql, ingest.clone()));
+    let scrape_stats = Arc::new(spillway_collector::scrape::ScrapeStats::new());
+    let mut metrics = Metrics::new();
+    metrics.register_collector_stats(CollectorStats {
+        scrape: Some(scrape_stats.clone()),
+        ingest: Some(ingest.clone()),
+        remote_write: Some(remote_write.clone()),
+        push: Some(push.stats()),
+        promql: promql.as_ref().map(PromqlSource::stats),
+    });
+    let metrics = Arc::new(metrics);
     let metrics_for_scrapes = metrics.clone();
-    let scraper = Scraper::new(client, config.scrape.clone(), ingest.clone()).on_scrape(Arc::new(
-        move |duration, outcome| metrics_for_scrapes.observe_scrape(duration, outcome),
-    ));
+    let scraper = Scraper::new(client, config.scrape.clone(), ingest.clone())
+        .with_stats(scrape_stats)
+        .on_scrape(Arc::new(move |duration, outcome| {
+            metrics_for_scrapes.observe_scrape(duration, outcome)
+        }));
     let targets = scraper.health();
 
     let mut tasks: JoinSet<Result<(), RunError>> = JoinSet::new();
@@ -129,6 +159,7 @@ pub async fn run_with_cluster(
         service,
         config.server.clone(),
         wait(shutdown.clone()),
+        Some(push),
     );
     tasks.spawn(async move { grpc_server.await.map_err(RunError::from) });
 
@@ -146,6 +177,7 @@ pub async fn run_with_cluster(
                 .filter_map(|file| file.error.map(|e| format!("{}: {e}", file.path.display())))
                 .collect()
         }),
+        remote_write: Some(remote_write),
     };
     let http_server = http::serve(listeners.http, http_state, wait(shutdown.clone()));
     tasks.spawn(async move { http_server.await.map_err(RunError::from) });
@@ -166,6 +198,13 @@ pub async fn run_with_cluster(
             shutdown.clone(),
         );
         tasks.spawn(async move { cluster.await.map_err(RunError::from) });
+    }
+    if let Some(promql) = promql {
+        let promql_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            promql.run(promql_shutdown).await;
+            Ok(())
+        });
     }
 
     let decisions = DecisionLoop {

@@ -9,6 +9,13 @@ use serde::Deserialize;
 use spillway_collector::scrape::{QpsMapping, ScrapeConfig, Target};
 use spillway_collector::store::StoreLimits;
 
+use spillway_collector::Signal;
+use spillway_collector::promql::{PromqlConfig, PromqlQuery};
+use spillway_collector::remote_write::{RemoteWriteConfig, WriteMapping};
+use spillway_collector::resources::{ResourceMapping, WorkloadFrom};
+
+use crate::app::CollectorInputs;
+
 /// Largest config file read; a config is a few hundred lines at most.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
@@ -44,6 +51,23 @@ struct RawConfig {
     kubernetes: Option<crate::cluster::KubernetesSettings>,
     #[serde(default)]
     tls: Option<RawTls>,
+    #[serde(default)]
+    remote_write: RawRemoteWrite,
+    #[serde(default)]
+    promql: Option<RawPromql>,
+    #[serde(default)]
+    resources: Option<RawResources>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawRemoteWrite {
+    #[serde(default)]
+    max_body_bytes: Option<usize>,
+    #[serde(default)]
+    max_series: Option<usize>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    max_gap: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,6 +79,48 @@ struct RawTls {
     client_ca_file: Option<PathBuf>,
     #[serde(default, deserialize_with = "optional_duration")]
     reload_interval: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawPromql {
+    url: String,
+    #[serde(default, deserialize_with = "optional_duration")]
+    interval: Option<Duration>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    timeout: Option<Duration>,
+    queries: Vec<RawPromqlQuery>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawPromqlQuery {
+    signal: String,
+    expr: String,
+    #[serde(default)]
+    tenant_label: Option<String>,
+    #[serde(default)]
+    app_label: Option<String>,
+}
+
+/// cAdvisor series mapping: `appLabel`, or `podLabel` (+ `stripSegments`) for the app.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawResources {
+    #[serde(default)]
+    cpu_metric: Option<String>,
+    #[serde(default)]
+    memory_metric: Option<String>,
+    #[serde(default)]
+    container_label: Option<String>,
+    #[serde(default)]
+    tenant_label: Option<String>,
+    #[serde(default)]
+    app_label: Option<String>,
+    #[serde(default)]
+    pod_label: Option<String>,
+    #[serde(default)]
+    strip_segments: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,6 +187,7 @@ pub struct ServeConfig {
     pub scrape: ScrapeConfig,
     pub targets: Vec<Target>,
     pub store: StoreLimits,
+    pub inputs: CollectorInputs,
     /// The cluster side (replica counts, placement, PodMetrics); None: off.
     pub kubernetes: Option<crate::cluster::KubernetesSettings>,
     /// TLS on the gRPC port; plaintext when absent.
@@ -174,6 +241,11 @@ impl ServeConfig {
         };
         let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| invalid(e.to_string()))?;
         let defaults = ScrapeConfig::default();
+        let resources = raw
+            .resources
+            .map(resource_mapping)
+            .transpose()
+            .map_err(invalid)?;
         let mapping = raw.qps.map_or_else(QpsMapping::default, |m| QpsMapping {
             metric: m.metric,
             tenant_label: m.tenant_label,
@@ -189,6 +261,8 @@ impl ServeConfig {
                 .unwrap_or(defaults.max_concurrency),
             max_body_bytes: defaults.max_body_bytes,
             mapping,
+            max_series_per_target: defaults.max_series_per_target,
+            resources: resources.clone(),
         };
         if scrape.interval < Duration::from_millis(100) {
             return Err(invalid("scrape.interval must be at least 100ms".into()));
@@ -235,7 +309,16 @@ impl ServeConfig {
                 })
             }
         };
+        let inputs = CollectorInputs {
+            remote_write: remote_write(raw.remote_write, resources, &scrape.mapping),
+            promql: raw
+                .promql
+                .map(|raw| promql(raw, scrape.staleness))
+                .transpose()
+                .map_err(invalid)?,
+        };
         Ok(Self {
+            inputs,
             grpc: raw.listen.grpc,
             http: raw.listen.http,
             policies: raw.policies,
@@ -247,6 +330,100 @@ impl ServeConfig {
             tls,
         })
     }
+}
+
+fn remote_write(
+    raw: RawRemoteWrite,
+    resources: Option<ResourceMapping>,
+    qps: &QpsMapping,
+) -> RemoteWriteConfig {
+    let defaults = RemoteWriteConfig::default();
+    RemoteWriteConfig {
+        max_body_bytes: raw.max_body_bytes.unwrap_or(defaults.max_body_bytes),
+        max_series: raw.max_series.unwrap_or(defaults.max_series),
+        max_gap_ms: raw
+            .max_gap
+            .map_or(defaults.max_gap_ms, |gap| gap.as_millis() as i64),
+        mapping: WriteMapping {
+            qps: qps.clone(),
+            resources,
+        },
+        ..defaults
+    }
+}
+
+fn resource_mapping(raw: RawResources) -> Result<ResourceMapping, String> {
+    let defaults = ResourceMapping::default();
+    let tenant_label = raw.tenant_label.unwrap_or_else(|| "namespace".into());
+    let workload = match (raw.app_label, raw.pod_label) {
+        (Some(_), Some(_)) => {
+            return Err("resources: set appLabel or podLabel, not both".into());
+        }
+        (Some(app_label), None) => WorkloadFrom::Labels {
+            tenant_label,
+            app_label,
+        },
+        (None, pod_label) => WorkloadFrom::PodName {
+            tenant_label,
+            pod_label: pod_label.unwrap_or_else(|| "pod".into()),
+            strip_segments: raw.strip_segments.unwrap_or(2),
+        },
+    };
+    Ok(ResourceMapping {
+        cpu_metric: raw.cpu_metric.unwrap_or(defaults.cpu_metric),
+        memory_metric: raw.memory_metric.unwrap_or(defaults.memory_metric),
+        container_label: raw.container_label.unwrap_or(defaults.container_label),
+        workload,
+    })
+}
+
+/// `staleness`: contributions older than this are dropped, so a query interval as long
+/// would make the PromQL values blink out between queries.
+fn promql(raw: RawPromql, staleness: Duration) -> Result<PromqlConfig, String> {
+    if !(raw.url.starts_with("http://") || raw.url.starts_with("https://")) {
+        return Err(format!(
+            "promql.url '{}' must be an http:// or https:// URL",
+            raw.url
+        ));
+    }
+    let interval = raw.interval.unwrap_or(Duration::from_secs(15));
+    let timeout = raw.timeout.unwrap_or(interval.min(Duration::from_secs(10)));
+    if interval < Duration::from_secs(1) || timeout.is_zero() || timeout > interval {
+        return Err("promql.interval must be at least 1s and promql.timeout within it".into());
+    }
+    if interval >= staleness {
+        return Err(format!(
+            "promql.interval ({interval:?}) must be shorter than scrape.staleness ({staleness:?}), \
+             which drops values older than it"
+        ));
+    }
+    if raw.queries.is_empty() {
+        return Err("promql.queries must name at least one expression".into());
+    }
+    let mut queries = Vec::with_capacity(raw.queries.len());
+    for query in raw.queries {
+        let signal = Signal::ALL
+            .into_iter()
+            .find(|signal| signal.as_str() == query.signal)
+            .ok_or_else(|| {
+                format!(
+                    "promql query signal '{}' is not one of qps, cpu, memory",
+                    query.signal
+                )
+            })?;
+        queries.push(PromqlQuery {
+            signal,
+            expr: query.expr,
+            tenant_label: query.tenant_label.unwrap_or_else(|| "tenant".into()),
+            app_label: query.app_label.unwrap_or_else(|| "app".into()),
+        });
+    }
+    Ok(PromqlConfig {
+        url: raw.url,
+        interval,
+        timeout,
+        queries,
+    })
 }
 
 #[cfg(test)]
@@ -303,5 +480,51 @@ mod tests {
                 .tls
                 .is_none()
         );
+    }
+
+    #[test]
+    fn collector_inputs_are_configured_and_checked() {
+        let config = ServeConfig::parse(
+            "c.yaml",
+            "policies: p\n\
+             remoteWrite: {maxSeries: 1000}\n\
+             resources: {podLabel: pod, stripSegments: 1}\n\
+             promql:\n  url: http://prometheus:9090\n  interval: 10s\n  queries:\n  \
+             - {signal: qps, expr: 'sum by (tenant, app) (rate(x[1m]))'}\n",
+        )
+        .unwrap();
+        assert_eq!(config.inputs.remote_write.max_series, 1000);
+        assert!(matches!(
+            config.inputs.remote_write.mapping.resources,
+            Some(ResourceMapping {
+                workload: WorkloadFrom::PodName {
+                    strip_segments: 1,
+                    ..
+                },
+                ..
+            })
+        ));
+        let promql = config.inputs.promql.unwrap();
+        assert_eq!(promql.queries[0].signal, Signal::Qps);
+        assert_eq!(promql.timeout, Duration::from_secs(10));
+
+        let error = ServeConfig::parse(
+            "c.yaml",
+            "policies: p\npromql: {url: http://p, queries: [{signal: rps, expr: x}]}\n",
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("rps"), "{error}");
+        let error = ServeConfig::parse(
+            "c.yaml",
+            "policies: p\nresources: {appLabel: app, podLabel: pod}\n",
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("not both"), "{error}");
+        let error = ServeConfig::parse(
+            "c.yaml",
+            "policies: p\npromql: {url: http://p, interval: 60s, queries: [{signal: qps, expr: x}]}\n",
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("staleness"), "{error}");
     }
 }

@@ -29,16 +29,23 @@ pub struct HttpState {
     pub targets: Arc<DashMap<Arc<str>, TargetHealth>>,
     pub policies: Arc<PolicyStore>,
     pub policy_status: Arc<dyn Fn() -> Vec<String> + Send + Sync>,
+    /// Prometheus remote-write receiver mounted at `POST /api/v1/write`.
+    pub remote_write: Option<Arc<spillway_collector::remote_write::RemoteWrite>>,
 }
 
 pub fn router(state: HttpState) -> Router {
-    Router::new()
+    let remote_write = state.remote_write.clone();
+    let router = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ok\n" }))
         .route("/api/v1/status", get(status))
         .route("/api/v1/workloads/{tenant}/{app}", get(workload))
-        .with_state(state)
+        .with_state(state);
+    match remote_write {
+        Some(receiver) => router.merge(spillway_collector::remote_write::router(receiver)),
+        None => router,
+    }
 }
 
 /// Serves the router on `listener` until `shutdown` resolves.

@@ -525,6 +525,166 @@ fn code_label(code: tonic::Code) -> &'static str {
     }
 }
 
+/// The collector's own counters (samples by source, refusals, dropped samples, series
+/// held), read from its stats structs when /metrics is scraped rather than mirrored.
+#[derive(Clone, Debug, Default)]
+pub struct CollectorStats {
+    pub ingest: Option<std::sync::Arc<spillway_collector::ingest::Ingest>>,
+    pub remote_write: Option<std::sync::Arc<spillway_collector::remote_write::RemoteWrite>>,
+    pub push: Option<std::sync::Arc<spillway_collector::ingest_grpc::PushStats>>,
+    pub promql: Option<std::sync::Arc<spillway_collector::promql::PromqlStats>>,
+    pub scrape: Option<std::sync::Arc<spillway_collector::scrape::ScrapeStats>>,
+}
+
+impl Metrics {
+    /// Adds the collector's counters to the registry (call before sharing `Metrics`).
+    pub fn register_collector_stats(&mut self, stats: CollectorStats) {
+        self.registry.register_collector(Box::new(stats));
+    }
+}
+
+impl prometheus_client::collector::Collector for CollectorStats {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::MetricType;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        use std::sync::atomic::Ordering::Relaxed;
+
+        type Rows = Vec<(&'static str, &'static str, u64)>;
+        let mut family = |name: &'static str, help: &'static str, kind: MetricType, rows: Rows| {
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+            for (label, value, number) in rows {
+                let labels = [(label, value)];
+                let row = metric.encode_family(&labels)?;
+                match kind {
+                    MetricType::Counter => ConstCounter::new(number).encode(row)?,
+                    _ => ConstGauge::new(number as i64).encode(row)?,
+                }
+            }
+            Ok::<(), std::fmt::Error>(())
+        };
+        let mut samples: Rows = Vec::new();
+        let mut dropped: Rows = Vec::new();
+        let mut series: Rows = Vec::new();
+        let mut refused: Rows = Vec::new();
+        if let Some(rw) = &self.remote_write {
+            let s = &rw.stats;
+            samples.push(("source", "remote_write", s.samples_used.load(Relaxed)));
+            dropped.push((
+                "reason",
+                "remote_write_series_limit",
+                s.samples_dropped.load(Relaxed),
+            ));
+            dropped.push((
+                "reason",
+                "remote_write_out_of_order",
+                s.out_of_order.load(Relaxed),
+            ));
+            series.push(("source", "remote_write", rw.series_count() as u64));
+            refused.push(("reason", "bad_request", s.bad_requests.load(Relaxed)));
+            refused.push(("reason", "too_large", s.too_large.load(Relaxed)));
+            refused.push(("reason", "unsupported", s.unsupported.load(Relaxed)));
+        }
+        if let Some(push) = &self.push {
+            samples.push(("source", "push", push.samples_accepted.load(Relaxed)));
+            dropped.push((
+                "reason",
+                "push_rejected",
+                push.samples_rejected.load(Relaxed),
+            ));
+        }
+        if let Some(promql) = &self.promql {
+            samples.push(("source", "promql", promql.samples.load(Relaxed)));
+            dropped.push((
+                "reason",
+                "promql_unmapped",
+                promql.samples_skipped.load(Relaxed),
+            ));
+        }
+        if let Some(scrape) = &self.scrape {
+            dropped.push((
+                "reason",
+                "scrape_series_limit",
+                scrape.dropped_samples.load(Relaxed),
+            ));
+        }
+        if let Some(ingest) = &self.ingest {
+            dropped.push((
+                "reason",
+                "store_full",
+                ingest.stats.values_refused.load(Relaxed),
+            ));
+        }
+        family(
+            "collector_samples",
+            "Samples ingested, by source (scrapes are counted in spillway_ingested_samples)",
+            MetricType::Counter,
+            samples,
+        )?;
+        family(
+            "collector_dropped_samples",
+            "Samples or values not used, by reason",
+            MetricType::Counter,
+            dropped,
+        )?;
+        family(
+            "collector_series",
+            "Series whose state the collector holds, by source",
+            MetricType::Gauge,
+            series,
+        )?;
+        family(
+            "remote_write_refused_requests",
+            "Remote-write requests refused, by reason (400, 413, 415)",
+            MetricType::Counter,
+            refused,
+        )?;
+        if let Some(rw) = &self.remote_write {
+            let s = &rw.stats;
+            family(
+                "remote_write_requests",
+                "Remote-write requests received",
+                MetricType::Counter,
+                vec![("api", "v1", s.requests.load(Relaxed))],
+            )?;
+            family(
+                "remote_write_received_bytes",
+                "Compressed remote-write body bytes received",
+                MetricType::Counter,
+                vec![("api", "v1", s.bytes.load(Relaxed))],
+            )?;
+            family(
+                "remote_write_series_memory_bytes",
+                "Approximate memory held by remote-write series state",
+                MetricType::Gauge,
+                vec![("api", "v1", rw.approximate_bytes() as u64)],
+            )?;
+        }
+        if let Some(promql) = &self.promql {
+            family(
+                "promql_queries",
+                "PromQL source queries, by outcome",
+                MetricType::Counter,
+                vec![
+                    ("outcome", "ok", {
+                        let all = promql.queries.load(Relaxed);
+                        all.saturating_sub(promql.failures.load(Relaxed))
+                    }),
+                    ("outcome", "failed", promql.failures.load(Relaxed)),
+                ],
+            )?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

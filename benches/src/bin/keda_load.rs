@@ -249,6 +249,10 @@ async fn start_spillway(
         policies: store,
         policy_source: PolicySource::Fixed,
         observer: None,
+        // Measured like the demo: the process decides from its data at once.
+        hold_until_warm: false,
+        replicas: None,
+        inputs: Default::default(),
     };
     tokio::spawn(async move {
         if let Err(e) = app::run(config, Listeners { grpc, http }, shutdown).await {

@@ -77,6 +77,8 @@ pub struct ScrapeStats {
     pub failures: AtomicU64,
     pub samples: AtomicU64,
     pub malformed_lines: AtomicU64,
+    /// Samples of new series refused at a target's series limit.
+    pub dropped_samples: AtomicU64,
     durations_us: Mutex<Histogram<u64>>,
 }
 
@@ -87,6 +89,7 @@ impl ScrapeStats {
             failures: AtomicU64::new(0),
             samples: AtomicU64::new(0),
             malformed_lines: AtomicU64::new(0),
+            dropped_samples: AtomicU64::new(0),
             // 1 µs to 10 min at 3 significant digits: a fixed, small allocation.
             durations_us: Mutex::new(
                 Histogram::new_with_bounds(1, 600_000_000, 3)

@@ -17,10 +17,13 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 pub use health::{ScrapeStats, TargetHealth};
-pub use target::{QpsMapping, ScrapeError, ScrapeOutcome, ingest_body, scrape_once};
+pub use target::{
+    QpsMapping, ScrapeError, ScrapeOutcome, ingest_body, scrape_once, scrape_with_resources,
+};
 
 use crate::ingest::Ingest;
 use crate::rate::CounterTracker;
+use crate::resources::ResourceMapping;
 use crate::signal::Signal;
 
 /// How and what to scrape.
@@ -35,6 +38,10 @@ pub struct ScrapeConfig {
     /// A target's contribution is dropped when its last good scrape is older than this.
     pub staleness: Duration,
     pub mapping: QpsMapping,
+    /// Counter series tracked per target; samples of further series are dropped.
+    pub max_series_per_target: usize,
+    /// cAdvisor CPU/memory series to roll up from the same pages (kubelet targets).
+    pub resources: Option<ResourceMapping>,
 }
 
 impl Default for ScrapeConfig {
@@ -46,6 +53,8 @@ impl Default for ScrapeConfig {
             max_body_bytes: 64 << 20,
             staleness: Duration::from_secs(30),
             mapping: QpsMapping::default(),
+            max_series_per_target: 500_000,
+            resources: None,
         }
     }
 }
@@ -90,6 +99,12 @@ impl Scraper {
             stats: Arc::new(ScrapeStats::new()),
             hook: None,
         }
+    }
+
+    /// Shares `stats` (created before the scraper, e.g. to register it for /metrics).
+    pub fn with_stats(mut self, stats: Arc<ScrapeStats>) -> Self {
+        self.stats = stats;
+        self
     }
 
     pub fn on_scrape(mut self, hook: ScrapeHook) -> Self {
@@ -153,7 +168,8 @@ async fn run_target(
 ) {
     let max_gap_ms =
         (config.staleness.as_millis() as i64).max(3 * config.interval.as_millis() as i64);
-    let mut tracker = CounterTracker::new(max_gap_ms);
+    let mut tracker = CounterTracker::new(max_gap_ms).with_max_series(config.max_series_per_target);
+    let mut cpu = CounterTracker::new(max_gap_ms).with_max_series(config.max_series_per_target);
     let mut ticker = tokio::time::interval(config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -166,8 +182,22 @@ async fn run_target(
         };
         let started = tokio::time::Instant::now();
         let at_ms = crate::clock::unix_ms();
-        let outcome = scrape_once(&client, &target, &config, &mut tracker, at_ms).await;
+        let (outcome, resources) =
+            scrape_with_resources(&client, &target, &config, &mut tracker, &mut cpu, at_ms).await;
         let elapsed = started.elapsed();
+        let dropped = tracker.take_dropped() + cpu.take_dropped();
+        stats
+            .dropped_samples
+            .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
+        if let Some(resources) = resources {
+            ingest.apply(&target.id, Signal::CpuCores, resources.cpu_cores, at_ms);
+            ingest.apply(
+                &target.id,
+                Signal::MemoryBytes,
+                resources.memory_bytes,
+                at_ms,
+            );
+        }
         stats.record(elapsed, &outcome);
         if let Some(hook) = &hook {
             hook(elapsed, &outcome);

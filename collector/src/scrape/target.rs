@@ -83,6 +83,38 @@ pub async fn scrape_once(
     ingest_body(&body, format, &config.mapping, tracker, at_ms)
 }
 
+/// [`scrape_once`], plus CPU and memory from the same page when the config maps
+/// cAdvisor series (`cpu` holds the target's CPU counter state).
+pub async fn scrape_with_resources(
+    client: &reqwest::Client,
+    target: &Target,
+    config: &ScrapeConfig,
+    tracker: &mut CounterTracker,
+    cpu: &mut CounterTracker,
+    at_ms: i64,
+) -> (
+    Result<ScrapeOutcome, ScrapeError>,
+    Option<crate::resources::ResourceOutcome>,
+) {
+    let fetched =
+        tokio::time::timeout(config.timeout, fetch(client, target, config.max_body_bytes))
+            .await
+            .map_err(|_| ScrapeError::Timeout(config.timeout))
+            .and_then(|fetched| fetched);
+    let (body, format) = match fetched {
+        Ok(fetched) => fetched,
+        Err(error) => return (Err(error), None),
+    };
+    let outcome = ingest_body(&body, format, &config.mapping, tracker, at_ms);
+    let resources = match (&outcome, &config.resources) {
+        (Ok(_), Some(mapping)) => Some(crate::resources::ingest_resources_body(
+            &body, format, mapping, cpu, at_ms,
+        )),
+        _ => None,
+    };
+    (outcome, resources)
+}
+
 async fn fetch(
     client: &reqwest::Client,
     target: &Target,

@@ -184,6 +184,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         policy_source,
         observer,
         replicas: pool.map(|p| Arc::new(p) as Arc<dyn ReplicaSource>),
+        inputs: Default::default(),
     };
     app::run(config, Listeners { grpc, http }, shutdown).await?;
     gateway_task.await??;

@@ -47,6 +47,7 @@ pub async fn serve(
     service: KedaService,
     settings: ServerSettings,
     shutdown: impl Future<Output = ()> + Send,
+    push: Option<spillway_collector::ingest_grpc::PushService>,
 ) -> Result<(), tonic::transport::Error> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -60,7 +61,8 @@ pub async fn serve(
         .http2_keepalive_interval(Some(settings.keepalive_interval))
         .http2_keepalive_timeout(Some(settings.keepalive_timeout))
         .add_service(health_service)
-        .add_service(scaler);
+        .add_service(scaler)
+        .add_optional_service(push.map(|push| push.into_server()));
     match settings.tls {
         None => {
             router

@@ -1,0 +1,49 @@
+//! Counters describing what the receiver did, for /metrics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{Applied, DecodeError};
+
+#[derive(Debug, Default)]
+pub struct RemoteWriteStats {
+    pub requests: AtomicU64,
+    /// Compressed body bytes received.
+    pub bytes: AtomicU64,
+    /// Requests refused 400 (not snappy, not a WriteRequest).
+    pub bad_requests: AtomicU64,
+    /// Requests refused 413.
+    pub too_large: AtomicU64,
+    /// Requests refused 415 (another encoding or protocol version).
+    pub unsupported: AtomicU64,
+    pub samples: AtomicU64,
+    pub samples_used: AtomicU64,
+    pub samples_ignored: AtomicU64,
+    /// Samples of new series refused at the series limit.
+    pub samples_dropped: AtomicU64,
+    pub series_dropped: AtomicU64,
+    pub out_of_order: AtomicU64,
+}
+
+impl RemoteWriteStats {
+    pub fn count_refusal(&self, error: &DecodeError) {
+        let counter = match error.status_code() {
+            413 => &self.too_large,
+            415 => &self.unsupported,
+            _ => &self.bad_requests,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_applied(&self, applied: &Applied) {
+        for (counter, value) in [
+            (&self.samples, applied.samples),
+            (&self.samples_used, applied.used),
+            (&self.samples_ignored, applied.ignored),
+            (&self.samples_dropped, applied.dropped),
+            (&self.series_dropped, applied.dropped_series),
+            (&self.out_of_order, applied.out_of_order),
+        ] {
+            counter.fetch_add(value, Ordering::Relaxed);
+        }
+    }
+}
