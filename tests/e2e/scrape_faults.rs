@@ -31,11 +31,9 @@ async fn healthy_targets_keep_working_beside_down_garbage_and_hanging_ones() {
     let garbage = FakeGateway::start(Mode::Garbage).await;
     let failing = FakeGateway::start(Mode::Failing).await;
     let hanging = FakeGateway::start(Mode::Hanging).await;
-    // A port nobody listens on: bind, learn the port, close.
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr")
-    };
+    // A port nobody listens on. A port bound and released here could be handed to
+    // another test's server in the meantime; port 1 is never bound by anything here.
+    let closed = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
     healthy.drive("acme", "web", 450.0, Duration::from_millis(50));
 
     let dir = tempfile::tempdir().expect("temp dir");
