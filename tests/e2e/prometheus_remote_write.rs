@@ -34,6 +34,9 @@ spec:
     signals:
       window: 10s
       qps: { targetPerReplica: 100 }
+    # `serve` without cluster access publishes nothing until it holds a full scale-down
+    # window of data (a restart must not scale down); keep that wait short here.
+    hysteresis: { downWindow: 2s }
   apps:
     web: {}
     api: {}

@@ -198,7 +198,7 @@ mod tests {
     fn form_encoding_escapes_promql() {
         assert_eq!(
             form_encode(r#"sum by (le) (x{a=~"b.+"}[15s])"#),
-            "sum+by+%28le%29+%28x%7Ba%3D%7E%22b.%2B%22%7D%5B15s%5D%29"
+            "sum+by+%28le%29+%28x%7Ba%3D~%22b.%2B%22%7D%5B15s%5D%29"
         );
     }
 }
