@@ -681,6 +681,23 @@ impl prometheus_client::collector::Collector for CollectorStats {
                 ],
             )?;
         }
+        if let Some(scrape) = &self.scrape
+            && scrape.scrapes.load(Relaxed) > 0
+        {
+            // Exact quantiles (3 significant digits) over the process's life from the
+            // collector's hdrhistogram, beside the bucketed histogram Prometheus sums.
+            let mut metric = encoder.encode_descriptor(
+                "scrape_duration_quantile_seconds",
+                "Scrape duration at each quantile since start (hdrhistogram)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (label, q) in [("0.5", 0.5), ("0.9", 0.9), ("0.99", 0.99), ("1", 1.0)] {
+                let labels = [("quantile", label)];
+                ConstGauge::new(scrape.duration_quantile(q).as_secs_f64())
+                    .encode(metric.encode_family(&labels)?)?;
+            }
+        }
         Ok(())
     }
 }
@@ -688,6 +705,31 @@ impl prometheus_client::collector::Collector for CollectorStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scrape_duration_quantiles_come_from_the_collectors_histogram() {
+        let scrape = std::sync::Arc::new(spillway_collector::scrape::ScrapeStats::new());
+        let failed: Result<ScrapeOutcome, ScrapeError> =
+            Err(ScrapeError::Timeout(Duration::from_millis(250)));
+        for ms in 1..=100 {
+            scrape.record(Duration::from_millis(ms), &failed);
+        }
+        let mut m = Metrics::new();
+        m.register_collector_stats(CollectorStats {
+            scrape: Some(scrape),
+            ..CollectorStats::default()
+        });
+        let text = m.encode_text();
+        let p99 = text
+            .lines()
+            .find(|l| l.starts_with("spillway_scrape_duration_quantile_seconds{quantile=\"0.99\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok());
+        assert!(
+            p99.is_some_and(|v| (0.098..=0.1).contains(&v)),
+            "p99 of 1..100 ms is 99 ms: {text}"
+        );
+    }
 
     #[test]
     fn text_format_names_counters_with_total_and_drops_openmetrics_only_lines() {
