@@ -693,7 +693,8 @@ impl prometheus_client::collector::Collector for CollectorStats {
                 MetricType::Gauge,
             )?;
             for (label, q) in [("0.5", 0.5), ("0.9", 0.9), ("0.99", 0.99), ("1", 1.0)] {
-                let labels = [("quantile", label)];
+                // Not `quantile`: that label belongs to summaries, and this is a gauge.
+                let labels = [("q", label)];
                 ConstGauge::new(scrape.duration_quantile(q).as_secs_f64())
                     .encode(metric.encode_family(&labels)?)?;
             }
@@ -722,7 +723,7 @@ mod tests {
         let text = m.encode_text();
         let p99 = text
             .lines()
-            .find(|l| l.starts_with("spillway_scrape_duration_quantile_seconds{quantile=\"0.99\"}"))
+            .find(|l| l.starts_with("spillway_scrape_duration_quantile_seconds{q=\"0.99\"}"))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse::<f64>().ok());
         assert!(
