@@ -200,82 +200,59 @@ impl<'s> Reader<'s> {
         Some(out)
     }
 
-    fn u32(&mut self, node: &Node, path: &str) -> Option<At<u32>> {
+    /// A scalar of one type: `get` extracts it, or the error says what was `expected`
+    /// and what the file has instead.
+    fn typed<T>(
+        &mut self,
+        node: &Node,
+        path: &str,
+        expected: &str,
+        get: impl FnOnce(&Value) -> Option<T>,
+    ) -> Option<At<T>> {
         let loc = loc_of(node, path);
-        let n = match node.value {
-            Value::UInt(u) => u32::try_from(u).ok(),
-            Value::Int(i) => u32::try_from(i).ok(),
-            _ => None,
-        };
-        match n {
+        match get(&node.value) {
             Some(value) => Some(At { value, loc }),
             None => {
                 self.error(
                     &loc,
-                    format!(
-                        "expected a whole number from 0 to {}, found {}",
-                        u32::MAX,
-                        node.value.describe()
-                    ),
+                    format!("expected {expected}, found {}", node.value.describe()),
                 );
                 None
             }
         }
     }
 
+    fn u32(&mut self, node: &Node, path: &str) -> Option<At<u32>> {
+        let expected = format!("a whole number from 0 to {}", u32::MAX);
+        self.typed(node, path, &expected, |value| match *value {
+            Value::UInt(u) => u32::try_from(u).ok(),
+            Value::Int(i) => u32::try_from(i).ok(),
+            _ => None,
+        })
+    }
+
     fn f64(&mut self, node: &Node, path: &str) -> Option<At<f64>> {
-        let loc = loc_of(node, path);
-        let x = match node.value {
+        self.typed(node, path, "a number", |value| match *value {
             Value::UInt(u) => Some(u as f64),
             Value::Int(i) => Some(i as f64),
             Value::Float(x) if x.is_finite() => Some(x),
             _ => None,
-        };
-        match x {
-            Some(value) => Some(At { value, loc }),
-            None => {
-                self.error(
-                    &loc,
-                    format!("expected a number, found {}", node.value.describe()),
-                );
-                None
-            }
-        }
+        })
     }
 
     fn bool(&mut self, node: &Node, path: &str) -> Option<At<bool>> {
-        let loc = loc_of(node, path);
-        match node.value {
-            Value::Bool(value) => Some(At { value, loc }),
-            _ => {
-                self.error(
-                    &loc,
-                    format!("expected true or false, found {}", node.value.describe()),
-                );
-                None
-            }
-        }
+        self.typed(node, path, "true or false", |value| match *value {
+            Value::Bool(b) => Some(b),
+            _ => None,
+        })
     }
 
     fn string(&mut self, node: &Node, path: &str) -> Option<At<String>> {
-        let loc = loc_of(node, path);
-        match &node.value {
-            Value::Str(s) => Some(At {
-                value: s.clone(),
-                loc,
-            }),
-            v @ (Value::Int(_) | Value::UInt(_)) => Some(At {
-                value: scalar_text(v),
-                loc,
-            }),
-            other => {
-                self.error(
-                    &loc,
-                    format!("expected a string, found {}", other.describe()),
-                );
-                None
-            }
-        }
+        self.typed(node, path, "a string", |value| match value {
+            Value::Str(s) => Some(s.clone()),
+            v @ (Value::Int(_) | Value::UInt(_)) => Some(scalar_text(v)),
+            _ => None,
+        })
     }
 
     fn duration(&mut self, node: &Node, path: &str) -> Option<At<u32>> {
