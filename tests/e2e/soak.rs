@@ -64,22 +64,6 @@ spec:
     }
 }
 
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| {
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .map(|kib| kib * 1024)
-        .expect("VmRSS in /proc status")
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -237,16 +221,16 @@ scrape: {{ interval: 1s, timeout: 900ms, targets: [{}] }}
     }
     // RSS after one full cycle is the baseline; sampled every 5 s after that.
     tokio::time::sleep(CYCLE.min(soak)).await;
-    let baseline = rss_bytes(spillway.pid());
+    let baseline = spillway.rss_bytes();
     let mut peak = baseline;
     while Instant::now() + Duration::from_secs(5) < end {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        peak = peak.max(rss_bytes(spillway.pid()));
+        peak = peak.max(spillway.rss_bytes());
     }
     for task in tasks {
         task.await.expect("poll worker");
     }
-    peak = peak.max(rss_bytes(spillway.pid()));
+    peak = peak.max(spillway.rss_bytes());
     let elapsed = start.elapsed();
 
     let server_p99 = server_side_p99(&spillway, "GetMetrics").await;

@@ -91,6 +91,24 @@ impl Spillway {
         self.child.id()
     }
 
+    /// Resident memory of the process now, from `/proc/PID/status` (Linux).
+    pub fn rss_bytes(&self) -> u64 {
+        let pid = self.child.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map(|kib| kib * 1024)
+            .expect("VmRSS in /proc status")
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill")

@@ -140,7 +140,10 @@ impl SeriesTable {
     /// the next [`Self::take_updates`].
     pub fn apply(&self, request: &Decoded<'_>, mapping: &WriteMapping) -> Applied {
         let mut applied = Applied::default();
-        let per_shard = self.limits.max_series.div_ceil(self.shards.len());
+        // Shard limits that add up to exactly `max_series` (rounding each up would let
+        // the table hold up to one series per shard too many).
+        let base = self.limits.max_series / self.shards.len();
+        let extra = self.limits.max_series % self.shards.len();
         for series in request.series() {
             let count = series.samples.len() as u64;
             applied.samples += count;
@@ -159,7 +162,7 @@ impl SeriesTable {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             let shard = &mut *guard;
-            let full = shard.series.len() >= per_shard;
+            let full = shard.series.len() >= base + usize::from(shard_ix < extra);
             let state = match shard.series.entry(id) {
                 Entry::Occupied(entry) => entry.into_mut(),
                 Entry::Vacant(entry) => {
