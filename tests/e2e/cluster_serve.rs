@@ -8,7 +8,7 @@ use serde_json::Value;
 use spillway_tests::fake_kube::{Collection, FakeKube, fixtures};
 use spillway_tests::gateway::{FakeGateway, Mode};
 use spillway_tests::keda::{self, scaled_object};
-use spillway_tests::process::Spillway;
+use spillway_tests::process::{Spillway, write_serve_config};
 use spillway_tests::wait;
 
 const BIN: &str = env!("CARGO_BIN_EXE_spillway");
@@ -73,12 +73,8 @@ async fn serve_places_through_the_api_and_observes_replicas() {
     fake.put(gw);
 
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::create_dir(dir.path().join("policies")).expect("policy dir");
-    std::fs::write(dir.path().join("policies/acme.yaml"), POLICY).expect("policy");
     let config = format!(
-        "listen: {{ grpc: 127.0.0.1:0, http: 127.0.0.1:0 }}
-policies: policies
-scrape: {{ interval: 300ms, timeout: 250ms }}
+        "scrape: {{ interval: 300ms, timeout: 250ms }}
 kubernetes:
   apiServer: {}
   interval: 1s
@@ -89,8 +85,7 @@ kubernetes:
 ",
         fake.url()
     );
-    let config_path = dir.path().join("spillway.yaml");
-    std::fs::write(&config_path, config).expect("config");
+    let config_path = write_serve_config(dir.path(), &[("acme.yaml", POLICY)], &config);
     let spillway = Spillway::serve(BIN, &config_path);
 
     // KEDA asks, so the workload has a decision to place.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use spillway_proto::externalscaler::ScaledObjectRef;
 use spillway_tests::gateway::{FakeGateway, Mode};
 use spillway_tests::keda::{self, scaled_object};
-use spillway_tests::process::Spillway;
+use spillway_tests::process::{Spillway, write_serve_config};
 use spillway_tests::wait;
 use tonic::Code;
 use tonic::codegen::http::uri::PathAndQuery;
@@ -37,22 +37,18 @@ spec:
 }
 
 fn serve(dir: &Path, gateway: &FakeGateway) -> Spillway {
-    std::fs::create_dir_all(dir.join("policies")).expect("policy dir");
-    std::fs::write(dir.join("policies/acme.yaml"), policy(100)).expect("policy");
-    let path = dir.join("spillway.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "listen: {{ grpc: 127.0.0.1:0, http: 127.0.0.1:0 }}
-policies: policies
-policyReload: 200ms
+    let policy = policy(100);
+    let config = write_serve_config(
+        dir,
+        &[("acme.yaml", &policy)],
+        &format!(
+            "policyReload: 200ms
 scrape: {{ interval: 200ms, timeout: 150ms, targets: [{}] }}
 ",
             gateway.url()
         ),
-    )
-    .expect("config");
-    Spillway::serve(BIN, &path)
+    );
+    Spillway::serve(BIN, &config)
 }
 
 fn web(spillway: &Spillway) -> ScaledObjectRef {

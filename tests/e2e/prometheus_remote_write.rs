@@ -8,12 +8,12 @@
 //! it the test prints a SKIPPED line and passes, unless `SPILLWAY_REQUIRE_PROMETHEUS=1`
 //! (set in CI, which installs the package), in which case it fails.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use spillway_tests::gateway::{FakeGateway, Mode};
-use spillway_tests::process::Spillway;
+use spillway_tests::process::{Spillway, write_serve_config};
+use spillway_tests::prometheus::find_on_path;
 use spillway_tests::wait;
 
 const BIN: &str = env!("CARGO_BIN_EXE_spillway");
@@ -43,23 +43,7 @@ spec:
 ";
 
 fn start_spillway(dir: &std::path::Path) -> Spillway {
-    std::fs::create_dir(dir.join("policies")).expect("policy dir");
-    std::fs::write(dir.join("policies/acme.yaml"), POLICY).expect("policy");
-    let config_path = dir.join("spillway.yaml");
-    std::fs::write(
-        &config_path,
-        "listen: { grpc: 127.0.0.1:0, http: 127.0.0.1:0 }\npolicies: policies\n",
-    )
-    .expect("config");
-    Spillway::serve(BIN, &config_path)
-}
-
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(name))
-            .find(|candidate| candidate.is_file())
-    })
+    Spillway::serve(BIN, &write_serve_config(dir, &[("acme.yaml", POLICY)], ""))
 }
 
 /// Kills Prometheus when the test ends, however it ends.

@@ -8,7 +8,7 @@ use spillway_collector::remote_write::encode_write_request;
 use spillway_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
 use spillway_tests::gateway::{FakeGateway, Mode};
 use spillway_tests::keda::{self, scaled_object};
-use spillway_tests::process::Spillway;
+use spillway_tests::process::{Spillway, write_serve_config};
 use spillway_tests::wait;
 
 const BIN: &str = env!("CARGO_BIN_EXE_spillway");
@@ -72,21 +72,16 @@ async fn a_remote_write_flood_is_capped_and_does_not_disturb_other_workloads() {
     let gateway = FakeGateway::start(Mode::Healthy).await;
     gateway.drive("acme", "web", 450.0, Duration::from_millis(50));
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::create_dir(dir.path().join("policies")).expect("policy dir");
-    std::fs::write(dir.path().join("policies/acme.yaml"), POLICY).expect("policy");
-    let config = dir.path().join("spillway.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen: {{ grpc: 127.0.0.1:0, http: 127.0.0.1:0 }}
-policies: policies
-scrape: {{ interval: 250ms, timeout: 200ms, targets: [{}] }}
+    let config = write_serve_config(
+        dir.path(),
+        &[("acme.yaml", POLICY)],
+        &format!(
+            "scrape: {{ interval: 250ms, timeout: 200ms, targets: [{}] }}
 remoteWrite: {{ maxSeries: {MAX_SERIES} }}
 ",
             gateway.url()
         ),
-    )
-    .expect("config");
+    );
     let spillway = Spillway::serve(BIN, &config);
     let client = keda::connect(spillway.grpc).await;
     let web = scaled_object(

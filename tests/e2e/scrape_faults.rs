@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use spillway_tests::gateway::{FakeGateway, Mode};
 use spillway_tests::keda::{self, scaled_object};
-use spillway_tests::process::Spillway;
+use spillway_tests::process::{Spillway, write_serve_config};
 use spillway_tests::wait;
 
 const BIN: &str = env!("CARGO_BIN_EXE_spillway");
@@ -37,12 +37,8 @@ async fn healthy_targets_keep_working_beside_down_garbage_and_hanging_ones() {
     healthy.drive("acme", "web", 450.0, Duration::from_millis(50));
 
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::create_dir(dir.path().join("policies")).expect("policy dir");
-    std::fs::write(dir.path().join("policies/acme.yaml"), POLICY).expect("policy");
     let config = format!(
-        "listen: {{ grpc: 127.0.0.1:0, http: 127.0.0.1:0 }}
-policies: policies
-scrape:
+        "scrape:
   interval: 300ms
   timeout: 250ms
   targets:
@@ -57,8 +53,7 @@ scrape:
         failing.url(),
         hanging.url()
     );
-    let config_path = dir.path().join("spillway.yaml");
-    std::fs::write(&config_path, config).expect("config");
+    let config_path = write_serve_config(dir.path(), &[("acme.yaml", POLICY)], &config);
     let spillway = Spillway::serve(BIN, &config_path);
 
     let client = keda::connect(spillway.grpc).await;

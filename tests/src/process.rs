@@ -125,6 +125,28 @@ impl Spillway {
     }
 }
 
+/// Writes what `spillway serve` needs into `dir`: each `(file, text)` of `policies` under
+/// `policies/`, and `spillway.yaml` listening on 127.0.0.1:0 (free ports) with `rest`
+/// appended (scrape targets and the like). Returns the config file's path.
+pub fn write_serve_config(
+    dir: &std::path::Path,
+    policies: &[(&str, &str)],
+    rest: &str,
+) -> std::path::PathBuf {
+    let policy_dir = dir.join("policies");
+    std::fs::create_dir_all(&policy_dir).expect("policy dir");
+    for (file, text) in policies {
+        std::fs::write(policy_dir.join(file), text).expect("policy file");
+    }
+    let path = dir.join("spillway.yaml");
+    std::fs::write(
+        &path,
+        format!("listen: {{ grpc: 127.0.0.1:0, http: 127.0.0.1:0 }}\npolicies: policies\n{rest}"),
+    )
+    .expect("config");
+    path
+}
+
 impl Drop for Spillway {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -222,6 +222,18 @@ impl<'s> Reader<'s> {
         }
     }
 
+    /// A string that must be exactly `expected` (apiVersion, kind).
+    fn literal(&mut self, node: &Node, path: &str, expected: &str) {
+        if let Some(v) = self.string(node, path)
+            && v.value != expected
+        {
+            self.error(
+                &v.loc,
+                format!("expected `{expected}`, found `{}`", v.value),
+            );
+        }
+    }
+
     fn u32(&mut self, node: &Node, path: &str) -> Option<At<u32>> {
         let expected = format!("a whole number from 0 to {}", u32::MAX);
         self.typed(node, path, &expected, |value| match *value {
@@ -338,25 +350,11 @@ impl<'s> Reader<'s> {
             match key.as_str() {
                 "apiVersion" => {
                     api = true;
-                    if let Some(v) = self.string(node, &path)
-                        && v.value != "spillway.io/v1"
-                    {
-                        self.error(
-                            &v.loc,
-                            format!("expected `spillway.io/v1`, found `{}`", v.value),
-                        );
-                    }
+                    self.literal(node, &path, "spillway.io/v1");
                 }
                 "kind" => {
                     kind = true;
-                    if let Some(v) = self.string(node, &path)
-                        && v.value != "ScalingPolicy"
-                    {
-                        self.error(
-                            &v.loc,
-                            format!("expected `ScalingPolicy`, found `{}`", v.value),
-                        );
-                    }
+                    self.literal(node, &path, "ScalingPolicy");
                 }
                 "metadata" => {
                     if let Some(meta) = self.fields(node, &path, &["tenant"]) {
