@@ -6,6 +6,9 @@
 //! that fails keeps its last contribution until it is older than the staleness limit:
 //! one gateway replica timing out must not read as a third of the traffic vanishing,
 //! which would scale the workload down on a monitoring fault.
+//!
+//! A source may also say its values are incomplete (the collector shards' merge while a
+//! shard is lost): the workload's total is then a lower bound, and says so.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +21,7 @@ use crate::signal::{Signal, WorkloadKey};
 struct Contribution {
     value: f64,
     at_ms: i64,
+    lower_bound: bool,
 }
 
 /// Per (workload, signal): each source's latest contribution.
@@ -33,6 +37,8 @@ pub struct Total {
     pub workload: WorkloadKey,
     pub signal: Signal,
     pub value: f64,
+    /// Some contribution is incomplete, so the true value may be higher.
+    pub lower_bound: bool,
 }
 
 impl Contributions {
@@ -50,12 +56,32 @@ impl Contributions {
         values: Vec<(WorkloadKey, f64)>,
         at_ms: i64,
     ) -> Vec<Total> {
+        self.replace_with(source, signal, values, at_ms, false)
+    }
+
+    /// [`Self::replace`], with `lower_bound` saying the source knows its values are
+    /// incomplete.
+    pub fn replace_with(
+        &self,
+        source: &Arc<str>,
+        signal: Signal,
+        values: Vec<(WorkloadKey, f64)>,
+        at_ms: i64,
+        lower_bound: bool,
+    ) -> Vec<Total> {
         let mut touched: Vec<WorkloadKey> = Vec::with_capacity(values.len());
         for (workload, value) in values {
             self.by_workload
                 .entry((workload.clone(), signal))
                 .or_default()
-                .insert(source.clone(), Contribution { value, at_ms });
+                .insert(
+                    source.clone(),
+                    Contribution {
+                        value,
+                        at_ms,
+                        lower_bound,
+                    },
+                );
             touched.push(workload);
         }
         let previous = self
@@ -125,7 +151,24 @@ impl Contributions {
             workload: workload.clone(),
             signal,
             value: sources.values().map(|c| c.value).sum(),
+            lower_bound: sources.values().any(|c| c.lower_bound),
         })
+    }
+
+    /// Every workload's current totals (what a collector shard reports to the scalers).
+    pub fn totals(&self) -> Vec<Total> {
+        self.by_workload
+            .iter()
+            .map(|entry| {
+                let (workload, signal) = entry.key();
+                Total {
+                    workload: workload.clone(),
+                    signal: *signal,
+                    value: entry.value().values().map(|c| c.value).sum(),
+                    lower_bound: entry.value().values().any(|c| c.lower_bound),
+                }
+            })
+            .collect()
     }
 
     fn remove_contribution(&self, workload: &WorkloadKey, signal: Signal, source: &Arc<str>) {
@@ -160,9 +203,23 @@ mod tests {
             vec![Total {
                 workload: web(),
                 signal: Signal::Qps,
-                value: 5.0
+                value: 5.0,
+                lower_bound: false,
             }]
         );
+    }
+
+    #[test]
+    fn one_incomplete_source_makes_the_total_a_lower_bound() {
+        let contributions = Contributions::new();
+        let scrape: Arc<str> = "gw-a".into();
+        let shards: Arc<str> = "collectors".into();
+        contributions.replace(&scrape, Signal::Qps, vec![(web(), 10.0)], 0);
+        let totals = contributions.replace_with(&shards, Signal::Qps, vec![(web(), 5.0)], 0, true);
+        assert_eq!((totals[0].value, totals[0].lower_bound), (15.0, true));
+        assert_eq!(contributions.totals(), totals);
+        let totals = contributions.replace_with(&shards, Signal::Qps, vec![(web(), 7.0)], 1, false);
+        assert_eq!((totals[0].value, totals[0].lower_bound), (17.0, false));
     }
 
     #[test]

@@ -58,6 +58,27 @@ impl Ingest {
         self.record(totals, at_ms);
     }
 
+    /// [`Self::apply`] for a source that knows whether its values are complete; while
+    /// they are not, the workloads' sums are stored as lower bounds.
+    pub fn apply_sums(
+        &self,
+        source: &Arc<str>,
+        signal: Signal,
+        values: Vec<(WorkloadKey, f64)>,
+        at_ms: i64,
+        complete: bool,
+    ) {
+        let totals = self
+            .contributions
+            .replace_with(source, signal, values, at_ms, !complete);
+        self.record(totals, at_ms);
+    }
+
+    /// Every workload's current summed signals.
+    pub fn totals(&self) -> Vec<Total> {
+        self.contributions.totals()
+    }
+
     /// Drops contributions older than `max_age_ms` and records the new totals.
     pub fn expire(&self, now_ms: i64, max_age_ms: i64) {
         let totals = self.contributions.expire(now_ms, max_age_ms);
@@ -87,10 +108,13 @@ impl Ingest {
         let second = at_ms.div_euclid(1000);
         let mut dirty = self.dirty.lock().unwrap_or_else(PoisonError::into_inner);
         for total in totals {
-            match self
-                .store
-                .record(&total.workload, total.signal, second, total.value)
-            {
+            match self.store.record_sum(
+                &total.workload,
+                total.signal,
+                second,
+                total.value,
+                total.lower_bound,
+            ) {
                 Ok(()) => {
                     self.stats.values_recorded.fetch_add(1, Ordering::Relaxed);
                     dirty.insert(total.workload);

@@ -75,4 +75,10 @@ pub trait SignalView {
     fn newest(&self, signal: Signal) -> Option<i64>;
     /// The unix second of the oldest value still held, to tell how much history exists.
     fn oldest(&self, signal: Signal) -> Option<i64>;
+    /// Whether a value in the window is only a lower bound: it was summed while an input
+    /// was missing (a lost collector shard). The engine scales up on such values but
+    /// never down.
+    fn lower_bound(&self, _signal: Signal, _now: i64, _window_secs: u32) -> bool {
+        false
+    }
 }

@@ -6,6 +6,11 @@
 //! 600 s window 2.4 KiB. `f32` keeps seven significant digits, which is far finer than
 //! any replica decision needs.
 //!
+//! A value recorded while an input was incomplete (a collector shard lost, so the sum
+//! misses that shard's share) is a *lower bound*: it may justify scaling up, never down.
+//! Such values are stored with the sign bit set; signals are never negative, so the bit
+//! is free and a lower bound costs no extra memory.
+//!
 //! The map is a [`DashMap`] so scrape tasks, remote-write handlers and the decision
 //! loop touch different workloads without contending on one lock.
 
@@ -74,8 +79,9 @@ impl Window {
     }
 
     /// Records `value` for `second`; a later write to the same second replaces it, since
-    /// each write carries the freshest aggregate for that second.
-    fn record(&mut self, second: i64, value: f64) -> bool {
+    /// each write carries the freshest aggregate for that second. `lower_bound` marks a
+    /// sum known to be incomplete.
+    fn record(&mut self, second: i64, value: f64, lower_bound: bool) -> bool {
         if second <= self.newest - self.horizon() {
             return false;
         }
@@ -89,19 +95,32 @@ impl Window {
             self.oldest = self.oldest.max(second - self.horizon() + 1);
         }
         let index = self.index(second);
-        self.slots[index] = value as f32;
+        let magnitude = (value as f32).abs();
+        self.slots[index] = if lower_bound { -magnitude } else { magnitude };
         true
     }
 
-    /// Values in `(now - window, now]` that are still held, newest last.
-    fn values(&self, now: i64, window_secs: u32) -> impl Iterator<Item = f64> + '_ {
+    /// Raw slots in `(now - window, now]` that are still held, newest last; the sign bit
+    /// marks a lower bound.
+    fn slots_in(&self, now: i64, window_secs: u32) -> impl Iterator<Item = f32> + '_ {
         let window = i64::from(window_secs).min(self.horizon());
         let end = now.min(self.newest);
         let start = (now - window + 1).max(self.newest - self.horizon() + 1);
         (start..=end)
             .map(|second| self.slots[self.index(second)])
             .filter(|value| !value.is_nan())
-            .map(f64::from)
+    }
+
+    /// Values in `(now - window, now]` that are still held, newest last.
+    fn values(&self, now: i64, window_secs: u32) -> impl Iterator<Item = f64> + '_ {
+        self.slots_in(now, window_secs)
+            .map(|value| f64::from(value.abs()))
+    }
+
+    /// Whether any value in `(now - window, now]` is a lower bound.
+    pub fn has_lower_bound(&self, now: i64, window_secs: u32) -> bool {
+        self.slots_in(now, window_secs)
+            .any(|value| value.is_sign_negative())
     }
 
     pub fn mean(&self, now: i64, window_secs: u32) -> Option<f64> {
@@ -159,8 +178,20 @@ impl Store {
         second: i64,
         value: f64,
     ) -> Result<(), RecordError> {
+        self.record_sum(workload, signal, second, value, false)
+    }
+
+    /// [`Self::record`], saying whether `value` is a lower bound (an incomplete sum).
+    pub fn record_sum(
+        &self,
+        workload: &WorkloadKey,
+        signal: Signal,
+        second: i64,
+        value: f64,
+        lower_bound: bool,
+    ) -> Result<(), RecordError> {
         if let Some(mut window) = self.windows.get_mut(&(workload.clone(), signal)) {
-            return if window.record(second, value) {
+            return if window.record(second, value, lower_bound) {
                 Ok(())
             } else {
                 Err(RecordError::TooOld {
@@ -178,7 +209,7 @@ impl Store {
             });
         }
         let mut window = Window::new(self.limits.horizon_secs, second);
-        window.record(second, value);
+        window.record(second, value, lower_bound);
         self.windows.insert((workload.clone(), signal), window);
         Ok(())
     }
@@ -255,6 +286,14 @@ impl SignalView for WorkloadView<'_> {
         self.store
             .with_window(self.workload, signal, |w| Some(w.oldest()))
     }
+
+    fn lower_bound(&self, signal: Signal, now: i64, window_secs: u32) -> bool {
+        self.store
+            .with_window(self.workload, signal, |w| {
+                Some(w.has_lower_bound(now, window_secs))
+            })
+            .unwrap_or(false)
+    }
 }
 
 #[cfg(test)]
@@ -323,6 +362,33 @@ mod tests {
         store.record(&key(), Signal::Qps, 1_000, 1.0).unwrap();
         assert_eq!(store.view(&key()).max(Signal::Qps, 1_000, 10), Some(1.0));
         assert_eq!(store.view(&key()).newest(Signal::Qps), Some(1_000));
+    }
+
+    #[test]
+    fn lower_bounds_read_as_values_and_are_flagged_only_inside_their_window() {
+        let store = small_store();
+        store.record(&key(), Signal::Qps, 100, 10.0).unwrap();
+        store
+            .record_sum(&key(), Signal::Qps, 101, 4.0, true)
+            .unwrap();
+        store.record(&key(), Signal::Qps, 102, 0.0).unwrap();
+        let workload = key();
+        let view = store.view(&workload);
+        assert_eq!(view.mean(Signal::Qps, 101, 2), Some(7.0));
+        assert_eq!(view.max(Signal::Qps, 102, 3), Some(10.0));
+        assert!(view.lower_bound(Signal::Qps, 102, 2));
+        assert!(!view.lower_bound(Signal::Qps, 102, 1));
+        assert!(!view.lower_bound(Signal::CpuCores, 102, 10));
+        // A complete sum for the same second replaces the lower bound.
+        store.record(&key(), Signal::Qps, 101, 12.0).unwrap();
+        assert!(!view.lower_bound(Signal::Qps, 102, 10));
+        assert_eq!(view.mean(Signal::Qps, 101, 1), Some(12.0));
+        // Zero as a lower bound is still flagged (the sign bit of -0.0).
+        store
+            .record_sum(&key(), Signal::Qps, 103, 0.0, true)
+            .unwrap();
+        assert!(view.lower_bound(Signal::Qps, 103, 1));
+        assert_eq!(view.mean(Signal::Qps, 103, 1), Some(0.0));
     }
 
     #[test]

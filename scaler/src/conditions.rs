@@ -146,14 +146,7 @@ pub fn probes(decision: &Published, policy_error: Option<&str>) -> Vec<Probe> {
             "the replica count follows the load".to_owned()
         },
     });
-    out.push(if decision.missing.is_empty() {
-        Probe {
-            kind: ConditionType::DataFresh,
-            status: True,
-            reason: "FreshData",
-            message: "every configured signal has fresh data".to_owned(),
-        }
-    } else {
+    out.push(if !decision.missing.is_empty() {
         Probe {
             kind: ConditionType::DataFresh,
             status: False,
@@ -162,6 +155,23 @@ pub fn probes(decision: &Published, policy_error: Option<&str>) -> Vec<Probe> {
                 "no fresh {} data: scale-down is held until it returns",
                 decision.missing.join(", ")
             ),
+        }
+    } else if !decision.partial.is_empty() {
+        Probe {
+            kind: ConditionType::DataFresh,
+            status: False,
+            reason: "PartialData",
+            message: format!(
+                "{} only partly known (a collector shard is lost): scale-down is held until every shard answers",
+                decision.partial.join(", ")
+            ),
+        }
+    } else {
+        Probe {
+            kind: ConditionType::DataFresh,
+            status: True,
+            reason: "FreshData",
+            message: "every configured signal has fresh data".to_owned(),
         }
     });
     out.push(match policy_error {

@@ -192,6 +192,7 @@ impl DecisionLoop {
                 })
                 .collect(),
             missing: decision.missing.iter().map(|s| s.as_str()).collect(),
+            partial: decision.lower_bound.iter().map(|s| s.as_str()).collect(),
             band: band_view(&decision),
             placement,
         };

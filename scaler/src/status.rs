@@ -37,6 +37,8 @@ pub struct DecisionView {
     #[serde(default)]
     pub missing: Vec<String>,
     #[serde(default)]
+    pub partial: Vec<String>,
+    #[serde(default)]
     pub band: Option<BandView>,
     #[serde(default)]
     pub placement: Option<Placed>,
@@ -58,6 +60,7 @@ impl From<&Published> for DecisionView {
             dominant: p.dominant.map(str::to_owned),
             proposals: p.proposals.clone(),
             missing: p.missing.iter().map(|s| (*s).to_owned()).collect(),
+            partial: p.partial.iter().map(|s| (*s).to_owned()).collect(),
             band: p.band.clone(),
             placement: p.placement.clone(),
         }

@@ -40,6 +40,8 @@ pub struct Published {
     pub proposals: Vec<ProposalView>,
     /// Configured signals without fresh data.
     pub missing: Vec<&'static str>,
+    /// Signals only partly known (a collector shard lost): scale-down is held.
+    pub partial: Vec<&'static str>,
     /// The hysteresis band for the dominant signal, when there was one.
     pub band: Option<BandView>,
     /// Where the desired replicas run, when a replica source places them.
@@ -344,6 +346,7 @@ mod tests {
             dominant: None,
             proposals: Vec::new(),
             missing: Vec::new(),
+            partial: Vec::new(),
             band: None,
             placement: None,
         }

@@ -164,6 +164,50 @@ fn partial_data_may_scale_up_but_not_down() {
 }
 
 #[test]
+fn a_lower_bound_may_scale_up_but_never_down() {
+    // A collector shard is lost: the QPS sum in the window is only a lower bound.
+    let p = bare_qps("");
+    let mut low = qps(100.0, T0);
+    low.mark_lower_bound(Signal::Qps, T0 - 3, T0 - 2);
+    let d = decide(&p, &low, rc(7), T0, &mut warm());
+    assert_eq!((d.desired, d.rule), (7, Rule::HeldMissingData));
+    assert_eq!(d.lower_bound, vec![Signal::Qps]);
+    assert!(d.missing.is_empty());
+    let text = d.reason.to_string();
+    assert!(text.contains("partial data"), "{text}");
+    assert!(text.contains("collector shard"), "{text}");
+
+    let mut high = qps(2000.0, T0);
+    high.mark_lower_bound(Signal::Qps, T0 - 600, T0 + 1);
+    let d = decide(&p, &high, rc(7), T0, &mut warm());
+    assert_eq!((d.desired, d.rule), (20, Rule::ScaledUp));
+
+    // Once the lower bounds have left the window, scale-down is allowed again.
+    let d = decide(&p, &low, rc(7), T0 + 12, &mut warm());
+    let mut later = qps(100.0, T0 + 12);
+    later.mark_lower_bound(Signal::Qps, T0 - 3, T0 - 2);
+    let d_later = decide(&p, &later, rc(7), T0 + 12, &mut warm());
+    assert_eq!(
+        d.rule,
+        Rule::HeldMissingData,
+        "no data in the window: {}",
+        d.reason
+    );
+    assert_eq!((d_later.desired, d_later.rule), (1, Rule::ScaledDown));
+}
+
+#[test]
+fn a_lower_bound_below_the_activation_threshold_keeps_the_workload_active() {
+    let p = bare_qps("replicas: { min: 0, max: 100 }");
+    let mut s = qps(0.0, T0);
+    assert!(!is_active(&p, &s, T0));
+    s.mark_lower_bound(Signal::Qps, T0 - 1, T0);
+    assert!(is_active(&p, &s, T0));
+    let d = decide(&p, &s, rc(3), T0, &mut warm());
+    assert_ne!(d.desired, 0, "{}", d.reason);
+}
+
+#[test]
 fn scale_down_waits_for_the_down_window() {
     let p = bare_qps("hysteresis: { downWindow: 60s }");
     let mut st = warm();

@@ -173,7 +173,7 @@ fn rule_words(rule: &str) -> &'static str {
         "scaled_up" => "scaled up: load above the band",
         "scaled_down" => "scaled down: every signal below the band",
         "held_in_band" => "held: load inside the hysteresis band",
-        "held_missing_data" => "held: a signal has no fresh data",
+        "held_missing_data" => "held: a signal has no fresh or only partial data",
         "stabilized" => "held by the stabilization window",
         "rate_limited" => "limited by the scaling rate limit",
         "panic" => "panic mode: a burst of load, no scale-down",
@@ -229,6 +229,12 @@ fn render_explain(workload: &WorkloadStatus) -> String {
             }
             if !d.missing.is_empty() {
                 out.push_str(&format!("  no fresh data: {}\n", d.missing.join(", ")));
+            }
+            if !d.partial.is_empty() {
+                out.push_str(&format!(
+                    "  only partly known (a collector shard is lost; scale-down held): {}\n",
+                    d.partial.join(", ")
+                ));
             }
             if let Some(b) = &d.band {
                 out.push_str(&format!(
@@ -309,6 +315,7 @@ mod tests {
                 dominant: Some("qps".into()),
                 proposals: Vec::new(),
                 missing: Vec::new(),
+                partial: Vec::new(),
                 band: None,
                 placement: Some(Placed {
                     pods: 12,

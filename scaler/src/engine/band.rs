@@ -53,11 +53,12 @@ pub(crate) fn band_for(policy: &AppPolicy, dominant: Option<&Proposal>) -> Band 
 
 /// The recommendation before stabilization. Scale up when any signal is above the high
 /// mark (and asks for more); scale down only when every signal is below the low mark and
-/// none is missing; otherwise hold at `current`.
+/// none is missing or only a lower bound; otherwise hold at `current`.
 pub(crate) fn recommend(
     policy: &AppPolicy,
     found: &[Proposal],
     missing: &[Signal],
+    lower_bound: &[Signal],
     current: u32,
 ) -> (u32, BandOutcome) {
     let Some(top) = dominant(found) else {
@@ -70,7 +71,7 @@ pub(crate) fn recommend(
     if up {
         return (top.replicas, BandOutcome::Up);
     }
-    if !missing.is_empty() {
+    if !missing.is_empty() || !lower_bound.is_empty() {
         return (current, BandOutcome::Missing);
     }
     let down = top.replicas < current && found.iter().all(|p| p.ratio < h.scale_down_below);

@@ -115,6 +115,9 @@ pub struct Decision {
     pub proposals: Vec<Proposal>,
     /// Configured signals without fresh data.
     pub missing: Vec<Signal>,
+    /// Signals whose values are lower bounds (summed while a collector shard was lost):
+    /// they can scale up, never down.
+    pub lower_bound: Vec<Signal>,
     /// The hysteresis band in the dominant signal's units.
     pub band: Band,
     /// The recommendation before stabilization, limits and min/max.

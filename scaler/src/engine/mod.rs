@@ -9,12 +9,13 @@
 //!
 //! 1. **Proposals** per configured signal over `signals.window`: QPS
 //!    `ceil(qps / targetPerReplica)`; CPU/memory `ceil(ready × usage / target)` as the HPA.
-//!    A signal with no value newer than `signals.staleAfter` is *missing*.
+//!    A signal with no value newer than `signals.staleAfter` is *missing*. A signal whose
+//!    window holds a lower bound (summed while a collector shard was lost) is *partial*.
 //! 2. **Band** (hysteresis): scale up when any signal's load exceeds
 //!    `scaleUpAbove × target` for the replicas in place; scale down only when every signal
-//!    is below `scaleDownBelow × target` and none is missing; else hold. The largest
-//!    proposal is the recommendation. Missing data never scales down; the signals that do
-//!    have data may still scale up.
+//!    is below `scaleDownBelow × target` and none is missing or partial; else hold. The
+//!    largest proposal is the recommendation. Missing or partial data never scales down;
+//!    the signals that do have data (a partial sum included) may still scale up.
 //! 3. **Stabilization** over recent recommendations, HPA `behavior` semantics:
 //!    `min(max(current, min over up window), max over down window)`. The first decision
 //!    seeds the history with the current count, as the HPA does.
@@ -102,11 +103,14 @@ pub fn is_active(policy: &AppPolicy, signals: &impl SignalView, now: i64) -> boo
         let Some(threshold) = threshold else {
             return false;
         };
+        let window = policy.activation.window_secs;
         match signals.newest(signal) {
             None => false,
             Some(t) if now - t > i64::from(policy.signals.stale_after_secs) => true,
+            // A partial sum below the threshold says nothing about the whole.
+            Some(_) if signals.lower_bound(signal, now, window) => true,
             Some(_) => signals
-                .mean(signal, now, policy.activation.window_secs)
+                .mean(signal, now, window)
                 .is_some_and(|v| v > threshold),
         }
     })
@@ -145,6 +149,14 @@ pub fn decide(
         let sep = if need.is_empty() { "" } else { "; " };
         need = format!("{need}{sep}no fresh {} data", names.join(", "));
     }
+    if !stable.lower_bound.is_empty() {
+        let names: Vec<&str> = stable.lower_bound.iter().map(|s| s.as_str()).collect();
+        let sep = if need.is_empty() { "" } else { "; " };
+        need = format!(
+            "{need}{sep}{} only partly known (a collector shard is lost)",
+            names.join(", ")
+        );
+    }
     let mut out = Decision {
         desired: current,
         active,
@@ -152,6 +164,7 @@ pub fn decide(
         dominant: top.map(|p| p.signal),
         proposals: stable.found.clone(),
         missing: stable.missing.clone(),
+        lower_bound: stable.lower_bound.clone(),
         band,
         recommendation: current,
         rule: Rule::HeldInBand,
@@ -160,7 +173,11 @@ pub fn decide(
 
     // Zero only on evidence: with a signal missing (e.g. the store was just emptied by a
     // restart) the normal path below holds the count instead.
-    if policy.activation.scale_to_zero && !active && stable.missing.is_empty() {
+    if policy.activation.scale_to_zero
+        && !active
+        && stable.missing.is_empty()
+        && stable.lower_bound.is_empty()
+    {
         state.recommendations.push_back((now, 0));
         state.panic = None;
         state.record_change(now, current, 0);
@@ -179,7 +196,13 @@ pub fn decide(
     }
 
     // 2. band
-    let (rec, outcome) = band::recommend(policy, &stable.found, &stable.missing, current);
+    let (rec, outcome) = band::recommend(
+        policy,
+        &stable.found,
+        &stable.missing,
+        &stable.lower_bound,
+        current,
+    );
     out.recommendation = rec;
     let (mut rule, mut why) = match outcome {
         BandOutcome::Up => (
@@ -199,6 +222,10 @@ pub fn decide(
         BandOutcome::Hold => (
             Rule::HeldInBand,
             in_band_text(&band, h.scale_down_below, h.scale_up_above, current),
+        ),
+        BandOutcome::Missing if stable.missing.is_empty() => (
+            Rule::HeldMissingData,
+            format!("never scaling down on partial data: holding {current}"),
         ),
         BandOutcome::Missing => (
             Rule::HeldMissingData,

@@ -25,6 +25,9 @@ pub struct Proposal {
 pub(crate) struct Proposals {
     pub found: Vec<Proposal>,
     pub missing: Vec<Signal>,
+    /// Found signals whose window holds lower bounds (an input was incomplete): their
+    /// proposals may scale up, never down.
+    pub lower_bound: Vec<Signal>,
 }
 
 /// `ceil` that forgives float noise: 3.0000000001 replicas is 3, not 4.
@@ -102,6 +105,7 @@ pub(crate) fn proposals(
 ) -> Proposals {
     let mut found = Vec::new();
     let mut missing = Vec::new();
+    let mut lower_bound = Vec::new();
     for (signal, target) in targets(policy) {
         let value = if is_fresh(policy, signals, signal, now) {
             signals
@@ -114,6 +118,9 @@ pub(crate) fn proposals(
             missing.push(signal);
             continue;
         };
+        if signals.lower_bound(signal, now, window_secs) {
+            lower_bound.push(signal);
+        }
         let base = match signal {
             Signal::Qps => current,
             // No pod reported ready (all starting): judge against the replicas in place.
@@ -128,5 +135,9 @@ pub(crate) fn proposals(
             ratio: ratio(value, target * f64::from(base)),
         });
     }
-    Proposals { found, missing }
+    Proposals {
+        found,
+        missing,
+        lower_bound,
+    }
 }

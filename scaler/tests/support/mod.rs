@@ -11,6 +11,7 @@ use spillway_scaler::policy::{AppPolicy, parse_policy};
 #[derive(Clone, Debug, Default)]
 pub struct VecSignals {
     series: BTreeMap<Signal, BTreeMap<i64, f64>>,
+    lower_bounds: BTreeMap<Signal, std::collections::BTreeSet<i64>>,
 }
 
 impl VecSignals {
@@ -27,6 +28,14 @@ impl VecSignals {
         for t in from..to {
             self.set(signal, t, value);
         }
+    }
+
+    /// Marks the values in `[from, to)` as lower bounds (summed while a shard was lost).
+    pub fn mark_lower_bound(&mut self, signal: Signal, from: i64, to: i64) {
+        self.lower_bounds
+            .entry(signal)
+            .or_default()
+            .extend(from..to);
     }
 
     pub fn clear(&mut self, signal: Signal) {
@@ -64,6 +73,12 @@ impl SignalView for VecSignals {
     }
     fn oldest(&self, signal: Signal) -> Option<i64> {
         self.series.get(&signal)?.keys().next().copied()
+    }
+    fn lower_bound(&self, signal: Signal, now: i64, window_secs: u32) -> bool {
+        let from = now - i64::from(window_secs) + 1;
+        self.lower_bounds
+            .get(&signal)
+            .is_some_and(|marked| marked.range(from..=now).next().is_some())
     }
 }
 
