@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "prometheus/types.proto",
         "prometheus/remote.proto",
         "spillway/ingest.proto",
+        "spillway/shard.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

@@ -18,6 +18,8 @@
 //! - [`ingest_grpc`]: Spillway's own client-streaming gRPC push of sample batches.
 //! - [`promql`]: periodic queries of a Prometheus-compatible `/api/v1/query`.
 //! - [`resources`]: CPU and memory from cAdvisor series, rolled up per workload.
+//! - [`shard`]: sharded collectors: target ownership, the shard service, and the
+//!   scalers' fan-out and merge.
 //! - [`clock`]: the only place wall-clock time is read.
 #![forbid(unsafe_code)]
 
@@ -31,6 +33,7 @@ pub mod rate;
 pub mod remote_write;
 pub mod resources;
 pub mod scrape;
+pub mod shard;
 pub mod signal;
 pub mod store;
 
