@@ -313,7 +313,12 @@ mod tests {
     async fn start_shard(index: u32, qps: f64) -> (String, tokio::sync::oneshot::Sender<()>) {
         let ingest = Ingest::new(StoreLimits::default());
         let target: Arc<str> = format!("gw-{index}").into();
-        ingest.apply(&target, Signal::Qps, vec![(web(), qps)], crate::clock::unix_ms());
+        ingest.apply(
+            &target,
+            Signal::Qps,
+            vec![(web(), qps)],
+            crate::clock::unix_ms(),
+        );
         let server = ShardServer::new(
             ShardSpec::new(index, 2).unwrap(),
             ingest,
