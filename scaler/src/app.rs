@@ -11,6 +11,7 @@ use spillway_collector::ingest_grpc::PushService;
 use spillway_collector::promql::{PromqlConfig, PromqlSource};
 use spillway_collector::remote_write::{RemoteWrite, RemoteWriteConfig};
 use spillway_collector::scrape::{ScrapeConfig, Scraper, Target};
+use spillway_collector::shard::{FanOut, FanOutConfig};
 use spillway_collector::store::StoreLimits;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -55,11 +56,15 @@ pub struct ProcessConfig {
 }
 
 /// Inputs besides scraping: remote-write (on the HTTP port) and Spillway's gRPC push
-/// (on the gRPC port) are always served; the PromQL source runs when configured.
+/// (on the gRPC port) are always served; the PromQL source and the collector shards'
+/// fan-out run when configured.
 #[derive(Clone, Debug, Default)]
 pub struct CollectorInputs {
     pub remote_write: RemoteWriteConfig,
     pub promql: Option<PromqlConfig>,
+    /// Sharded collectors polled and merged; they scrape, so the process's own target
+    /// list should be empty.
+    pub collectors: Option<FanOutConfig>,
 }
 
 /// The process's sockets, bound by the caller (tests bind 127.0.0.1:0).
@@ -78,6 +83,8 @@ pub enum RunError {
     Client(#[source] reqwest::Error),
     #[error("Kubernetes side failed: {0}")]
     Cluster(#[from] crate::cluster::ClusterError),
+    #[error("collector shards: {0}")]
+    Collectors(#[from] spillway_collector::shard::fanout::FanOutError),
     #[error("a task of the process panicked: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -125,6 +132,13 @@ pub async fn run_with_cluster(
         .promql
         .clone()
         .map(|promql| PromqlSource::new(client.clone(), promql, ingest.clone()));
+    let fanout = config
+        .inputs
+        .collectors
+        .clone()
+        .map(|collectors| FanOut::new(collectors, ingest.clone()))
+        .transpose()?;
+    let shards = fanout.as_ref().map(FanOut::stats);
     let scrape_stats = Arc::new(spillway_collector::scrape::ScrapeStats::new());
     let mut metrics = Metrics::new();
     metrics.register_collector_stats(CollectorStats {
@@ -133,6 +147,8 @@ pub async fn run_with_cluster(
         remote_write: Some(remote_write.clone()),
         push: Some(push.stats()),
         promql: promql.as_ref().map(PromqlSource::stats),
+        shards: shards.clone(),
+        shard_server: None,
     });
     let metrics = Arc::new(metrics);
     let metrics_for_scrapes = metrics.clone();
@@ -178,6 +194,7 @@ pub async fn run_with_cluster(
                 .collect()
         }),
         remote_write: Some(remote_write),
+        shards,
     };
     let http_server = http::serve(listeners.http, http_state, wait(shutdown.clone()));
     tasks.spawn(async move { http_server.await.map_err(RunError::from) });
@@ -198,6 +215,13 @@ pub async fn run_with_cluster(
             shutdown.clone(),
         );
         tasks.spawn(async move { cluster.await.map_err(RunError::from) });
+    }
+    if let Some(fanout) = fanout {
+        let fanout_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            fanout.run(fanout_shutdown).await;
+            Ok(())
+        });
     }
     if let Some(promql) = promql {
         let promql_shutdown = shutdown.clone();

@@ -13,6 +13,7 @@ use spillway_collector::Signal;
 use spillway_collector::promql::{PromqlConfig, PromqlQuery};
 use spillway_collector::remote_write::{RemoteWriteConfig, WriteMapping};
 use spillway_collector::resources::{ResourceMapping, WorkloadFrom};
+use spillway_collector::shard::FanOutConfig;
 
 use crate::app::CollectorInputs;
 
@@ -57,6 +58,21 @@ struct RawConfig {
     promql: Option<RawPromql>,
     #[serde(default)]
     resources: Option<RawResources>,
+    #[serde(default)]
+    collectors: Option<RawCollectors>,
+}
+
+/// Sharded collectors: the scaler polls these instead of scraping `scrape.targets`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawCollectors {
+    shards: Vec<String>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    interval: Option<Duration>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    lost_after: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -309,6 +325,11 @@ impl ServeConfig {
                 })
             }
         };
+        let collectors = raw
+            .collectors
+            .map(collectors)
+            .transpose()
+            .map_err(invalid)?;
         let inputs = CollectorInputs {
             remote_write: remote_write(raw.remote_write, resources, &scrape.mapping),
             promql: raw
@@ -316,6 +337,7 @@ impl ServeConfig {
                 .map(|raw| promql(raw, scrape.staleness))
                 .transpose()
                 .map_err(invalid)?,
+            collectors,
         };
         Ok(Self {
             inputs,
@@ -350,6 +372,45 @@ fn remote_write(
         },
         ..defaults
     }
+}
+
+fn collectors(raw: RawCollectors) -> Result<FanOutConfig, String> {
+    let defaults = FanOutConfig::default();
+    if raw.shards.is_empty() {
+        return Err("collectors.shards must list every shard's address, shard 0 first".into());
+    }
+    for url in &raw.shards {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!(
+                "collectors.shards: '{url}' must be an http:// or https:// URL"
+            ));
+        }
+    }
+    let interval = raw.interval.unwrap_or(defaults.interval);
+    let timeout = raw.timeout.unwrap_or(defaults.timeout.min(interval));
+    let lost_after = raw
+        .lost_after
+        .unwrap_or(defaults.lost_after.max(3 * interval));
+    if interval < Duration::from_millis(100) {
+        return Err("collectors.interval must be at least 100ms".into());
+    }
+    if timeout.is_zero() || timeout > interval {
+        return Err(format!(
+            "collectors.timeout must be > 0 and at most collectors.interval ({interval:?})"
+        ));
+    }
+    if lost_after < 2 * interval {
+        return Err(format!(
+            "collectors.lostAfter must be at least twice collectors.interval ({interval:?}): \
+             one slow answer must not count as a lost shard"
+        ));
+    }
+    Ok(FanOutConfig {
+        shards: raw.shards,
+        interval,
+        timeout,
+        lost_after,
+    })
 }
 
 fn resource_mapping(raw: RawResources) -> Result<ResourceMapping, String> {
@@ -457,6 +518,36 @@ mod tests {
         let error =
             ServeConfig::parse("c.yaml", "policies: p\ntls: {certFile: a.crt}\n").unwrap_err();
         assert!(error.to_string().contains("keyFile"), "{error}");
+    }
+
+    #[test]
+    fn collector_shards_are_configured_and_checked() {
+        let config = ServeConfig::parse(
+            "c.yaml",
+            "policies: p\ncollectors:\n  shards: [http://c-0:9091, http://c-1:9091]\n  interval: 2s\n",
+        )
+        .unwrap();
+        let collectors = config.inputs.collectors.unwrap();
+        assert_eq!(collectors.shards.len(), 2);
+        assert_eq!(collectors.interval, Duration::from_secs(2));
+        assert_eq!(collectors.timeout, Duration::from_millis(800));
+        assert_eq!(collectors.lost_after, Duration::from_secs(6));
+        for (text, needle) in [
+            ("collectors: {shards: []}", "every shard"),
+            ("collectors: {shards: [c-0:9091]}", "http://"),
+            (
+                "collectors: {shards: [http://c], interval: 1s, lostAfter: 1s}",
+                "twice",
+            ),
+            (
+                "collectors: {shards: [http://c], interval: 1s, timeout: 2s}",
+                "timeout",
+            ),
+        ] {
+            let error =
+                ServeConfig::parse("c.yaml", &format!("policies: p\n{text}\n")).unwrap_err();
+            assert!(error.to_string().contains(needle), "{text}: {error}");
+        }
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct HttpState {
     pub policy_status: Arc<dyn Fn() -> Vec<String> + Send + Sync>,
     /// Prometheus remote-write receiver mounted at `POST /api/v1/write`.
     pub remote_write: Option<Arc<spillway_collector::remote_write::RemoteWrite>>,
+    /// The collector shards this process polls, when sharded.
+    pub shards: Option<Arc<spillway_collector::shard::FanOutStats>>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -63,6 +65,11 @@ pub async fn serve(
 /// for everyone else (curl, promtool).
 async fn metrics(State(state): State<HttpState>, headers: HeaderMap) -> Response {
     refresh_gauges(&state);
+    metrics_response(&state.metrics, &headers)
+}
+
+/// `/metrics` in the format the scraper asked for.
+pub(crate) fn metrics_response(metrics: &Metrics, headers: &HeaderMap) -> Response {
     let openmetrics = headers
         .get_all(header::ACCEPT)
         .iter()
@@ -74,7 +81,7 @@ async fn metrics(State(state): State<HttpState>, headers: HeaderMap) -> Response
                 header::CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )],
-            state.metrics.encode(),
+            metrics.encode(),
         )
             .into_response()
     } else {
@@ -83,7 +90,7 @@ async fn metrics(State(state): State<HttpState>, headers: HeaderMap) -> Response
                 header::CONTENT_TYPE,
                 "text/plain; version=0.0.4; charset=utf-8",
             )],
-            state.metrics.encode_text(),
+            metrics.encode_text(),
         )
             .into_response()
     }
@@ -97,22 +104,7 @@ fn refresh_gauges(state: &HttpState) {
         .metrics
         .store_bytes
         .set(store.approximate_bytes() as i64);
-    for target in state.targets.iter() {
-        let labels = TargetLabels {
-            target: target.key().to_string(),
-        };
-        let health = target.value();
-        state
-            .metrics
-            .scrape_up
-            .get_or_create(&labels)
-            .set(i64::from(health.up));
-        state
-            .metrics
-            .scrape_target_samples
-            .get_or_create(&labels)
-            .set(i64::try_from(health.samples).unwrap_or(i64::MAX));
-    }
+    refresh_target_gauges(&state.metrics, &state.targets);
     let refused = state
         .policies
         .status()
@@ -123,6 +115,24 @@ fn refresh_gauges(state: &HttpState) {
         .metrics
         .policy_files_refused
         .set(i64::try_from(refused).unwrap_or(i64::MAX));
+}
+
+/// Per-target gauges, read from the scrape loop's health map at scrape time.
+pub(crate) fn refresh_target_gauges(metrics: &Metrics, targets: &DashMap<Arc<str>, TargetHealth>) {
+    for target in targets.iter() {
+        let labels = TargetLabels {
+            target: target.key().to_string(),
+        };
+        let health = target.value();
+        metrics
+            .scrape_up
+            .get_or_create(&labels)
+            .set(i64::from(health.up));
+        metrics
+            .scrape_target_samples
+            .get_or_create(&labels)
+            .set(i64::try_from(health.samples).unwrap_or(i64::MAX));
+    }
 }
 
 fn report(state: &HttpState) -> StatusReport {
@@ -139,6 +149,11 @@ fn report(state: &HttpState) -> StatusReport {
             .map(|t| TargetStatus::from_health(t.key(), t.value()))
             .collect(),
         policy_errors: (state.policy_status)(),
+        shards: state
+            .shards
+            .as_ref()
+            .map(|shards| shards.shards())
+            .unwrap_or_default(),
     }
 }
 

@@ -27,6 +27,8 @@
 //! - [`telemetry`]: `/metrics`; [`http`]: the HTTP side; [`status`]: the status report.
 //! - [`app`]: one Spillway process wired together; [`demo`]: `spillway demo`'s
 //!   built-in gateway, traffic profile and policies; [`config`]: `spillway serve`'s file.
+//! - [`shard_collector`]: `spillway collector --shard I/N`, a collector on its own that
+//!   scrapes its hash shard of the targets and answers the scalers.
 #![forbid(unsafe_code)]
 
 pub mod app;
@@ -42,6 +44,7 @@ pub mod placement;
 pub mod policy;
 pub mod replicas;
 pub mod runtime;
+pub mod shard_collector;
 pub mod simulate;
 pub mod status;
 pub mod telemetry;

@@ -13,6 +13,9 @@ pub struct StatusReport {
     pub targets: Vec<TargetStatus>,
     /// One line per refused policy file (the last good version of each keeps serving).
     pub policy_errors: Vec<String>,
+    /// Collector shards and whether each is counted, when collectors are sharded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<spillway_collector::shard::ShardStatus>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -534,6 +534,9 @@ pub struct CollectorStats {
     pub push: Option<std::sync::Arc<spillway_collector::ingest_grpc::PushStats>>,
     pub promql: Option<std::sync::Arc<spillway_collector::promql::PromqlStats>>,
     pub scrape: Option<std::sync::Arc<spillway_collector::scrape::ScrapeStats>>,
+    pub shards: Option<std::sync::Arc<spillway_collector::shard::FanOutStats>>,
+    /// This process is a collector shard answering the scalers.
+    pub shard_server: Option<std::sync::Arc<spillway_collector::shard::ShardServerStats>>,
 }
 
 impl Metrics {
@@ -681,6 +684,20 @@ impl prometheus_client::collector::Collector for CollectorStats {
                 ],
             )?;
         }
+        if let Some(server) = &self.shard_server {
+            family(
+                "shard_snapshots",
+                "Snapshot calls this collector shard answered, by outcome",
+                MetricType::Counter,
+                vec![
+                    ("outcome", "ok", server.snapshots.load(Relaxed)),
+                    ("outcome", "wrong_shard", server.refused.load(Relaxed)),
+                ],
+            )?;
+        }
+        if let Some(shards) = &self.shards {
+            encode_shards(&mut encoder, shards)?;
+        }
         if let Some(scrape) = &self.scrape
             && scrape.scrapes.load(Relaxed) > 0
         {
@@ -701,6 +718,76 @@ impl prometheus_client::collector::Collector for CollectorStats {
         }
         Ok(())
     }
+}
+
+/// Per-shard families of the scalers' fan-out: whether each shard is counted, how old its
+/// answer is, its polls and targets; and whether the sums are complete.
+fn encode_shards(
+    encoder: &mut prometheus_client::encoding::DescriptorEncoder,
+    stats: &spillway_collector::shard::FanOutStats,
+) -> Result<(), std::fmt::Error> {
+    use prometheus_client::encoding::EncodeMetric;
+    use prometheus_client::metrics::MetricType;
+    use prometheus_client::metrics::counter::ConstCounter;
+    use prometheus_client::metrics::gauge::ConstGauge;
+
+    let shards = stats.shards();
+    let now_ms = spillway_collector::clock::unix_ms();
+    let index: Vec<String> = (0..shards.len()).map(|i| i.to_string()).collect();
+    let mut up = encoder.encode_descriptor(
+        "collector_shard_up",
+        "1 if the collector shard's latest warm answer is counted in the sums",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (shard, status) in index.iter().zip(&shards) {
+        ConstGauge::new(i64::from(status.up))
+            .encode(up.encode_family(&[("shard", shard.as_str())])?)?;
+    }
+    let mut age = encoder.encode_descriptor(
+        "collector_shard_answer_age_seconds",
+        "Seconds since the collector shard's latest warm answer (absent: never answered)",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (shard, status) in index.iter().zip(&shards) {
+        if let Some(at) = status.last_answer_ms {
+            ConstGauge::new((now_ms - at).max(0) as f64 / 1000.0)
+                .encode(age.encode_family(&[("shard", shard.as_str())])?)?;
+        }
+    }
+    let mut polls = encoder.encode_descriptor(
+        "collector_shard_polls",
+        "Polls of each collector shard, by outcome",
+        None,
+        MetricType::Counter,
+    )?;
+    for (shard, status) in index.iter().zip(&shards) {
+        for (outcome, n) in [("ok", status.polls_ok), ("failed", status.polls_failed)] {
+            ConstCounter::new(n)
+                .encode(polls.encode_family(&[("shard", shard.as_str()), ("outcome", outcome)])?)?;
+        }
+    }
+    let mut targets = encoder.encode_descriptor(
+        "collector_shard_targets",
+        "Scrape targets each collector shard owns, and of those how many are up",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (shard, status) in index.iter().zip(&shards) {
+        for (state, n) in [("owned", status.targets_owned), ("up", status.targets_up)] {
+            ConstGauge::new(i64::from(n))
+                .encode(targets.encode_family(&[("shard", shard.as_str()), ("state", state)])?)?;
+        }
+    }
+    let complete = encoder.encode_descriptor(
+        "collector_shards_complete",
+        "1 if every collector shard is counted; 0 means sums are lower bounds and scale-down is held",
+        None,
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new(i64::from(stats.complete())).encode(complete)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use spillway_proto::shard::SnapshotRequest;
 use spillway_proto::shard::shard_client::ShardClient;
 use tokio::sync::watch;
@@ -53,8 +53,8 @@ pub enum FanOutError {
 }
 
 /// What an SRE needs to know about one shard, for /metrics and the status API.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 pub struct ShardStatus {
     pub url: String,
     /// Counted in the merge: a warm answer within `lostAfter`.

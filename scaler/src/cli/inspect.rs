@@ -53,6 +53,30 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             target.last_error.as_deref().unwrap_or("-")
         );
     }
+    if !report.shards.is_empty() {
+        println!();
+        println!(
+            "COLLECTOR SHARD                                 COUNTED TARGETS UP/OWNED  LAST ERROR"
+        );
+        for (index, shard) in report.shards.iter().enumerate() {
+            let counted = match (shard.up, shard.warming) {
+                (true, _) => "yes",
+                (false, true) => "WARMING",
+                (false, false) => "LOST",
+            };
+            println!(
+                "{:<47} {:<7} {:>5}/{:<12} {}",
+                format!("{index}: {}", shard.url),
+                counted,
+                shard.targets_up,
+                shard.targets_owned,
+                shard.last_error.as_deref().unwrap_or("-")
+            );
+        }
+        if report.shards.iter().any(|s| !s.up) {
+            println!("  a shard is not counted: sums are lower bounds and no workload scales down");
+        }
+    }
     if !report.policy_errors.is_empty() {
         println!();
         println!("POLICY PROBLEMS (the last good version of each file keeps serving)");

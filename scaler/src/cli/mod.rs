@@ -1,5 +1,6 @@
 //! Subcommands of the `spillway` binary.
 
+mod collector;
 mod demo;
 mod inspect;
 mod serve;
@@ -34,6 +35,9 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Run Spillway for real from a config file.
     Serve(serve::ServeArgs),
+    /// Run one collector shard on its own: scrape the targets of hash shard I of N and
+    /// answer the scalers (whose config lists the shards under `collectors:`).
+    Collector(collector::CollectorArgs),
     /// Work with tenants' policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -86,6 +90,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Demo(args) => demo::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Collector(args) => collector::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Policy(PolicyCommand::Validate { files }) => Ok(validate(&files)),
         Command::Status(args) => inspect::status(args).await,
         Command::Explain(args) => inspect::explain(args).await,

@@ -47,11 +47,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let http = TcpListener::bind(config.http)
         .await
         .with_context(|| format!("binding HTTP {}", config.http))?;
-    tracing::info!(grpc = %grpc.local_addr()?, tls = tls.is_some(), mtls = tls.as_ref().is_some_and(|t| t.mutual()), http = %http.local_addr()?, targets = config.targets.len(), "spillway serving");
+    tracing::info!(grpc = %grpc.local_addr()?, tls = tls.is_some(), mtls = tls.as_ref().is_some_and(|t| t.mutual()), http = %http.local_addr()?, targets = config.targets.len(), collector_shards = config.inputs.collectors.as_ref().map_or(0, |c| c.shards.len()), "spillway serving");
     println!("grpc={} http={}", grpc.local_addr()?, http.local_addr()?);
     let kubernetes = config.kubernetes.clone();
-    let mut targets = config.targets;
-    if let Some(k) = &kubernetes {
+    let sharded = config.inputs.collectors.is_some();
+    // With sharded collectors the targets are theirs to scrape; this process merges.
+    let mut targets = if sharded { Vec::new() } else { config.targets };
+    if let Some(k) = kubernetes.as_ref().filter(|_| !sharded) {
         let found = spillway_scaler::cluster::runner::discover_targets(k)
             .await
             .context("discovering gateway pods")?;

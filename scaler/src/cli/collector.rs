@@ -1,0 +1,62 @@
+//! `spillway collector --shard I/N --config FILE`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use spillway_collector::shard::ShardSpec;
+use spillway_scaler::app::Listeners;
+use spillway_scaler::config::ServeConfig;
+use spillway_scaler::shard_collector::{self, ShardProcess};
+use tokio::net::TcpListener;
+
+#[derive(Args, Debug)]
+pub struct CollectorArgs {
+    /// This process's shard, `I/N`: it scrapes the targets whose address hashes to I
+    /// (Prometheus' hashmod over host:port, modulus N).
+    #[arg(long, value_parser = parse_shard)]
+    pub shard: ShardSpec,
+    /// The same configuration file `spillway serve` reads; its scrape section is used.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Address of the shard service the scalers poll (port 0 picks a free port).
+    #[arg(long, default_value = "0.0.0.0:9091")]
+    pub grpc: SocketAddr,
+    /// Address of /metrics, /healthz, /readyz and /api/v1/status.
+    #[arg(long, default_value = "0.0.0.0:9100")]
+    pub http: SocketAddr,
+}
+
+fn parse_shard(text: &str) -> Result<ShardSpec, String> {
+    text.parse()
+        .map_err(|e: spillway_collector::shard::ShardSpecError| e.to_string())
+}
+
+pub async fn run(args: CollectorArgs) -> anyhow::Result<()> {
+    let config = ServeConfig::load(&args.config)?;
+    let shutdown = super::shutdown_on_signal()?;
+    let mut targets = config.targets;
+    if let Some(k) = &config.kubernetes {
+        let found = spillway_scaler::cluster::runner::discover_targets(k)
+            .await
+            .context("discovering gateway pods")?;
+        tracing::info!(found = found.len(), "gateway targets discovered");
+        targets.extend(found);
+    }
+    let grpc = TcpListener::bind(args.grpc)
+        .await
+        .with_context(|| format!("binding gRPC {}", args.grpc))?;
+    let http = TcpListener::bind(args.http)
+        .await
+        .with_context(|| format!("binding HTTP {}", args.http))?;
+    println!("grpc={} http={}", grpc.local_addr()?, http.local_addr()?);
+    let process = ShardProcess {
+        shard: args.shard,
+        scrape: config.scrape,
+        targets,
+        max_windows: config.store.max_windows,
+    };
+    shard_collector::run(process, Listeners { grpc, http }, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! `spillway collector --shard I/N`: one collector shard on its own.
+//!
+//! It reads the same configuration file as `spillway serve`, keeps the scrape targets
+//! whose address hashes to shard I of N (Prometheus' `hashmod`), scrapes them, and
+//! answers `spillway.shard.v1.Shard/Snapshot` with the per-workload sums. It decides
+//! nothing: the scalers poll every shard and merge (see
+//! [`spillway_collector::shard`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use dashmap::DashMap;
+use spillway_collector::ingest::Ingest;
+use spillway_collector::scrape::{ScrapeConfig, ScrapeStats, Scraper, Target, TargetHealth};
+use spillway_collector::shard::{ShardServer, ShardSpec};
+use spillway_collector::store::StoreLimits;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::app::{Listeners, RunError, scrape_client};
+use crate::status::TargetStatus;
+use crate::telemetry::{CollectorStats, Metrics};
+
+/// A shard only sums its targets' latest values; the scalers keep the history.
+const SHARD_HORIZON_SECS: u32 = 60;
+
+pub struct ShardProcess {
+    pub shard: ShardSpec,
+    pub scrape: ScrapeConfig,
+    /// Every target in the configuration; the shard keeps the ones it owns.
+    pub targets: Vec<Target>,
+    pub max_windows: usize,
+}
+
+#[derive(Clone)]
+struct ShardHttp {
+    metrics: Arc<Metrics>,
+    targets: Arc<DashMap<Arc<str>, TargetHealth>>,
+    server: ShardServer,
+    shard: ShardSpec,
+}
+
+/// Runs the shard until `shutdown` flips to true.
+pub async fn run(
+    process: ShardProcess,
+    listeners: Listeners,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    let configured = process.targets.len();
+    let owned: Vec<Target> = process
+        .targets
+        .into_iter()
+        .filter(|target| process.shard.owns(target))
+        .collect();
+    tracing::info!(shard = %process.shard, owned = owned.len(), configured, "collector shard starting");
+    let ingest = Ingest::new(StoreLimits {
+        horizon_secs: SHARD_HORIZON_SECS,
+        max_windows: process.max_windows,
+    });
+    let client = scrape_client(&process.scrape).map_err(RunError::Client)?;
+    let scrape_stats = Arc::new(ScrapeStats::new());
+    // Two scrapes per target make the first rate; the timeout bounds the second one.
+    let warm_after = 2 * process.scrape.interval + process.scrape.timeout;
+    let warm_at_ms = spillway_collector::clock::unix_ms()
+        + i64::try_from(warm_after.as_millis()).unwrap_or(i64::MAX);
+    let scraper = Scraper::new(client, process.scrape.clone(), ingest.clone())
+        .with_stats(scrape_stats.clone());
+    let targets = scraper.health();
+    let server = ShardServer::new(process.shard, ingest.clone(), targets.clone(), warm_at_ms);
+    let mut metrics = Metrics::new();
+    metrics.register_collector_stats(CollectorStats {
+        scrape: Some(scrape_stats),
+        ingest: Some(ingest.clone()),
+        shard_server: Some(server.stats()),
+        ..CollectorStats::default()
+    });
+    let metrics = Arc::new(metrics);
+    let for_scrapes = metrics.clone();
+    let scraper = scraper.on_scrape(Arc::new(move |duration, outcome| {
+        for_scrapes.observe_scrape(duration, outcome)
+    }));
+
+    let mut tasks: JoinSet<Result<(), RunError>> = JoinSet::new();
+    let wait = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let grpc = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(server.clone().into_service())
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listeners.grpc),
+            wait(shutdown.clone()),
+        );
+    tasks.spawn(async move { grpc.await.map_err(RunError::from) });
+
+    let state = ShardHttp {
+        metrics,
+        targets,
+        server,
+        shard: process.shard,
+    };
+    let router = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/api/v1/status", get(status))
+        .with_state(state);
+    let http_shutdown = wait(shutdown.clone());
+    tasks.spawn(async move {
+        axum::serve(listeners.http, router)
+            .with_graceful_shutdown(http_shutdown)
+            .await
+            .map_err(RunError::from)
+    });
+
+    let scrape_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        scraper.run(owned, scrape_shutdown).await;
+        Ok(())
+    });
+
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        let result = joined.map_err(RunError::from).and_then(|r| r);
+        if let Err(error) = result {
+            tracing::error!(%error, "part of the collector shard failed; shutting down");
+            first_error.get_or_insert(error);
+            tasks.abort_all();
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+async fn metrics_handler(State(state): State<ShardHttp>, headers: HeaderMap) -> Response {
+    crate::http::refresh_target_gauges(&state.metrics, &state.targets);
+    crate::http::metrics_response(&state.metrics, &headers)
+}
+
+/// Ready once warm: before that its answers would understate its share, and the scalers
+/// do not count it anyway.
+async fn ready(State(state): State<ShardHttp>) -> Response {
+    if state.server.is_warm(spillway_collector::clock::unix_ms()) {
+        "ok\n".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "collector shard {} is warming up: not every target has had two scrapes yet\n",
+                state.shard
+            ),
+        )
+            .into_response()
+    }
+}
+
+#[derive(serde::Serialize)]
+struct ShardStatusReport {
+    shard: String,
+    warm: bool,
+    targets: Vec<TargetStatus>,
+}
+
+async fn status(State(state): State<ShardHttp>) -> Response {
+    axum::Json(ShardStatusReport {
+        shard: state.shard.to_string(),
+        warm: state.server.is_warm(spillway_collector::clock::unix_ms()),
+        targets: state
+            .targets
+            .iter()
+            .map(|t| TargetStatus::from_health(t.key(), t.value()))
+            .collect(),
+    })
+    .into_response()
+}
