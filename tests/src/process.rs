@@ -38,6 +38,28 @@ impl Spillway {
         Self::start(binary, &["serve", "--config", &config], false)
     }
 
+    /// `spillway collector --shard SHARD --config FILE`, its gRPC port at `grpc`
+    /// (`127.0.0.1:0` for a free one; a fixed one to restart a shard where the scalers
+    /// expect it) and HTTP on a free port.
+    pub fn collector(binary: &str, config: &std::path::Path, shard: &str, grpc: &str) -> Self {
+        let config = config.to_string_lossy().into_owned();
+        Self::start(
+            binary,
+            &[
+                "collector",
+                "--shard",
+                shard,
+                "--config",
+                &config,
+                "--grpc",
+                grpc,
+                "--http",
+                "127.0.0.1:0",
+            ],
+            false,
+        )
+    }
+
     fn start(binary: &str, args: &[&str], demo: bool) -> Self {
         let mut child = Command::new(binary)
             .args(args)
