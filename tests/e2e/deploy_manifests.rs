@@ -573,8 +573,39 @@ fn pod_template_checks(
             if args.first().map(String::as_str) == Some("serve") {
                 check_serve_config(source, text, &mounts, &ports, container);
             }
+            if args.first().map(String::as_str) == Some("collector") {
+                check_collector_args(source, text, &args);
+            }
         }
     }
+}
+
+/// A collector shard's `--shard I/N` agrees with the shard list the scalers poll.
+fn check_collector_args(source: &str, text: &str, args: &[String]) {
+    let config = spillway_scaler::config::ServeConfig::parse(source, text)
+        .unwrap_or_else(|e| panic!("the config the collectors read in {source} is refused: {e}"));
+    let shard = args
+        .iter()
+        .position(|a| a == "--shard")
+        .and_then(|i| args.get(i + 1))
+        .unwrap_or_else(|| panic!("{source}: a collector needs --shard I/N"));
+    let count: usize = shard
+        .rsplit_once('/')
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or_else(|| panic!("{source}: --shard {shard} is not I/N"));
+    let collectors = config.inputs.collectors.as_ref().unwrap_or_else(|| {
+        panic!("{source}: collectors run, but the scalers' config lists no shards")
+    });
+    assert_eq!(
+        collectors.shards.len(),
+        count,
+        "{source}: --shard {shard} but collectors.shards lists {} addresses",
+        collectors.shards.len()
+    );
+    assert!(
+        !config.targets.is_empty(),
+        "{source}: the collectors have no scrape targets to shard"
+    );
 }
 
 fn check_serve_config(
