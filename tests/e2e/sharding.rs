@@ -188,9 +188,16 @@ async fn a_lost_shard_holds_scale_down_and_its_return_completes_the_sums() {
     // Shard 1 dies. What is left adds up to 225 qps (3 replicas), but that is a lower
     // bound: the scaler must hold 5, visibly, for longer than the window and the
     // scale-down window together.
+    let killed = Instant::now();
     drop(shard1);
     until_metric(&scaler, "spillway_collector_shard_up{shard=\"1\"} ", 0.0).await;
     until_metric(&scaler, "spillway_collector_shards_complete ", 0.0).await;
+    let detected = killed.elapsed();
+    // lostAfter 600 ms plus one 200 ms poll, plus the /metrics polling's 100 ms.
+    assert!(
+        detected < Duration::from_secs(3),
+        "a lost shard took {detected:?} to show"
+    );
     let held_until = Instant::now() + Duration::from_secs(5);
     let mut polls = 0;
     while Instant::now() < held_until {
@@ -229,7 +236,15 @@ async fn a_lost_shard_holds_scale_down_and_its_return_completes_the_sums() {
     // complete; with 225 + 225 qps again, scale-down to 5 resumes.
     let shard1 = Spillway::collector(BIN, &collector_config, "1/2", &shard1_grpc.to_string());
     assert_eq!(shard1.grpc, shard1_grpc);
+    let restarted = Instant::now();
     until_metric(&scaler, "spillway_collector_shards_complete ", 1.0).await;
+    let counted_again = restarted.elapsed();
+    eprintln!(
+        "sharding: lost shard visible after {} ms (lostAfter 600 ms, polls every 200 ms); \
+         restarted shard counted again after {} ms (warm-up 2 × 200 ms scrape + 150 ms timeout)",
+        detected.as_millis(),
+        counted_again.as_millis()
+    );
     rates[0].store(225, Ordering::Relaxed);
     until_answer(&client, &scaler, 5.0, Duration::from_secs(30)).await;
     let status = workload(&scaler).await;
