@@ -129,7 +129,8 @@ fn merge_and_ingest(c: &mut Criterion) {
     group.throughput(Throughput::Elements((3 * WORKLOADS) as u64));
 
     let ingest = Ingest::new(limits());
-    let source: Arc<str> = "collectors".into();
+    let complete: Arc<str> = "collectors".into();
+    let partial: Arc<str> = "collectors/lower-bound".into();
     let mut now_ms = 1_000_000;
     group.bench_function("merge_and_ingest_3_shards", |b| {
         b.iter(|| {
@@ -137,7 +138,9 @@ fn merge_and_ingest(c: &mut Criterion) {
             let mut merged = merge(&answers, now_ms, i64::MAX / 2);
             for signal in Signal::ALL {
                 let sums = merged.sums.remove(&signal).unwrap_or_default();
-                ingest.apply_sums(&source, signal, sums, now_ms, merged.complete);
+                ingest.apply_sums(&complete, signal, sums, now_ms, true);
+                let lower = merged.lower_bounds.remove(&signal).unwrap_or_default();
+                ingest.apply_sums(&partial, signal, lower, now_ms, false);
             }
         })
     });

@@ -266,6 +266,12 @@ pub async fn run_with_cluster(
         });
     }
 
+    join_parts(tasks).await
+}
+
+/// Waits for every part of a process; the first to fail stops the others and its error
+/// is the process's.
+pub(crate) async fn join_parts(mut tasks: JoinSet<Result<(), RunError>>) -> Result<(), RunError> {
     let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {
         let result = joined.map_err(RunError::from).and_then(|r| r);

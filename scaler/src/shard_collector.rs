@@ -126,16 +126,7 @@ pub async fn run(
         Ok(())
     });
 
-    let mut first_error = None;
-    while let Some(joined) = tasks.join_next().await {
-        let result = joined.map_err(RunError::from).and_then(|r| r);
-        if let Err(error) = result {
-            tracing::error!(%error, "part of the collector shard failed; shutting down");
-            first_error.get_or_insert(error);
-            tasks.abort_all();
-        }
-    }
-    first_error.map_or(Ok(()), Err)
+    crate::app::join_parts(tasks).await
 }
 
 async fn metrics_handler(State(state): State<ShardHttp>, headers: HeaderMap) -> Response {

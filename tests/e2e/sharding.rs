@@ -35,6 +35,7 @@ spec:
     panic: { enabled: false }
   apps:
     web: {}
+    api: {}
 ";
 
 /// Gateways until each of the two shards owns one (the ports are random, so which shard
@@ -60,8 +61,8 @@ async fn one_gateway_per_shard() -> [FakeGateway; 2] {
     }
 }
 
-/// Traffic at a rate the test changes while it runs.
-fn drive(gateway: &FakeGateway, qps: Arc<AtomicU64>) {
+/// Traffic to `app` at a rate the test changes while it runs.
+fn drive(gateway: &FakeGateway, app: &'static str, qps: Arc<AtomicU64>) {
     let gateway = gateway.clone();
     tokio::spawn(async move {
         let every = Duration::from_millis(50);
@@ -69,7 +70,7 @@ fn drive(gateway: &FakeGateway, qps: Arc<AtomicU64>) {
         loop {
             ticker.tick().await;
             let rate = qps.load(Ordering::Relaxed) as f64;
-            gateway.add("acme", "web", rate * every.as_secs_f64());
+            gateway.add("acme", app, rate * every.as_secs_f64());
         }
     });
 }
@@ -87,33 +88,47 @@ fn write_collector_config(dir: &Path, gateways: &[FakeGateway; 2]) -> PathBuf {
     )
 }
 
-fn reference(scaler: &Spillway) -> ScaledObjectRef {
+fn reference(scaler: &Spillway, app: &str) -> ScaledObjectRef {
     scaled_object(
         "acme-prod",
-        "web",
+        app,
         scaler.grpc,
-        &[("tenant", "acme"), ("app", "web")],
+        &[("tenant", "acme"), ("app", app)],
     )
 }
 
 async fn answer(client: &keda::Client, scaler: &Spillway) -> Option<f64> {
-    keda::poll(&mut client.clone(), &reference(scaler))
+    answer_for(client, scaler, "web").await
+}
+
+async fn answer_for(client: &keda::Client, scaler: &Spillway, app: &str) -> Option<f64> {
+    keda::poll(&mut client.clone(), &reference(scaler, app))
         .await
         .ok()
         .map(|poll| poll.value)
 }
 
 async fn until_answer(client: &keda::Client, scaler: &Spillway, value: f64, limit: Duration) {
+    until_answer_for(client, scaler, "web", value, limit).await
+}
+
+async fn until_answer_for(
+    client: &keda::Client,
+    scaler: &Spillway,
+    app: &str,
+    value: f64,
+    limit: Duration,
+) {
     let deadline = Instant::now() + limit;
     loop {
-        let got = answer(client, scaler).await;
+        let got = answer_for(client, scaler, app).await;
         if got == Some(value) {
             return;
         }
         if Instant::now() >= deadline {
             panic!(
-                "timed out after {limit:?} waiting for {value} replicas; last answer {got:?}, workload {}",
-                workload(scaler).await
+                "timed out after {limit:?} waiting for {value} replicas of {app}; last answer {got:?}, workload {}",
+                workload(scaler, app).await
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -143,10 +158,13 @@ async fn until_metric(scaler: &Spillway, line_start: &str, value: f64) {
     .await;
 }
 
-async fn workload(scaler: &Spillway) -> serde_json::Value {
-    let text = get_text(format!("http://{}/api/v1/workloads/acme/web", scaler.http))
-        .await
-        .expect("workload status");
+async fn workload(scaler: &Spillway, app: &str) -> serde_json::Value {
+    let text = get_text(format!(
+        "http://{}/api/v1/workloads/acme/{app}",
+        scaler.http
+    ))
+    .await
+    .expect("workload status");
     serde_json::from_str(&text).expect("workload status is JSON")
 }
 
@@ -154,8 +172,11 @@ async fn workload(scaler: &Spillway) -> serde_json::Value {
 async fn a_lost_shard_holds_scale_down_and_its_return_completes_the_sums() {
     let gateways = one_gateway_per_shard().await;
     let rates = [Arc::new(AtomicU64::new(225)), Arc::new(AtomicU64::new(225))];
-    drive(&gateways[0], rates[0].clone());
-    drive(&gateways[1], rates[1].clone());
+    drive(&gateways[0], "web", rates[0].clone());
+    drive(&gateways[1], "web", rates[1].clone());
+    // api's traffic reaches only shard 0's gateway.
+    let api_rate = Arc::new(AtomicU64::new(450));
+    drive(&gateways[0], "api", api_rate.clone());
     let dir = tempfile::tempdir().expect("temp dir");
     let collector_config = write_collector_config(dir.path(), &gateways);
     let shard0 = Spillway::collector(BIN, &collector_config, "0/2", "127.0.0.1:0");
@@ -174,6 +195,7 @@ async fn a_lost_shard_holds_scale_down_and_its_return_completes_the_sums() {
 
     // Each shard scrapes only its own gateway; the scaler sums 225 + 225 = 450 qps (5 replicas).
     until_answer(&client, &scaler, 5.0, Duration::from_secs(30)).await;
+    until_answer_for(&client, &scaler, "api", 5.0, Duration::from_secs(10)).await;
     until_metric(&scaler, "spillway_collector_shards_complete ", 1.0).await;
     for (shard, process) in [&shard0, &shard1].into_iter().enumerate() {
         let status = get_text(format!("http://{}/api/v1/status", process.http))
@@ -205,14 +227,14 @@ async fn a_lost_shard_holds_scale_down_and_its_return_completes_the_sums() {
         if value != Some(5.0) {
             panic!(
                 "a lost shard must change nothing here, got {value:?}: {}",
-                workload(&scaler).await
+                workload(&scaler, "web").await
             );
         }
         polls += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(polls >= 20, "only {polls} polls in 5 s");
-    let status = workload(&scaler).await;
+    let status = workload(&scaler, "web").await;
     let latest = &status["latest"];
     assert_eq!(latest["rule"], "held_missing_data", "{status}");
     assert_eq!(latest["partial"], serde_json::json!(["qps"]), "{status}");
@@ -226,6 +248,14 @@ async fn a_lost_shard_holds_scale_down_and_its_return_completes_the_sums() {
         lost["lastError"].as_str().is_some_and(|e| !e.is_empty()),
         "{scaler_status}"
     );
+
+    // Everyone else is unaffected: api's traffic never went through the lost shard, so
+    // its sums stay complete and it scales down as usual (450 → 150 qps: 5 → 2).
+    api_rate.store(150, Ordering::Relaxed);
+    until_answer_for(&client, &scaler, "api", 2.0, Duration::from_secs(20)).await;
+    let api = workload(&scaler, "api").await;
+    assert_eq!(api["latest"]["partial"], serde_json::json!([]), "{api}");
+    assert_eq!(answer(&client, &scaler).await, Some(5.0), "web still held");
 
     // Scale-up on what the remaining shard sees still works: 950 qps behind shard 0
     // alone asks for 10.
@@ -247,7 +277,7 @@ async fn a_lost_shard_holds_scale_down_and_its_return_completes_the_sums() {
     );
     rates[0].store(225, Ordering::Relaxed);
     until_answer(&client, &scaler, 5.0, Duration::from_secs(30)).await;
-    let status = workload(&scaler).await;
+    let status = workload(&scaler, "web").await;
     assert_eq!(
         status["latest"]["partial"],
         serde_json::json!([]),

@@ -2,8 +2,8 @@
 //!
 //! Each tick asks every shard at once (each call bounded by `timeout`), so a hung shard
 //! delays nothing but itself. The merge's sums replace what the shards as a group last
-//! contributed; while a shard is lost they are stored as lower bounds (see
-//! [`super::merge::merge`]).
+//! contributed; while a shard is lost, the sums it may be missing from are stored as
+//! lower bounds (see [`super::merge::merge`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -127,9 +127,6 @@ enum Poll {
     Failed(String),
 }
 
-/// The contribution source the merged sums are recorded under.
-const SOURCE: &str = "collectors";
-
 impl FanOut {
     pub fn new(config: FanOutConfig, ingest: Arc<Ingest>) -> Result<Self, FanOutError> {
         let mut clients = Vec::with_capacity(config.shards.len());
@@ -158,7 +155,10 @@ impl FanOut {
     }
 
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let source: Arc<str> = SOURCE.into();
+        // Two sources, so a workload moves between them as shards come and go, and each
+        // replacement withdraws what the other no longer holds.
+        let complete: Arc<str> = "collectors".into();
+        let partial: Arc<str> = "collectors/lower-bound".into();
         let count = u32::try_from(self.clients.len()).unwrap_or(u32::MAX);
         let lost_after_ms = i64::try_from(self.config.lost_after.as_millis()).unwrap_or(i64::MAX);
         let mut answers = vec![ShardAnswers::default(); self.clients.len()];
@@ -200,11 +200,14 @@ impl FanOut {
             }
             self.stats
                 .complete
-                .store(merged.complete, Ordering::Relaxed);
+                .store(merged.complete(), Ordering::Relaxed);
             for signal in Signal::ALL {
                 let sums = merged.sums.remove(&signal).unwrap_or_default();
                 self.ingest
-                    .apply_sums(&source, signal, sums, now_ms, merged.complete);
+                    .apply_sums(&complete, signal, sums, now_ms, true);
+                let lower = merged.lower_bounds.remove(&signal).unwrap_or_default();
+                self.ingest
+                    .apply_sums(&partial, signal, lower, now_ms, false);
             }
         }
     }

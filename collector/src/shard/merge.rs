@@ -1,6 +1,6 @@
 //! Summing the shards' answers. Pure: answers and times in, sums out.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::signal::{Signal, WorkloadKey};
 
@@ -22,22 +22,34 @@ pub struct ShardAnswers {
 /// The merged sums for one instant.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Merged {
+    /// Sums every shard that could contribute to them is counted in.
     pub sums: HashMap<Signal, Vec<(WorkloadKey, f64)>>,
-    /// Every shard gave a warm answer within `lost_after`.
-    pub complete: bool,
+    /// Sums a lost shard may be missing from: lower bounds.
+    pub lower_bounds: HashMap<Signal, Vec<(WorkloadKey, f64)>>,
     /// Shards without a warm answer within `lost_after`, by index.
     pub lost: Vec<usize>,
+}
+
+impl Merged {
+    /// Every shard is counted.
+    pub fn complete(&self) -> bool {
+        self.lost.is_empty()
+    }
 }
 
 /// Sums the shards' answers at `now_ms`.
 ///
 /// A shard whose latest answer is at most `lost_after_ms` old counts with that answer,
 /// as a scrape target's last value stands in for a missed scrape. A shard with no answer
-/// that recent is lost: it adds nothing, the merge is incomplete, and the workloads it
-/// last reported still appear (with what the other shards say, possibly 0) so that their
-/// sums are marked as lower bounds rather than silently vanishing.
+/// that recent is lost and adds nothing. The workloads it last reported keep appearing,
+/// with what the other shards say (possibly 0), as lower bounds, so their share reads as
+/// unknown rather than gone; workloads it never reported are unaffected. A lost shard
+/// that never answered could be missing from any workload, so then every sum is a lower
+/// bound.
 pub fn merge(shards: &[ShardAnswers], now_ms: i64, lost_after_ms: i64) -> Merged {
     let mut sums: HashMap<(WorkloadKey, Signal), f64> = HashMap::new();
+    let mut uncertain: HashSet<(WorkloadKey, Signal)> = HashSet::new();
+    let mut coverage_unknown = false;
     let mut lost = Vec::new();
     for (index, shard) in shards.iter().enumerate() {
         match &shard.latest {
@@ -46,26 +58,36 @@ pub fn merge(shards: &[ShardAnswers], now_ms: i64, lost_after_ms: i64) -> Merged
                     *sums.entry((workload.clone(), *signal)).or_insert(0.0) += value;
                 }
             }
-            stale => {
+            Some(stale) => {
                 lost.push(index);
-                for (workload, signal, _) in stale.iter().flat_map(|a| &a.totals) {
-                    sums.entry((workload.clone(), *signal)).or_insert(0.0);
+                for (workload, signal, _) in &stale.totals {
+                    let key = (workload.clone(), *signal);
+                    sums.entry(key.clone()).or_insert(0.0);
+                    uncertain.insert(key);
                 }
+            }
+            None => {
+                lost.push(index);
+                coverage_unknown = true;
             }
         }
     }
-    let mut by_signal: HashMap<Signal, Vec<(WorkloadKey, f64)>> = HashMap::new();
+    let mut merged = Merged {
+        lost,
+        ..Merged::default()
+    };
     // Sorted so the result (and every test of it) is deterministic.
     let ordered: BTreeSet<(WorkloadKey, Signal)> = sums.keys().cloned().collect();
     for key in ordered {
         let value = sums[&key];
-        by_signal.entry(key.1).or_default().push((key.0, value));
+        let side = if coverage_unknown || uncertain.contains(&key) {
+            &mut merged.lower_bounds
+        } else {
+            &mut merged.sums
+        };
+        side.entry(key.1).or_default().push((key.0, value));
     }
-    Merged {
-        sums: by_signal,
-        complete: lost.is_empty(),
-        lost,
-    }
+    merged
 }
 
 #[cfg(test)]
@@ -99,7 +121,8 @@ mod tests {
             ),
         ];
         let merged = merge(&shards, 2_000, 3_000);
-        assert!(merged.complete);
+        assert!(merged.complete());
+        assert!(merged.lower_bounds.is_empty());
         assert_eq!(merged.sums[&Signal::Qps], vec![(api(), 4.0), (web(), 42.0)]);
         assert_eq!(merged.sums[&Signal::CpuCores], vec![(web(), 1.5)]);
     }
@@ -112,22 +135,36 @@ mod tests {
         ];
         let merged = merge(&shards, 10_000, 3_000);
         assert_eq!(merged.sums[&Signal::Qps], vec![(web(), 42.0)]);
-        assert!(merged.complete);
+        assert!(merged.complete());
 
         let merged = merge(&shards, 10_001, 3_000);
-        assert_eq!(merged.sums[&Signal::Qps], vec![(web(), 30.0)]);
-        assert_eq!((merged.complete, merged.lost.clone()), (false, vec![1]));
+        assert!(merged.sums.is_empty());
+        assert_eq!(merged.lower_bounds[&Signal::Qps], vec![(web(), 30.0)]);
+        assert_eq!(merged.lost, vec![1]);
     }
 
     #[test]
-    fn workloads_only_a_lost_shard_knew_stay_present_as_zero() {
+    fn only_what_a_lost_shard_reported_becomes_a_lower_bound() {
         let shards = [
-            answered(10_000, vec![(web(), Signal::Qps, 30.0)]),
-            answered(1_000, vec![(api(), Signal::Qps, 8.0)]),
+            answered(
+                10_000,
+                vec![(web(), Signal::Qps, 30.0), (api(), Signal::CpuCores, 2.0)],
+            ),
+            answered(
+                1_000,
+                vec![(api(), Signal::Qps, 8.0), (web(), Signal::Qps, 12.0)],
+            ),
         ];
         let merged = merge(&shards, 10_000, 3_000);
-        assert_eq!(merged.sums[&Signal::Qps], vec![(api(), 0.0), (web(), 30.0)]);
-        assert!(!merged.complete);
+        // api's QPS came only through the lost shard: present, as a lower bound of 0.
+        assert_eq!(
+            merged.lower_bounds[&Signal::Qps],
+            vec![(api(), 0.0), (web(), 30.0)]
+        );
+        // api's CPU never went through the lost shard: complete.
+        assert_eq!(merged.sums[&Signal::CpuCores], vec![(api(), 2.0)]);
+        assert!(!merged.sums.contains_key(&Signal::Qps));
+        assert!(!merged.complete());
     }
 
     #[test]
@@ -137,7 +174,9 @@ mod tests {
             ShardAnswers::default(),
         ];
         let merged = merge(&shards, 10_000, 3_000);
-        assert_eq!((merged.complete, merged.lost), (false, vec![1]));
-        assert_eq!(merged.sums[&Signal::Qps], vec![(web(), 30.0)]);
+        assert_eq!(merged.lost, vec![1]);
+        // Its coverage is unknown, so every sum is a lower bound.
+        assert!(merged.sums.is_empty());
+        assert_eq!(merged.lower_bounds[&Signal::Qps], vec![(web(), 30.0)]);
     }
 }

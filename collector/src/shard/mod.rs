@@ -8,9 +8,10 @@
 //! - [`merge`]: pure: the shards' latest answers → per-workload sums, complete or not.
 //! - [`fanout`]: the scaler side: polls every shard, merges, feeds [`crate::ingest`].
 //!
-//! A lost shard must never read as traffic vanishing. While any shard is lost (no warm
-//! answer for `lostAfter`), every merged sum is stored as a lower bound: the engine may
-//! still scale up on it, never down.
+//! A lost shard must never read as traffic vanishing. While a shard is lost (no warm
+//! answer for `lostAfter`), every sum it last contributed to (every sum, if it never
+//! answered) is stored as a lower bound: the engine may still scale up on it, never
+//! down. Workloads the lost shard never reported keep complete sums.
 
 pub mod fanout;
 pub mod merge;
