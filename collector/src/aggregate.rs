@@ -10,7 +10,7 @@
 //! A source may also say its values are incomplete (the collector shards' merge while a
 //! shard is lost): the workload's total is then a lower bound, and says so.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -89,8 +89,11 @@ impl Contributions {
             .insert((source.clone(), signal), touched.clone())
             .unwrap_or_default();
         let mut totals: Vec<Total> = Vec::with_capacity(touched.len());
+        // A set, not `touched.contains`: a source reporting 10,000 workloads would make
+        // that check 10⁸ comparisons per replacement.
+        let still_reported: HashSet<&WorkloadKey> = touched.iter().collect();
         for workload in previous {
-            if !touched.contains(&workload) {
+            if !still_reported.contains(&workload) {
                 self.remove_contribution(&workload, signal, source);
                 totals.extend(self.total(&workload, signal));
             }
