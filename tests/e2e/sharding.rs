@@ -283,7 +283,12 @@ async fn a_lost_shard_holds_scale_down_and_its_return_completes_the_sums() {
         serde_json::json!([]),
         "{status}"
     );
-    drop(shard0);
+    // A collector shuts down cleanly on SIGTERM, as a rolling update stops it.
+    let exit = shard0.terminate(Duration::from_secs(10));
+    assert!(
+        exit.is_some_and(|status| status.success()),
+        "collector exit on SIGTERM: {exit:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -122,8 +122,16 @@ pub struct FanOut {
 
 /// One poll's result for one shard.
 enum Poll {
-    Warm(Vec<(WorkloadKey, Signal, f64)>, u32, u32, u64),
-    Warming(u32, u32),
+    Warm {
+        totals: Vec<(WorkloadKey, Signal, f64)>,
+        targets: (u32, u32),
+        /// Totals refused: unknown signal, invalid value, no tenant or app.
+        skipped: u64,
+    },
+    /// Answering, but its targets have not all had two scrapes yet; (owned, up).
+    Warming {
+        targets: (u32, u32),
+    },
     Failed(String),
 }
 
@@ -214,7 +222,11 @@ impl FanOut {
 
     fn record_poll(&self, index: usize, result: Poll, now_ms: i64, answers: &mut [ShardAnswers]) {
         match result {
-            Poll::Warm(totals, owned, up, skipped) => {
+            Poll::Warm {
+                totals,
+                targets: (owned, up),
+                skipped,
+            } => {
                 if skipped > 0 {
                     tracing::warn!(
                         shard = index,
@@ -235,7 +247,9 @@ impl FanOut {
                     totals,
                 });
             }
-            Poll::Warming(owned, up) => self.stats.update(index, |s| {
+            Poll::Warming {
+                targets: (owned, up),
+            } => self.stats.update(index, |s| {
                 s.warming = true;
                 s.last_error = None;
                 s.polls_ok += 1;
@@ -274,7 +288,9 @@ async fn poll(
         ));
     }
     if !response.warm {
-        return Poll::Warming(response.targets_owned, response.targets_up);
+        return Poll::Warming {
+            targets: (response.targets_owned, response.targets_up),
+        };
     }
     let mut skipped = 0u64;
     let mut totals = Vec::with_capacity(response.totals.len());
@@ -296,7 +312,11 @@ async fn poll(
             _ => skipped += 1,
         }
     }
-    Poll::Warm(totals, response.targets_owned, response.targets_up, skipped)
+    Poll::Warm {
+        totals,
+        targets: (response.targets_owned, response.targets_up),
+        skipped,
+    }
 }
 
 #[cfg(test)]
