@@ -242,6 +242,22 @@ async fn a_lost_shard_holds_scale_down_and_its_return_completes_the_sums() {
         .await
         .expect("status");
     let scaler_status: serde_json::Value = serde_json::from_str(&scaler_status).expect("JSON");
+    let url = format!("http://{}", scaler.http);
+    let cli = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(BIN)
+            .args(["status", "--url", &url])
+            .output()
+    });
+    let cli = tokio::time::timeout(Duration::from_secs(20), cli)
+        .await
+        .expect("spillway status finishes")
+        .expect("status thread")
+        .expect("spillway status runs");
+    let printed = String::from_utf8_lossy(&cli.stdout);
+    assert!(
+        printed.contains("LOST") && printed.contains("do not scale down"),
+        "spillway status:\n{printed}"
+    );
     let lost = &scaler_status["shards"][1];
     assert_eq!(lost["up"], false, "{scaler_status}");
     assert!(

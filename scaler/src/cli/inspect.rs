@@ -74,7 +74,9 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             );
         }
         if report.shards.iter().any(|s| !s.up) {
-            println!("  a shard is not counted: sums are lower bounds and no workload scales down");
+            println!(
+                "  a shard is not counted: the workloads it fed are lower bounds and do not scale down"
+            );
         }
     }
     if !report.policy_errors.is_empty() {
