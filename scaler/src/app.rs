@@ -199,10 +199,23 @@ pub async fn run_with_cluster(
     let http_server = http::serve(listeners.http, http_state, wait(shutdown.clone()));
     tasks.spawn(async move { http_server.await.map_err(RunError::from) });
 
+    // Sharded collectors scrape the gateways; this process then only merges.
+    let discovery = kubernetes
+        .as_ref()
+        .filter(|_| config.inputs.collectors.is_none());
+    let (scrape_targets, follower) =
+        crate::cluster::gateways::follow(discovery, config.targets.clone(), Arc::new(|_| true))
+            .await?;
+    if let Some(follower) = follower {
+        let follow_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            follower.run(follow_shutdown).await;
+            Ok(())
+        });
+    }
     let scrape_shutdown = shutdown.clone();
-    let targets = config.targets.clone();
     tasks.spawn(async move {
-        scraper.run(targets, scrape_shutdown).await;
+        scraper.run_tracking(scrape_targets, scrape_shutdown).await;
         Ok(())
     });
 

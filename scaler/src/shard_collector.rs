@@ -35,6 +35,8 @@ pub struct ShardProcess {
     pub scrape: ScrapeConfig,
     /// Every target in the configuration; the shard keeps the ones it owns.
     pub targets: Vec<Target>,
+    /// Gateway pods discovered (and followed) from here, also kept by ownership.
+    pub kubernetes: Option<crate::cluster::KubernetesSettings>,
     pub max_windows: usize,
 }
 
@@ -52,13 +54,14 @@ pub async fn run(
     listeners: Listeners,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), RunError> {
-    let configured = process.targets.len();
-    let owned: Vec<Target> = process
-        .targets
-        .into_iter()
-        .filter(|target| process.shard.owns(target))
-        .collect();
-    tracing::info!(shard = %process.shard, owned = owned.len(), configured, "collector shard starting");
+    let shard = process.shard;
+    let (owned, follower) = crate::cluster::gateways::follow(
+        process.kubernetes.as_ref(),
+        process.targets,
+        Arc::new(move |target: &Target| shard.owns(target)),
+    )
+    .await?;
+    tracing::info!(shard = %process.shard, owned = owned.borrow().len(), "collector shard starting");
     let ingest = Ingest::new(StoreLimits {
         horizon_secs: SHARD_HORIZON_SECS,
         max_windows: process.max_windows,
@@ -120,9 +123,16 @@ pub async fn run(
             .map_err(RunError::from)
     });
 
+    if let Some(follower) = follower {
+        let follow_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            follower.run(follow_shutdown).await;
+            Ok(())
+        });
+    }
     let scrape_shutdown = shutdown.clone();
     tasks.spawn(async move {
-        scraper.run(owned, scrape_shutdown).await;
+        scraper.run_tracking(owned, scrape_shutdown).await;
         Ok(())
     });
 

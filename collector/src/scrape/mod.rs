@@ -9,12 +9,13 @@
 mod health;
 mod target;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 
 pub use health::{ScrapeStats, TargetHealth};
 pub use target::{
@@ -121,14 +122,87 @@ impl Scraper {
         self.stats.clone()
     }
 
-    pub async fn run(self, targets: Vec<Target>, mut shutdown: watch::Receiver<bool>) {
+    /// Scrapes a fixed target list until `shutdown` flips to `true`.
+    pub async fn run(self, targets: Vec<Target>, shutdown: watch::Receiver<bool>) {
+        let (_fixed, targets) = watch::channel(targets);
+        self.run_tracking(targets, shutdown).await;
+    }
+
+    /// Scrapes whatever `targets` currently holds: a target that appears gets its own
+    /// task at once, one that leaves has its task stopped and its health entry removed.
+    /// Its last contribution is left to go stale rather than withdrawn: a gateway pod
+    /// that goes away hands its traffic to the others, and for up to `staleness`
+    /// counting it twice errs towards capacity, where withdrawing it first could read
+    /// as a drop in traffic.
+    pub async fn run_tracking(
+        self,
+        mut targets: watch::Receiver<Vec<Target>>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let permits = Arc::new(Semaphore::new(self.config.max_concurrency.max(1)));
         let mut tasks = JoinSet::new();
-        for target in targets {
+        let mut running: HashMap<Arc<str>, AbortHandle> = HashMap::new();
+        let mut listening = true;
+        let staleness_ms = self.config.staleness.as_millis() as i64;
+        let mut sweep = tokio::time::interval(self.config.interval.max(Duration::from_millis(100)));
+        let mut wanted = targets.borrow_and_update().clone();
+        loop {
+            self.reconcile(&wanted, &mut running, &mut tasks, &permits, &shutdown);
+            let changed = async {
+                if listening {
+                    targets.changed().await.is_ok()
+                } else {
+                    std::future::pending().await
+                }
+            };
+            tokio::select! {
+                _ = sweep.tick() => self.ingest.expire(crate::clock::unix_ms(), staleness_ms),
+                still_sending = changed => {
+                    if still_sending {
+                        wanted = targets.borrow_and_update().clone();
+                    } else {
+                        // The list is fixed from here on.
+                        listening = false;
+                    }
+                }
+                _ = shutdown.changed() => break,
+                // Finished target tasks (stopped or aborted) are reaped here.
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+        tasks.shutdown().await;
+    }
+
+    /// Starts tasks for targets in `wanted` that have none and stops those no longer in it.
+    fn reconcile(
+        &self,
+        wanted: &[Target],
+        running: &mut HashMap<Arc<str>, AbortHandle>,
+        tasks: &mut JoinSet<()>,
+        permits: &Arc<Semaphore>,
+        shutdown: &watch::Receiver<bool>,
+    ) {
+        let keep: HashSet<&Arc<str>> = wanted.iter().map(|t| &t.id).collect();
+        running.retain(|id, task| {
+            let stays = keep.contains(id);
+            if !stays {
+                task.abort();
+                self.health.remove(id);
+                tracing::info!(target = %id, "scrape target removed");
+            }
+            stays
+        });
+        for target in wanted {
+            if running.contains_key(&target.id) {
+                continue;
+            }
             self.health
                 .insert(target.id.clone(), TargetHealth::new(&target.url));
-            tasks.spawn(run_target(
-                target,
+            let handle = tasks.spawn(run_target(
+                target.clone(),
                 self.client.clone(),
                 self.config.clone(),
                 self.ingest.clone(),
@@ -138,19 +212,8 @@ impl Scraper {
                 permits.clone(),
                 shutdown.clone(),
             ));
+            running.insert(target.id.clone(), handle);
         }
-        let staleness_ms = self.config.staleness.as_millis() as i64;
-        let mut sweep = tokio::time::interval(self.config.interval.max(Duration::from_millis(100)));
-        loop {
-            tokio::select! {
-                _ = sweep.tick() => self.ingest.expire(crate::clock::unix_ms(), staleness_ms),
-                _ = shutdown.changed() => break,
-            }
-            if *shutdown.borrow() {
-                break;
-            }
-        }
-        tasks.shutdown().await;
     }
 }
 

@@ -36,14 +36,6 @@ fn parse_shard(text: &str) -> Result<ShardSpec, String> {
 pub async fn run(args: CollectorArgs) -> anyhow::Result<()> {
     let config = ServeConfig::load(&args.config)?;
     let shutdown = super::shutdown_on_signal()?;
-    let mut targets = config.targets;
-    if let Some(k) = &config.kubernetes {
-        let found = spillway_scaler::cluster::runner::discover_targets(k)
-            .await
-            .context("discovering gateway pods")?;
-        tracing::info!(found = found.len(), "gateway targets discovered");
-        targets.extend(found);
-    }
     let grpc = TcpListener::bind(args.grpc)
         .await
         .with_context(|| format!("binding gRPC {}", args.grpc))?;
@@ -54,7 +46,8 @@ pub async fn run(args: CollectorArgs) -> anyhow::Result<()> {
     let process = ShardProcess {
         shard: args.shard,
         scrape: config.scrape,
-        targets,
+        targets: config.targets,
+        kubernetes: config.kubernetes,
         max_windows: config.store.max_windows,
     };
     shard_collector::run(process, Listeners { grpc, http }, shutdown).await?;

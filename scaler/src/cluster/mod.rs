@@ -7,6 +7,7 @@
 //! - [`lease`]: the `coordination.k8s.io` Lease that gates every write.
 //! - [`template`]: the pod template's toleration and node affinity (pure JSON patch).
 //! - [`inputs`]: collector inputs from the cluster: `metrics.k8s.io` CPU/memory, gateway discovery.
+//! - [`gateways`]: the gateway pods re-listed as they come and go, for the scrape loop.
 //! - [`runner`]: `spillway serve`'s `kubernetes:` section and its loop.
 //! - [`controller`]: one reconcile per workload: plan, then write what differs.
 //!
@@ -33,6 +34,7 @@
 
 pub mod controller;
 pub mod convert;
+pub mod gateways;
 pub mod inputs;
 pub mod lease;
 pub mod replicas;

@@ -73,7 +73,8 @@ pub struct KubernetesSettings {
     /// The workloads to observe and place: which ScaledObject each policy workload is.
     #[serde(default)]
     pub workloads: Vec<WorkloadBinding>,
-    /// Gateway pods to scrape, found by label selector at start-up.
+    /// Gateway pods to scrape, found by label selector and re-listed every
+    /// `gateways.refresh` as pods come and go.
     #[serde(default)]
     pub gateways: Option<GatewayDiscovery>,
     /// How virtual nodes are told apart; absent: Alibaba's `type=virtual-kubelet` label
@@ -141,22 +142,18 @@ pub struct GatewayDiscovery {
     pub port: u16,
     #[serde(default = "metrics_path")]
     pub path: String,
+    /// How often the pods are listed again; gateways scale with the traffic, and a new
+    /// replica's requests are invisible until it is listed.
+    #[serde(default = "gateway_refresh", deserialize_with = "interval")]
+    pub refresh: Duration,
+}
+
+fn gateway_refresh() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn metrics_path() -> String {
     "/metrics".into()
-}
-
-/// The scrape targets `gateways` names, found with one LIST (none when unset).
-pub async fn discover_targets(
-    settings: &KubernetesSettings,
-) -> Result<Vec<spillway_collector::scrape::Target>, ClusterError> {
-    let Some(g) = &settings.gateways else {
-        return Ok(Vec::new());
-    };
-    crate::app::install_crypto_provider();
-    let client = client(settings).await?;
-    super::inputs::discover_gateways(&client, &g.namespace, &g.selector, g.port, &g.path).await
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -193,6 +190,11 @@ impl KubernetesSettings {
         if self.interval < Duration::from_secs(1) {
             return Err("kubernetes.interval must be at least 1s".into());
         }
+        if let Some(g) = &self.gateways
+            && g.refresh < Duration::from_secs(1)
+        {
+            return Err("kubernetes.gateways.refresh must be at least 1s".into());
+        }
         if let Some(url) = &self.api_server
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
@@ -220,7 +222,7 @@ impl KubernetesSettings {
     }
 }
 
-async fn client(settings: &KubernetesSettings) -> Result<kube::Client, ClusterError> {
+pub(crate) async fn client(settings: &KubernetesSettings) -> Result<kube::Client, ClusterError> {
     let config = match &settings.api_server {
         Some(url) => kube::Config::new(
             url.parse()
