@@ -206,18 +206,7 @@ pub async fn run_with_cluster(
     let (scrape_targets, follower) =
         crate::cluster::gateways::follow(discovery, config.targets.clone(), Arc::new(|_| true))
             .await?;
-    if let Some(follower) = follower {
-        let follow_shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            follower.run(follow_shutdown).await;
-            Ok(())
-        });
-    }
-    let scrape_shutdown = shutdown.clone();
-    tasks.spawn(async move {
-        scraper.run_tracking(scrape_targets, scrape_shutdown).await;
-        Ok(())
-    });
+    spawn_scraping(&mut tasks, scraper, scrape_targets, follower, &shutdown);
 
     if let Some(settings) = kubernetes {
         let cluster = crate::cluster::runner::run(
@@ -280,6 +269,29 @@ pub async fn run_with_cluster(
     }
 
     join_parts(tasks).await
+}
+
+/// The scrape loop over a target list, and the gateway follower that keeps the list
+/// current when there is one.
+pub(crate) fn spawn_scraping(
+    tasks: &mut JoinSet<Result<(), RunError>>,
+    scraper: Scraper,
+    targets: watch::Receiver<Vec<Target>>,
+    follower: Option<crate::cluster::gateways::GatewayFollower>,
+    shutdown: &watch::Receiver<bool>,
+) {
+    if let Some(follower) = follower {
+        let follow_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            follower.run(follow_shutdown).await;
+            Ok(())
+        });
+    }
+    let scrape_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        scraper.run_tracking(targets, scrape_shutdown).await;
+        Ok(())
+    });
 }
 
 /// Waits for every part of a process; the first to fail stops the others and its error

@@ -123,18 +123,7 @@ pub async fn run(
             .map_err(RunError::from)
     });
 
-    if let Some(follower) = follower {
-        let follow_shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            follower.run(follow_shutdown).await;
-            Ok(())
-        });
-    }
-    let scrape_shutdown = shutdown.clone();
-    tasks.spawn(async move {
-        scraper.run_tracking(owned, scrape_shutdown).await;
-        Ok(())
-    });
+    crate::app::spawn_scraping(&mut tasks, scraper, owned, follower, &shutdown);
 
     crate::app::join_parts(tasks).await
 }
