@@ -131,3 +131,41 @@ fn simulate_reports_a_bad_trace_line() {
         "{stderr}"
     );
 }
+
+/// `spillway … | head`: the reader goes away before the output is written. The command
+/// must end as it would have (status and all), not panic on the broken pipe.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let policy = write(dir.path(), "nasa.yaml", POLICY);
+    for args in [
+        vec!["policy", "validate", policy.as_str()],
+        vec!["simulate", "--policy", &policy, "--trace", SLICE],
+    ] {
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {BIN}: {e}"));
+        drop(child.stdout.take());
+        let mut checks = 0;
+        let status = loop {
+            checks += 1;
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if checks < 2400 => std::thread::sleep(Duration::from_millis(50)),
+                _ => {
+                    let _ = child.kill();
+                    panic!("{args:?} did not finish within 120 s");
+                }
+            }
+        };
+        let output = child.wait_with_output().expect("stderr");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            status.success() && !stderr.contains("panicked"),
+            "{args:?}: {status:?}\n{stderr}"
+        );
+    }
+}

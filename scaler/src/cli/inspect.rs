@@ -42,11 +42,15 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .json()
         .await
         .with_context(|| format!("reading {url}"))?;
-    print!("{}", render_status(&report.workloads));
-    println!();
-    println!("SCRAPE TARGET                                   UP   LAST ERROR");
+    let mut out = render_status(&report.workloads);
+    outln!(out);
+    outln!(
+        out,
+        "SCRAPE TARGET                                   UP   LAST ERROR"
+    );
     for target in &report.targets {
-        println!(
+        outln!(
+            out,
             "{:<47} {:<4} {}",
             target.url,
             if target.up { "yes" } else { "NO" },
@@ -54,8 +58,9 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if !report.shards.is_empty() {
-        println!();
-        println!(
+        outln!(out);
+        outln!(
+            out,
             "COLLECTOR SHARD                                 COUNTED TARGETS UP/OWNED  LAST ERROR"
         );
         for (index, shard) in report.shards.iter().enumerate() {
@@ -64,7 +69,8 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 (false, true) => "WARMING",
                 (false, false) => "LOST",
             };
-            println!(
+            outln!(
+                out,
                 "{:<47} {:<7} {:>5}/{:<12} {}",
                 format!("{index}: {}", shard.url),
                 counted,
@@ -74,18 +80,23 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             );
         }
         if report.shards.iter().any(|s| !s.up) {
-            println!(
+            outln!(
+                out,
                 "  a shard is not counted: the workloads it fed are lower bounds and do not scale down"
             );
         }
     }
     if !report.policy_errors.is_empty() {
-        println!();
-        println!("POLICY PROBLEMS (the last good version of each file keeps serving)");
+        outln!(out);
+        outln!(
+            out,
+            "POLICY PROBLEMS (the last good version of each file keeps serving)"
+        );
         for problem in &report.policy_errors {
-            println!("  {problem}");
+            outln!(out, "  {problem}");
         }
     }
+    super::emit(&out);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -107,7 +118,7 @@ pub async fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     let workload: WorkloadStatus = response.error_for_status()?.json().await?;
-    print!("{}", render_explain(&workload));
+    super::emit(&render_explain(&workload));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,5 +1,17 @@
 //! Subcommands of the `spillway` binary.
 
+/// `println!` into a `String` (writing into a `String` cannot fail), so a command's
+/// output goes out in one [`emit`].
+macro_rules! outln {
+    ($out:expr) => {
+        $out.push('\n')
+    };
+    ($out:expr, $($arg:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
+
 mod collector;
 mod demo;
 mod inspect;
@@ -69,6 +81,20 @@ pub struct ListenArgs {
     pub http: SocketAddr,
 }
 
+/// Writes a command's output to stdout. A reader that went away (`spillway status |
+/// head`) ends the output quietly, where `println!` would panic.
+pub fn emit(text: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        && error.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("spillway: writing the output: {error}");
+    }
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     spillway_scaler::durations::parse(text).map_err(|e| e.to_string())
 }
@@ -101,9 +127,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn validate(files: &[PathBuf]) -> ExitCode {
     let reports = spillway_scaler::policy::validate_files(files);
     let mut failed = 0;
+    let mut out = String::new();
     for report in &reports {
         match &report.result {
-            Ok(policy) => println!(
+            Ok(policy) => outln!(
+                out,
                 "ok    {}  tenant {} ({} apps)",
                 report.path.display(),
                 policy.tenant,
@@ -111,15 +139,22 @@ fn validate(files: &[PathBuf]) -> ExitCode {
             ),
             Err(errors) => {
                 failed += 1;
-                println!("FAIL  {}", report.path.display());
+                outln!(out, "FAIL  {}", report.path.display());
                 for line in errors.to_string().lines() {
-                    println!("      {line}");
+                    outln!(out, "      {line}");
                 }
             }
         }
     }
     if failed > 0 {
-        println!("{failed} of {} policy files have problems", reports.len());
+        outln!(
+            out,
+            "{failed} of {} policy files have problems",
+            reports.len()
+        );
+    }
+    emit(&out);
+    if failed > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

@@ -206,7 +206,9 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let report = simulate(policy, &trace, &world)?;
 
     let hours = report.seconds as f64 / 3600.0;
-    println!(
+    let mut out = String::new();
+    outln!(
+        out,
         "trace {} ({}), {:.1} h, ×{} → mean {:.1} req/s, peak {:.1} req/s",
         args.trace.display(),
         trace.description,
@@ -215,7 +217,8 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         trace.rps.iter().sum::<f64>() / trace.rps.len() as f64,
         trace.peak()
     );
-    println!(
+    outln!(
+        out,
         "policy {}/{}: target {} req/s per replica, replicas {}..{}; world: {} req/s per Ready replica, {} regular nodes ({} CPU, {} memory; {} replicas of {}m/{} B each fit), pods Ready after {} s regular / {} s virtual, prices {}/{} per replica-second regular/burst",
         policy.tenant,
         policy.app,
@@ -238,8 +241,8 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         world.cost.regular_per_replica_second,
         world.cost.burst_per_replica_second,
     );
-    println!();
-    print!("{report}");
+    outln!(out);
+    out.push_str(&report.to_string());
 
     if let Some(path) = &args.svg {
         let title = format!(
@@ -253,9 +256,10 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         );
         std::fs::write(path, svg::chart(&report, &title))
             .with_context(|| format!("writing {}", path.display()))?;
-        println!();
-        println!("chart: {}", path.display());
+        outln!(out);
+        outln!(out, "chart: {}", path.display());
     }
+    super::emit(&out);
     Ok(())
 }
 
