@@ -190,33 +190,51 @@ impl FanOut {
             for (index, result) in results.into_iter().enumerate() {
                 self.record_poll(index, result, now_ms, &mut answers);
             }
-            let mut merged = merge(&answers, now_ms, lost_after_ms);
+            // Merging and recording 10,000 workloads' sums from a few shards takes tens
+            // of milliseconds: off the async workers, which answer KEDA.
+            let ingest = self.ingest.clone();
+            let (complete_source, partial_source) = (complete.clone(), partial.clone());
+            let merged = tokio::task::spawn_blocking(move || {
+                let mut merged = merge(&answers, now_ms, lost_after_ms);
+                for signal in Signal::ALL {
+                    let sums = merged.sums.remove(&signal).unwrap_or_default();
+                    ingest.apply_sums(&complete_source, signal, sums, now_ms, true);
+                    let lower = merged.lower_bounds.remove(&signal).unwrap_or_default();
+                    ingest.apply_sums(&partial_source, signal, lower, now_ms, false);
+                }
+                (answers, merged.lost)
+            })
+            .await;
+            let lost = match merged {
+                Ok((returned, lost)) => {
+                    answers = returned;
+                    lost
+                }
+                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                // Cancelled: the runtime is shutting down.
+                Err(_) => return,
+            };
             for (index, answers) in answers.iter().enumerate() {
-                let up = !merged.lost.contains(&index);
+                let up = !lost.contains(&index);
                 self.stats.update(index, |s| {
                     s.up = up;
                     s.totals = answers.latest.as_ref().map_or(0, |a| a.totals.len());
                 });
             }
-            if merged.lost != lost_before {
-                if merged.lost.is_empty() {
+            if lost != lost_before {
+                if lost.is_empty() {
                     tracing::info!("every collector shard answers again; sums are complete");
                 } else {
-                    tracing::warn!(lost = ?merged.lost, "collector shards lost: sums are lower bounds and scale-down is held");
+                    tracing::warn!(
+                        ?lost,
+                        "collector shards lost: what they fed is a lower bound and does not scale down"
+                    );
                 }
-                lost_before = merged.lost.clone();
             }
             self.stats
                 .complete
-                .store(merged.complete(), Ordering::Relaxed);
-            for signal in Signal::ALL {
-                let sums = merged.sums.remove(&signal).unwrap_or_default();
-                self.ingest
-                    .apply_sums(&complete, signal, sums, now_ms, true);
-                let lower = merged.lower_bounds.remove(&signal).unwrap_or_default();
-                self.ingest
-                    .apply_sums(&partial, signal, lower, now_ms, false);
-            }
+                .store(lost.is_empty(), Ordering::Relaxed);
+            lost_before = lost;
         }
     }
 
