@@ -150,27 +150,14 @@ impl Contributions {
     /// The current sum for a workload's signal and how many sources feed it.
     pub fn total(&self, workload: &WorkloadKey, signal: Signal) -> Option<Total> {
         let sources = self.by_workload.get(&(workload.clone(), signal))?;
-        Some(Total {
-            workload: workload.clone(),
-            signal,
-            value: sources.values().map(|c| c.value).sum(),
-            lower_bound: sources.values().any(|c| c.lower_bound),
-        })
+        Some(sum(workload, signal, &sources))
     }
 
     /// Every workload's current totals (what a collector shard reports to the scalers).
     pub fn totals(&self) -> Vec<Total> {
         self.by_workload
             .iter()
-            .map(|entry| {
-                let (workload, signal) = entry.key();
-                Total {
-                    workload: workload.clone(),
-                    signal: *signal,
-                    value: entry.value().values().map(|c| c.value).sum(),
-                    lower_bound: entry.value().values().any(|c| c.lower_bound),
-                }
-            })
+            .map(|entry| sum(&entry.key().0, entry.key().1, entry.value()))
             .collect()
     }
 
@@ -181,6 +168,16 @@ impl Contributions {
         }
         self.by_workload
             .remove_if(&key, |_, sources| sources.is_empty());
+    }
+}
+
+/// A workload's total over its sources' contributions.
+fn sum(workload: &WorkloadKey, signal: Signal, sources: &HashMap<Arc<str>, Contribution>) -> Total {
+    Total {
+        workload: workload.clone(),
+        signal,
+        value: sources.values().map(|c| c.value).sum(),
+        lower_bound: sources.values().any(|c| c.lower_bound),
     }
 }
 

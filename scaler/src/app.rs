@@ -199,13 +199,17 @@ pub async fn run_with_cluster(
     let http_server = http::serve(listeners.http, http_state, wait(shutdown.clone()));
     tasks.spawn(async move { http_server.await.map_err(RunError::from) });
 
-    // Sharded collectors scrape the gateways; this process then only merges.
-    let discovery = kubernetes
-        .as_ref()
-        .filter(|_| config.inputs.collectors.is_none());
+    // Sharded collectors scrape the targets and the gateway pods; this process then
+    // only merges their answers.
+    let sharded = config.inputs.collectors.is_some();
+    let discovery = kubernetes.as_ref().filter(|_| !sharded);
+    let fixed = if sharded {
+        Vec::new()
+    } else {
+        config.targets.clone()
+    };
     let (scrape_targets, follower) =
-        crate::cluster::gateways::follow(discovery, config.targets.clone(), Arc::new(|_| true))
-            .await?;
+        crate::cluster::gateways::follow(discovery, fixed, Arc::new(|_| true)).await?;
     spawn_scraping(&mut tasks, scraper, scrape_targets, follower, &shutdown);
 
     if let Some(settings) = kubernetes {

@@ -145,9 +145,9 @@ impl Scraper {
         let mut listening = true;
         let staleness_ms = self.config.staleness.as_millis() as i64;
         let mut sweep = tokio::time::interval(self.config.interval.max(Duration::from_millis(100)));
-        let mut wanted = targets.borrow_and_update().clone();
+        let wanted = targets.borrow_and_update().clone();
+        self.reconcile(&wanted, &mut running, &mut tasks, &permits, &shutdown);
         loop {
-            self.reconcile(&wanted, &mut running, &mut tasks, &permits, &shutdown);
             let changed = async {
                 if listening {
                     targets.changed().await.is_ok()
@@ -159,7 +159,8 @@ impl Scraper {
                 _ = sweep.tick() => self.ingest.expire(crate::clock::unix_ms(), staleness_ms),
                 still_sending = changed => {
                     if still_sending {
-                        wanted = targets.borrow_and_update().clone();
+                        let wanted = targets.borrow_and_update().clone();
+                        self.reconcile(&wanted, &mut running, &mut tasks, &permits, &shutdown);
                     } else {
                         // The list is fixed from here on.
                         listening = false;

@@ -50,16 +50,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(grpc = %grpc.local_addr()?, tls = tls.is_some(), mtls = tls.as_ref().is_some_and(|t| t.mutual()), http = %http.local_addr()?, targets = config.targets.len(), collector_shards = config.inputs.collectors.as_ref().map_or(0, |c| c.shards.len()), "spillway serving");
     println!("grpc={} http={}", grpc.local_addr()?, http.local_addr()?);
     let kubernetes = config.kubernetes.clone();
-    // With sharded collectors the targets are theirs to scrape; this process merges.
-    // Gateway pods from the `kubernetes` section are discovered and followed by `run`.
-    let targets = if config.inputs.collectors.is_some() {
-        Vec::new()
-    } else {
-        config.targets
-    };
     let process = ProcessConfig {
         scrape: config.scrape,
-        targets,
+        targets: config.targets,
         store: config.store,
         decision_tick: Duration::from_secs(1),
         hold_until_warm: true,
