@@ -8,25 +8,22 @@ use serde_json::Value;
 use spillway_tests::fake_kube::{Collection, FakeKube, fixtures};
 use spillway_tests::gateway::{FakeGateway, Mode};
 use spillway_tests::keda::{self, scaled_object};
+use spillway_tests::policy::acme_policy;
 use spillway_tests::process::{Spillway, write_serve_config};
 use spillway_tests::wait;
 
 const BIN: &str = env!("CARGO_BIN_EXE_spillway");
 
-const POLICY: &str = "apiVersion: spillway.io/v1
-kind: ScalingPolicy
-metadata: { tenant: acme }
-spec:
-  namespaces: [acme-prod]
-  defaults:
-    replicas: { min: 1, max: 50 }
-    signals:
-      window: 2s
-      qps: { targetPerReplica: 100 }
-    placement: { burst: { enabled: true }, requests: { cpu: 500m, memory: 1Gi } }
-  apps:
-    web: {}
-";
+fn policy() -> String {
+    acme_policy(
+        "replicas: { min: 1, max: 50 }
+signals:
+  window: 2s
+  qps: { targetPerReplica: 100 }
+placement: { burst: { enabled: true }, requests: { cpu: 500m, memory: 1Gi } }",
+        &["web"],
+    )
+}
 
 fn find_number(v: &Value, key: &str) -> Vec<u64> {
     match v {
@@ -59,7 +56,7 @@ async fn serve_places_through_the_api_and_observes_replicas() {
     }
     // A gateway pod the label selector finds; its IP is the in-test gateway's.
     let gateway = FakeGateway::start(Mode::Healthy).await;
-    gateway.drive("acme", "web", 450.0, Duration::from_millis(50));
+    gateway.drive("acme", "web", 450, Duration::from_millis(50));
     let gateway_port = gateway
         .url()
         .trim_end_matches("/metrics")
@@ -85,7 +82,7 @@ kubernetes:
 ",
         fake.url()
     );
-    let config_path = write_serve_config(dir.path(), &[("acme.yaml", POLICY)], &config);
+    let config_path = write_serve_config(dir.path(), &[("acme.yaml", policy().as_str())], &config);
     let spillway = Spillway::serve(BIN, &config_path);
 
     // KEDA asks, so the workload has a decision to place.

@@ -9,6 +9,7 @@ use std::time::Duration;
 use spillway_proto::externalscaler::ScaledObjectRef;
 use spillway_tests::gateway::{FakeGateway, Mode};
 use spillway_tests::keda::{self, scaled_object};
+use spillway_tests::policy::acme_policy;
 use spillway_tests::process::{Spillway, write_serve_config};
 use spillway_tests::wait;
 use tonic::Code;
@@ -17,22 +18,16 @@ use tonic::codegen::http::uri::PathAndQuery;
 const BIN: &str = env!("CARGO_BIN_EXE_spillway");
 
 fn policy(target: u32) -> String {
-    format!(
-        "apiVersion: spillway.io/v1
-kind: ScalingPolicy
-metadata: {{ tenant: acme }}
-spec:
-  namespaces: [acme-prod]
-  defaults:
-    replicas: {{ min: 1, max: 50 }}
-    signals:
-      window: 2s
-      qps: {{ targetPerReplica: {target} }}
-    hysteresis: {{ upWindow: 0s, downWindow: 1s }}
-    limits: {{ up: {{ percent: 1000, per: 1s }}, down: {{ percent: 100, per: 1s }} }}
-  apps:
-    web: {{}}
-"
+    acme_policy(
+        &format!(
+            "replicas: {{ min: 1, max: 50 }}
+signals:
+  window: 2s
+  qps: {{ targetPerReplica: {target} }}
+hysteresis: {{ upWindow: 0s, downWindow: 1s }}
+limits: {{ up: {{ percent: 1000, per: 1s }}, down: {{ percent: 100, per: 1s }} }}"
+        ),
+        &["web"],
     )
 }
 
@@ -88,7 +83,7 @@ struct NotARequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_grpc_and_oversized_metadata_get_clear_errors_and_lose_nothing() {
     let gateway = FakeGateway::start(Mode::Healthy).await;
-    gateway.drive("acme", "web", 450.0, Duration::from_millis(50));
+    gateway.drive("acme", "web", 450, Duration::from_millis(50));
     let dir = tempfile::tempdir().expect("temp dir");
     let spillway = serve(dir.path(), &gateway);
     let client = keda::connect(spillway.grpc).await;
@@ -203,7 +198,7 @@ async fn malformed_grpc_and_oversized_metadata_get_clear_errors_and_lose_nothing
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_policy_edit_keeps_the_last_good_policy_and_says_why() {
     let gateway = FakeGateway::start(Mode::Healthy).await;
-    gateway.drive("acme", "web", 450.0, Duration::from_millis(50));
+    gateway.drive("acme", "web", 450, Duration::from_millis(50));
     let dir = tempfile::tempdir().expect("temp dir");
     let spillway = serve(dir.path(), &gateway);
     let client = keda::connect(spillway.grpc).await;

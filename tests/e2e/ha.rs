@@ -10,6 +10,7 @@ use std::time::Duration;
 use spillway_proto::externalscaler::ScaledObjectRef;
 use spillway_tests::gateway::{FakeGateway, Mode};
 use spillway_tests::keda::{self, scaled_object};
+use spillway_tests::policy::acme_policy;
 use spillway_tests::process::Spillway;
 use spillway_tests::wait;
 use tokio::time::Instant;
@@ -18,28 +19,24 @@ const BIN: &str = env!("CARGO_BIN_EXE_spillway");
 
 /// 100 qps per replica; a 6 s scale-down window keeps the test short while leaving
 /// several polls inside the warm-up of a restarted process.
-const POLICY: &str = "apiVersion: spillway.io/v1
-kind: ScalingPolicy
-metadata: { tenant: acme }
-spec:
-  namespaces: [acme-prod]
-  defaults:
-    replicas: { min: 1, max: 50 }
-    signals:
-      window: 4s
-      qps: { targetPerReplica: 100 }
-    hysteresis: { upWindow: 0s, downWindow: 6s }
-    limits: { down: { percent: 100, per: 1s } }
-    panic: { enabled: false }
-  apps:
-    web: {}
-";
+fn policy() -> String {
+    acme_policy(
+        "replicas: { min: 1, max: 50 }
+signals:
+  window: 4s
+  qps: { targetPerReplica: 100 }
+hysteresis: { upWindow: 0s, downWindow: 6s }
+limits: { down: { percent: 100, per: 1s } }
+panic: { enabled: false }",
+        &["web"],
+    )
+}
 
 const DOWN_WINDOW: Duration = Duration::from_secs(6);
 
 fn write_config(dir: &Path, gateway: &FakeGateway) -> PathBuf {
     std::fs::create_dir_all(dir.join("policies")).expect("policy dir");
-    std::fs::write(dir.join("policies/acme.yaml"), POLICY).expect("policy");
+    std::fs::write(dir.join("policies/acme.yaml"), policy()).expect("policy");
     let path = dir.join("spillway.yaml");
     std::fs::write(
         &path,
@@ -53,20 +50,6 @@ scrape: {{ interval: 200ms, timeout: 150ms, targets: [{}] }}
     )
     .expect("config");
     path
-}
-
-/// Gateway traffic whose rate the test changes while it runs.
-fn drive(gateway: &FakeGateway, qps: Arc<AtomicU64>) {
-    let gateway = gateway.clone();
-    tokio::spawn(async move {
-        let every = Duration::from_millis(50);
-        let mut ticker = tokio::time::interval(every);
-        loop {
-            ticker.tick().await;
-            let rate = qps.load(Ordering::Relaxed) as f64;
-            gateway.add("acme", "web", rate * every.as_secs_f64());
-        }
-    });
 }
 
 fn reference(spillway: &Spillway) -> ScaledObjectRef {
@@ -101,7 +84,7 @@ async fn until_answer(client: &keda::Client, spillway: &Spillway, value: f64) {
 async fn replicas_agree_and_a_restarted_one_never_scales_down_for_its_restart() {
     let gateway = FakeGateway::start(Mode::Healthy).await;
     let qps = Arc::new(AtomicU64::new(450));
-    drive(&gateway, qps.clone());
+    gateway.drive_rate("acme", "web", qps.clone(), Duration::from_millis(50));
     let dir = tempfile::tempdir().expect("temp dir");
     let config = write_config(dir.path(), &gateway);
     let a = Spillway::serve(BIN, &config);

@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use spillway_tests::gateway::{FakeGateway, Mode};
+use spillway_tests::policy::acme_policy;
 use spillway_tests::process::{Spillway, write_serve_config};
 use spillway_tests::prometheus::find_on_path;
 use spillway_tests::wait;
@@ -24,26 +25,24 @@ const QPS: f64 = 400.0;
 /// other; 10% leaves room for the drive's 10 ms steps and scrape-time jitter.
 const TOLERANCE: f64 = 0.10;
 
-const POLICY: &str = "apiVersion: spillway.io/v1
-kind: ScalingPolicy
-metadata: { tenant: acme }
-spec:
-  namespaces: [acme-prod]
-  defaults:
-    replicas: { min: 1, max: 50 }
-    signals:
-      window: 10s
-      qps: { targetPerReplica: 100 }
-    # `serve` without cluster access publishes nothing until it holds a full scale-down
-    # window of data (a restart must not scale down); keep that wait short here.
-    hysteresis: { downWindow: 2s }
-  apps:
-    web: {}
-    api: {}
-";
+fn policy() -> String {
+    acme_policy(
+        "replicas: { min: 1, max: 50 }
+signals:
+  window: 10s
+  qps: { targetPerReplica: 100 }
+# `serve` without cluster access publishes nothing until it holds a full scale-down
+# window of data (a restart must not scale down); keep that wait short here.
+hysteresis: { downWindow: 2s }",
+        &["web", "api"],
+    )
+}
 
 fn start_spillway(dir: &std::path::Path) -> Spillway {
-    Spillway::serve(BIN, &write_serve_config(dir, &[("acme.yaml", POLICY)], ""))
+    Spillway::serve(
+        BIN,
+        &write_serve_config(dir, &[("acme.yaml", policy().as_str())], ""),
+    )
 }
 
 /// Kills Prometheus when the test ends, however it ends.
@@ -101,7 +100,7 @@ async fn spillway_qps_from_remote_write_matches_prometheus_rate() {
     };
 
     let gateway = FakeGateway::start(Mode::Healthy).await;
-    gateway.drive("acme", "web", QPS, Duration::from_millis(10));
+    gateway.drive("acme", "web", QPS as u64, Duration::from_millis(10));
 
     let dir = tempfile::tempdir().expect("temp dir");
     let spillway = start_spillway(dir.path());

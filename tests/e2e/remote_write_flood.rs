@@ -8,6 +8,7 @@ use spillway_collector::remote_write::encode_write_request;
 use spillway_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
 use spillway_tests::gateway::{FakeGateway, Mode};
 use spillway_tests::keda::{self, scaled_object};
+use spillway_tests::policy::acme_policy;
 use spillway_tests::process::{Spillway, write_serve_config};
 use spillway_tests::wait;
 
@@ -16,21 +17,17 @@ const MAX_SERIES: usize = 5_000;
 const REQUESTS: usize = 40;
 const SERIES_PER_REQUEST: usize = 2_000;
 
-const POLICY: &str = "apiVersion: spillway.io/v1
-kind: ScalingPolicy
-metadata: { tenant: acme }
-spec:
-  namespaces: [acme-prod]
-  defaults:
-    replicas: { min: 1, max: 50 }
-    signals:
-      window: 2s
-      qps: { targetPerReplica: 100 }
-    # `serve` without cluster access holds until a full scale-down window of data.
-    hysteresis: { downWindow: 1s }
-  apps:
-    web: {}
-";
+fn policy() -> String {
+    acme_policy(
+        "replicas: { min: 1, max: 50 }
+signals:
+  window: 2s
+  qps: { targetPerReplica: 100 }
+# `serve` without cluster access holds until a full scale-down window of data.
+hysteresis: { downWindow: 1s }",
+        &["web"],
+    )
+}
 
 /// One request of distinct series from a noisy sender (a tenant with no policy).
 fn flood_body(request: usize, timestamp: i64) -> Vec<u8> {
@@ -70,11 +67,11 @@ fn metric(text: &str, series: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_write_flood_is_capped_and_does_not_disturb_other_workloads() {
     let gateway = FakeGateway::start(Mode::Healthy).await;
-    gateway.drive("acme", "web", 450.0, Duration::from_millis(50));
+    gateway.drive("acme", "web", 450, Duration::from_millis(50));
     let dir = tempfile::tempdir().expect("temp dir");
     let config = write_serve_config(
         dir.path(),
-        &[("acme.yaml", POLICY)],
+        &[("acme.yaml", policy().as_str())],
         &format!(
             "scrape: {{ interval: 250ms, timeout: 200ms, targets: [{}] }}
 remoteWrite: {{ maxSeries: {MAX_SERIES} }}

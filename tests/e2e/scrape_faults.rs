@@ -4,26 +4,23 @@ use std::time::Duration;
 
 use spillway_tests::gateway::{FakeGateway, Mode};
 use spillway_tests::keda::{self, scaled_object};
+use spillway_tests::policy::acme_policy;
 use spillway_tests::process::{Spillway, write_serve_config};
 use spillway_tests::wait;
 
 const BIN: &str = env!("CARGO_BIN_EXE_spillway");
 
-const POLICY: &str = "apiVersion: spillway.io/v1
-kind: ScalingPolicy
-metadata: { tenant: acme }
-spec:
-  namespaces: [acme-prod]
-  defaults:
-    replicas: { min: 1, max: 50 }
-    signals:
-      window: 2s
-      qps: { targetPerReplica: 100 }
-    # `serve` answers nothing until a scale-down window of data exists (restart hold).
-    hysteresis: { downWindow: 1s }
-  apps:
-    web: {}
-";
+fn policy() -> String {
+    acme_policy(
+        "replicas: { min: 1, max: 50 }
+signals:
+  window: 2s
+  qps: { targetPerReplica: 100 }
+# `serve` answers nothing until a scale-down window of data exists (restart hold).
+hysteresis: { downWindow: 1s }",
+        &["web"],
+    )
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_targets_keep_working_beside_down_garbage_and_hanging_ones() {
@@ -34,7 +31,7 @@ async fn healthy_targets_keep_working_beside_down_garbage_and_hanging_ones() {
     // A port nobody listens on. A port bound and released here could be handed to
     // another test's server in the meantime; port 1 is never bound by anything here.
     let closed = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
-    healthy.drive("acme", "web", 450.0, Duration::from_millis(50));
+    healthy.drive("acme", "web", 450, Duration::from_millis(50));
 
     let dir = tempfile::tempdir().expect("temp dir");
     let config = format!(
@@ -53,7 +50,7 @@ async fn healthy_targets_keep_working_beside_down_garbage_and_hanging_ones() {
         failing.url(),
         hanging.url()
     );
-    let config_path = write_serve_config(dir.path(), &[("acme.yaml", POLICY)], &config);
+    let config_path = write_serve_config(dir.path(), &[("acme.yaml", policy().as_str())], &config);
     let spillway = Spillway::serve(BIN, &config_path);
 
     let client = keda::connect(spillway.grpc).await;

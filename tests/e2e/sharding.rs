@@ -14,29 +14,25 @@ use spillway_collector::shard::ShardSpec;
 use spillway_proto::externalscaler::ScaledObjectRef;
 use spillway_tests::gateway::{FakeGateway, Mode};
 use spillway_tests::keda::{self, scaled_object};
+use spillway_tests::policy::acme_policy;
 use spillway_tests::process::{Spillway, write_serve_config};
 use spillway_tests::wait;
 use tokio::time::Instant;
 
 const BIN: &str = env!("CARGO_BIN_EXE_spillway");
 
-const POLICY: &str = "apiVersion: spillway.io/v1
-kind: ScalingPolicy
-metadata: { tenant: acme }
-spec:
-  namespaces: [acme-prod]
-  defaults:
-    replicas: { min: 1, max: 50 }
-    signals:
-      window: 2s
-      qps: { targetPerReplica: 100 }
-    hysteresis: { scaleUpAbove: 1.0, scaleDownBelow: 0.8, upWindow: 0s, downWindow: 2s }
-    limits: { up: { percent: 1000, per: 1s }, down: { percent: 100, per: 1s } }
-    panic: { enabled: false }
-  apps:
-    web: {}
-    api: {}
-";
+fn policy() -> String {
+    acme_policy(
+        "replicas: { min: 1, max: 50 }
+signals:
+  window: 2s
+  qps: { targetPerReplica: 100 }
+hysteresis: { scaleUpAbove: 1.0, scaleDownBelow: 0.8, upWindow: 0s, downWindow: 2s }
+limits: { up: { percent: 1000, per: 1s }, down: { percent: 100, per: 1s } }
+panic: { enabled: false }",
+        &["web", "api"],
+    )
+}
 
 /// Gateways until each of the two shards owns one (the ports are random, so which shard
 /// a gateway lands in is too); bounded: 20 gateways all in one shard has odds of 2^-19.
@@ -59,20 +55,6 @@ async fn one_gateway_per_shard() -> [FakeGateway; 2] {
         [Some(a), Some(b)] => [a, b],
         _ => panic!("20 gateways and one shard still owns none"),
     }
-}
-
-/// Traffic to `app` at a rate the test changes while it runs.
-fn drive(gateway: &FakeGateway, app: &'static str, qps: Arc<AtomicU64>) {
-    let gateway = gateway.clone();
-    tokio::spawn(async move {
-        let every = Duration::from_millis(50);
-        let mut ticker = tokio::time::interval(every);
-        loop {
-            ticker.tick().await;
-            let rate = qps.load(Ordering::Relaxed) as f64;
-            gateway.add("acme", app, rate * every.as_secs_f64());
-        }
-    });
 }
 
 fn write_collector_config(dir: &Path, gateways: &[FakeGateway; 2]) -> PathBuf {
@@ -172,11 +154,11 @@ async fn workload(scaler: &Spillway, app: &str) -> serde_json::Value {
 async fn a_lost_shard_holds_scale_down_and_its_return_completes_the_sums() {
     let gateways = one_gateway_per_shard().await;
     let rates = [Arc::new(AtomicU64::new(225)), Arc::new(AtomicU64::new(225))];
-    drive(&gateways[0], "web", rates[0].clone());
-    drive(&gateways[1], "web", rates[1].clone());
+    gateways[0].drive_rate("acme", "web", rates[0].clone(), Duration::from_millis(50));
+    gateways[1].drive_rate("acme", "web", rates[1].clone(), Duration::from_millis(50));
     // api's traffic reaches only shard 0's gateway.
     let api_rate = Arc::new(AtomicU64::new(450));
-    drive(&gateways[0], "api", api_rate.clone());
+    gateways[0].drive_rate("acme", "api", api_rate.clone(), Duration::from_millis(50));
     let dir = tempfile::tempdir().expect("temp dir");
     let collector_config = write_collector_config(dir.path(), &gateways);
     let shard0 = Spillway::collector(BIN, &collector_config, "0/2", "127.0.0.1:0");
@@ -184,7 +166,7 @@ async fn a_lost_shard_holds_scale_down_and_its_return_completes_the_sums() {
     let shard1_grpc = shard1.grpc;
     let scaler_config = write_serve_config(
         &dir.path().join("scaler"),
-        &[("acme.yaml", POLICY)],
+        &[("acme.yaml", policy().as_str())],
         &format!(
             "collectors:\n  shards: [http://{}, http://{}]\n  interval: 200ms\n  timeout: 150ms\n  lostAfter: 600ms\n",
             shard0.grpc, shard1.grpc
@@ -316,7 +298,7 @@ async fn shards_listed_in_the_wrong_order_are_refused_not_double_counted() {
     let shard1 = Spillway::collector(BIN, &collector_config, "1/2", "127.0.0.1:0");
     let scaler_config = write_serve_config(
         &dir.path().join("scaler"),
-        &[("acme.yaml", POLICY)],
+        &[("acme.yaml", policy().as_str())],
         &format!(
             "collectors:\n  shards: [http://{}, http://{}]\n  interval: 200ms\n  timeout: 150ms\n  lostAfter: 600ms\n",
             shard1.grpc, shard0.grpc

@@ -7,26 +7,23 @@ use std::time::Duration;
 
 use spillway_tests::gateway::{FakeGateway, Mode};
 use spillway_tests::keda::{self, scaled_object};
+use spillway_tests::policy::acme_policy;
 use spillway_tests::process::Spillway;
 use spillway_tests::tls::{self, Ca, ServerFiles};
 use spillway_tests::wait;
 
 const BIN: &str = env!("CARGO_BIN_EXE_spillway");
 
-const POLICY: &str = "apiVersion: spillway.io/v1
-kind: ScalingPolicy
-metadata: { tenant: acme }
-spec:
-  namespaces: [acme-prod]
-  defaults:
-    replicas: { min: 2, max: 50 }
-    signals:
-      qps: { targetPerReplica: 100 }
-    # `serve` answers nothing until a scale-down window of data exists (restart hold).
-    hysteresis: { downWindow: 1s }
-  apps:
-    web: {}
-";
+fn policy() -> String {
+    acme_policy(
+        "replicas: { min: 2, max: 50 }
+signals:
+  qps: { targetPerReplica: 100 }
+# `serve` answers nothing until a scale-down window of data exists (restart hold).
+hysteresis: { downWindow: 1s }",
+        &["web"],
+    )
+}
 
 /// Writes policies and a serve config with a `tls:` section, and starts `spillway serve`
 /// scraping `gateway`.
@@ -37,7 +34,7 @@ fn serve_with_tls(
     gateway: &FakeGateway,
 ) -> Spillway {
     std::fs::create_dir_all(dir.join("policies")).expect("policy dir");
-    std::fs::write(dir.join("policies/acme.yaml"), POLICY).expect("policy");
+    std::fs::write(dir.join("policies/acme.yaml"), policy()).expect("policy");
     let config = format!(
         "listen: {{ grpc: 127.0.0.1:0, http: 127.0.0.1:0 }}
 policies: policies
@@ -56,7 +53,7 @@ const EXPECTED_REPLICAS: f64 = 5.0;
 
 async fn gateway() -> FakeGateway {
     let gateway = FakeGateway::start(Mode::Healthy).await;
-    gateway.drive("acme", "web", 450.0, Duration::from_millis(50));
+    gateway.drive("acme", "web", 450, Duration::from_millis(50));
     gateway
 }
 
@@ -289,7 +286,7 @@ fn a_broken_certificate_at_start_up_stops_the_process_with_the_file_named() {
     tls::replace(&files.cert, leaf.cert_pem.as_bytes());
     tls::replace(&files.key, ca.server().key_pem.as_bytes());
     std::fs::create_dir_all(dir.path().join("policies")).expect("policy dir");
-    std::fs::write(dir.path().join("policies/acme.yaml"), POLICY).expect("policy");
+    std::fs::write(dir.path().join("policies/acme.yaml"), policy()).expect("policy");
     let config = dir.path().join("spillway.yaml");
     std::fs::write(
         &config,

@@ -2,6 +2,7 @@
 //! failure mode (garbage, errors, hanging).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -79,15 +80,23 @@ impl FakeGateway {
         *self.mode.lock().expect("mode lock") = mode;
     }
 
-    /// Adds `qps × interval` every `interval` in the background: steady traffic.
-    pub fn drive(&self, tenant: &str, app: &str, qps: f64, interval: Duration) {
+    /// Adds `qps × interval` every `interval` in the background: steady traffic of
+    /// whole requests per second.
+    pub fn drive(&self, tenant: &str, app: &str, qps: u64, interval: Duration) {
+        self.drive_rate(tenant, app, Arc::new(AtomicU64::new(qps)), interval);
+    }
+
+    /// Like [`Self::drive`], at whatever whole requests/s `qps` holds when each tick
+    /// comes: the test changes the rate while the traffic runs.
+    pub fn drive_rate(&self, tenant: &str, app: &str, qps: Arc<AtomicU64>, interval: Duration) {
         let gateway = self.clone();
         let (tenant, app) = (tenant.to_owned(), app.to_owned());
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
             loop {
                 ticker.tick().await;
-                gateway.add(&tenant, &app, qps * interval.as_secs_f64());
+                let rate = qps.load(Ordering::Relaxed) as f64;
+                gateway.add(&tenant, &app, rate * interval.as_secs_f64());
             }
         });
     }
