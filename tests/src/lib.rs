@@ -6,6 +6,7 @@
 //! - [`gateway`]: an in-test gateway whose counters and failure modes a test controls.
 //! - [`prometheus`]: a real Prometheus on loopback, for dashboard queries.
 //! - [`fake_kube`]: a fake Kubernetes API server the real `kube` client talks to.
+//! - [`peers`]: the real peers: a Kubernetes control plane, kwok nodes and KEDA on loopback.
 //! - [`policy`]: the tenant policy the tests scale by.
 //! - [`wait`]: bounded waiting: every wait in these tests has a deadline.
 //! - [`tls`]: throwaway CAs and certificates, and TLS clients as KEDA builds them.
@@ -19,6 +20,7 @@ pub mod demo;
 pub mod fake_kube;
 pub mod gateway;
 pub mod keda;
+pub mod peers;
 pub mod policy;
 pub mod process;
 pub mod prometheus;

@@ -34,8 +34,13 @@ impl Spillway {
 
     /// `spillway serve --config FILE`; the config must listen on 127.0.0.1:0.
     pub fn serve(binary: &str, config: &std::path::Path) -> Self {
+        Self::serve_with_env(binary, config, &[])
+    }
+
+    /// [`Self::serve`] with extra environment (a `KUBECONFIG`, a `POD_NAME`).
+    pub fn serve_with_env(binary: &str, config: &std::path::Path, env: &[(&str, &str)]) -> Self {
         let config = config.to_string_lossy().into_owned();
-        Self::start(binary, &["serve", "--config", &config], false)
+        Self::start_with_env(binary, &["serve", "--config", &config], false, env)
     }
 
     /// `spillway collector --shard SHARD --config FILE`, its gRPC port at `grpc`
@@ -61,8 +66,13 @@ impl Spillway {
     }
 
     fn start(binary: &str, args: &[&str], demo: bool) -> Self {
+        Self::start_with_env(binary, args, demo, &[])
+    }
+
+    fn start_with_env(binary: &str, args: &[&str], demo: bool, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(binary)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

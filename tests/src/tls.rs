@@ -29,6 +29,9 @@ pub const SERVER_NAME: &str = "localhost";
 pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
     pub cert_pem: String,
+    /// The CA's private key, for peers that sign with it (the Kubernetes controller
+    /// manager's certificate signer).
+    pub key_pem: String,
 }
 
 /// A certificate and its key, in PEM, plus the certificate's DER to compare with what a
@@ -50,6 +53,7 @@ impl Ca {
         let cert = params.self_signed(&key).expect("self-signed CA");
         Self {
             cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
             issuer: Issuer::new(params, key),
         }
     }
@@ -69,10 +73,27 @@ impl Ca {
     }
 
     fn issue(&self, name: &str, sans: &[&str], usage: ExtendedKeyUsagePurpose) -> Leaf {
+        self.issue_for(name, None, sans, &[usage])
+    }
+
+    /// A leaf for `name` in `group` (the subject's organization, which Kubernetes reads
+    /// as the user's group), valid for `sans` and each of `usages`.
+    pub fn issue_for(
+        &self,
+        name: &str,
+        group: Option<&str>,
+        sans: &[&str],
+        usages: &[ExtendedKeyUsagePurpose],
+    ) -> Leaf {
         let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
         let mut params = CertificateParams::new(sans).expect("leaf params");
         params.distinguished_name.push(DnType::CommonName, name);
-        params.extended_key_usages = vec![usage];
+        if let Some(group) = group {
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, group);
+        }
+        params.extended_key_usages = usages.to_vec();
         let key = KeyPair::generate().expect("leaf key");
         let cert = params.signed_by(&key, &self.issuer).expect("signed leaf");
         Leaf {
