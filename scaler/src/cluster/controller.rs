@@ -49,10 +49,21 @@ pub struct ControllerConfig {
 /// One write a reconcile made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
-    Template { tolerate_burst: bool },
-    DeletionCost { pod: String, cost: i32 },
-    Evict { pod: String },
-    Scale { replicas: u32 },
+    Template {
+        tolerate_burst: bool,
+    },
+    DeletionCost {
+        pod: String,
+        cost: i32,
+    },
+    /// The Eviction API approved removing this burst pod (a dry run: the ReplicaSet removes
+    /// it when the surge is handed back).
+    Evict {
+        pod: String,
+    },
+    Scale {
+        replicas: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -356,12 +367,37 @@ impl Controller {
                     );
                 }
                 DrainAction::Evict { pod } => {
-                    if result.is_err() {
+                    // The ReplicaSet removes the burst pod when the surge is handed back
+                    // below, choosing by deletion cost: its informer must already see
+                    // the lowest cost, or it may remove another pod. The cost written
+                    // this reconcile is in our own cache by the next one.
+                    let marked = by_name.get(pod.as_str()).is_none_or(|p| {
+                        p.metadata
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.get(DELETION_COST))
+                            .is_some_and(|c| c == &i32::MIN.to_string())
+                    });
+                    if result.is_err() || !marked {
                         restore(&mut new_state, &old, pod);
                         continue;
                     }
+                    // The Eviction API as the disruption budget's judge, in a dry run. A
+                    // real eviction leaves the ReplicaSet one pod short until the surge
+                    // is handed back, and it fills the gap at once, on whatever node has
+                    // room: on a real cluster that is the virtual node the pod just left.
                     calls.writes += 1;
-                    match pod_api.evict(pod, &EvictParams::default()).await {
+                    let judge = EvictParams {
+                        delete_options: Some(kube::api::DeleteParams {
+                            dry_run: true,
+                            ..Default::default()
+                        }),
+                        post_options: kube::api::PostParams {
+                            dry_run: true,
+                            ..Default::default()
+                        },
+                    };
+                    match pod_api.evict(pod, &judge).await {
                         Ok(_) => writes.push(Write::Evict { pod: pod.clone() }),
                         // A disruption budget said no: the move waits and retries.
                         Err(kube::Error::Api(s)) if s.code == 429 => {

@@ -332,9 +332,10 @@ pub async fn run(
                     };
                     match controller.reconcile(&w, &goal, unix_ms()).await {
                         Ok(r) => {
-                            if !r.writes.is_empty() {
+                            if !r.writes.is_empty() || !r.drain_actions.is_empty() {
                                 tracing::info!(tenant = %b.tenant, app = %b.app, plan = %r.plan.reason,
-                                    writes = ?r.writes, calls = %r.calls, "placement applied");
+                                    writes = ?r.writes, drain = ?r.drain_actions, in_flight = r.in_flight,
+                                    surging = r.surging, calls = %r.calls, "placement applied");
                             }
                             entry.set_adjustment(r.adjustment());
                             Some(r.replicas)

@@ -209,7 +209,15 @@ pub async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             .ok_or_else(|| ApiFailure::not_found(c, name)),
         ("get", Some(name), Some("scale")) => scale_of(&inner, c, ns, name),
         ("create", None, None) => parse_body(&body).and_then(|obj| inner.lock().create(c, ns, obj)),
-        ("create", Some(name), Some("eviction")) => evict(&inner, c, ns, name),
+        ("create", Some(name), Some("eviction")) => {
+            let dry_run = query_param(query.as_deref(), "dryRun").is_some()
+                || parse_body(&body).is_ok_and(|b| {
+                    b.pointer("/deleteOptions/dryRun")
+                        .and_then(Value::as_array)
+                        .is_some_and(|d| !d.is_empty())
+                });
+            evict(&inner, c, ns, name, dry_run)
+        }
         ("update", Some(name), None) => {
             parse_body(&body).and_then(|obj| inner.lock().replace(c, ns, name, obj))
         }
@@ -323,8 +331,15 @@ fn patch_scale(
 }
 
 /// The Eviction API: refuses (429) when a PodDisruptionBudget selecting the pod would
-/// drop below its `minAvailable` or above its `maxUnavailable` (integers only).
-fn evict(inner: &Inner, c: &Collection, ns: Option<&str>, name: &str) -> Result<Value, ApiFailure> {
+/// drop below its `minAvailable` or above its `maxUnavailable` (integers only). A dry
+/// run answers the same and deletes nothing.
+fn evict(
+    inner: &Inner,
+    c: &Collection,
+    ns: Option<&str>,
+    name: &str,
+    dry_run: bool,
+) -> Result<Value, ApiFailure> {
     let mut store = inner.lock();
     let pod = store
         .get(c, ns, name)
@@ -369,7 +384,9 @@ fn evict(inner: &Inner, c: &Collection, ns: Option<&str>, name: &str) -> Result<
             ));
         }
     }
-    store.delete(c, ns, name)?;
+    if !dry_run {
+        store.delete(c, ns, name)?;
+    }
     Ok(
         json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
     )
