@@ -164,7 +164,7 @@ fn report(state: &HttpState) -> StatusReport {
             .workloads
             .all()
             .iter()
-            .map(|entry| workload_status(&state, entry))
+            .map(|entry| workload_status(state, entry))
             .collect(),
         targets: state
             .targets

@@ -1100,12 +1100,14 @@ fn kustomize(kubectl: &Path, dir: &Path) -> Vec<Value> {
     };
     let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
     let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    // At most 60 s: 3,000 checks 20 ms apart.
+    let mut checks = 0;
     let status = loop {
         if let Some(status) = child.try_wait().expect("kubectl status") {
             break status;
         }
-        if std::time::Instant::now() > deadline {
+        checks += 1;
+        if checks > 3_000 {
             let _ = child.kill();
             let _ = child.wait();
             panic!("kubectl kustomize {} took over 60 s", dir.display());
