@@ -425,6 +425,34 @@ mod tests {
     }
 
     #[test]
+    fn explain_shows_the_hpa_as_read() {
+        use spillway_scaler::cluster::hpa::{Finding, FindingReason, HpaView, Tolerances};
+        let mut w = workload(Vec::new());
+        w.hpa = Some(HpaView {
+            name: "keda-hpa-cart".into(),
+            tolerance: Tolerances {
+                up: 0.0,
+                down: 0.1,
+                up_from_hpa: true,
+                down_from_hpa: false,
+            },
+            min_replicas: 1,
+            max_replicas: 100,
+            findings: vec![Finding {
+                reason: FindingReason::ValueTarget,
+                message: "Value".into(),
+            }],
+        });
+        let out = render_explain(&w);
+        assert!(
+            out.contains(
+                "hpa: keda-hpa-cart (1..100 replicas, tolerance up 0%, down 10% (cluster default)), NOT a pass-through"
+            ),
+            "{out}"
+        );
+    }
+
+    #[test]
     fn explain_says_the_split_and_the_rule_in_words() {
         let out = render_explain(&workload(vec![condition(
             ConditionType::Active,
