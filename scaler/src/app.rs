@@ -65,6 +65,9 @@ pub struct CollectorInputs {
     /// Sharded collectors polled and merged; they scrape, so the process's own target
     /// list should be empty.
     pub collectors: Option<FanOutConfig>,
+    /// One of several replicas behind one Service: writes are refused unless they reach
+    /// every replica (see [`crate::ha`]).
+    pub ha: Option<crate::ha::HaSettings>,
 }
 
 /// The process's sockets, bound by the caller (tests bind 127.0.0.1:0).
@@ -123,6 +126,7 @@ pub async fn run_with_cluster(
 ) -> Result<(), RunError> {
     let workloads = Arc::new(Workloads::new());
     workloads.set_hold_until_warm(config.hold_until_warm);
+    let hpa_views = Arc::new(crate::cluster::hpa::HpaViews::new());
     let ingest = Ingest::new(config.store);
     let client = scrape_client(&config.scrape).map_err(RunError::Client)?;
     let remote_write = RemoteWrite::new(config.inputs.remote_write.clone(), ingest.clone());
@@ -170,12 +174,21 @@ pub async fn run_with_cluster(
         metrics.clone(),
         shutdown.clone(),
     );
+    let write_refusal = config
+        .inputs
+        .ha
+        .as_ref()
+        .and_then(crate::ha::HaSettings::write_refusal);
     let grpc_server = keda::serve(
         listeners.grpc,
         service,
         config.server.clone(),
         wait(shutdown.clone()),
-        Some(push),
+        Some(crate::ha::PushGate::new(
+            push,
+            write_refusal.clone(),
+            metrics.clone(),
+        )),
     );
     tasks.spawn(async move { grpc_server.await.map_err(RunError::from) });
 
@@ -195,6 +208,8 @@ pub async fn run_with_cluster(
         }),
         remote_write: Some(remote_write),
         shards,
+        hpa: hpa_views.clone(),
+        write_refusal,
     };
     let http_server = http::serve(listeners.http, http_state, wait(shutdown.clone()));
     tasks.spawn(async move { http_server.await.map_err(RunError::from) });
@@ -218,6 +233,7 @@ pub async fn run_with_cluster(
             workloads.clone(),
             ingest.clone(),
             config.policies.clone(),
+            hpa_views.clone(),
             shutdown.clone(),
         );
         tasks.spawn(async move { cluster.await.map_err(RunError::from) });

@@ -21,9 +21,14 @@ pub enum ConditionType {
     PolicyValid,
     /// Some desired replicas have no place (regular nodes full, burst off or capped).
     BurstShortfall,
+    /// The HPA KEDA created applies Spillway's count as is (no stabilization, no
+    /// stricter policies, `AverageValue` 1, no clipping min/max). Probed when the
+    /// Kubernetes side reads the HPA, so absent without it.
+    HpaPassThrough,
 }
 
 impl ConditionType {
+    /// The conditions every decision probes, in display order.
     pub const ALL: [ConditionType; 5] = [
         ConditionType::Active,
         ConditionType::ScalingLimited,
@@ -31,6 +36,16 @@ impl ConditionType {
         ConditionType::PolicyValid,
         ConditionType::BurstShortfall,
     ];
+    /// The conditions the Kubernetes side probes, shown after [`Self::ALL`].
+    pub const CLUSTER: [ConditionType; 1] = [ConditionType::HpaPassThrough];
+
+    fn display_order(self) -> usize {
+        Self::ALL
+            .iter()
+            .chain(Self::CLUSTER.iter())
+            .position(|k| *k == self)
+            .unwrap_or(usize::MAX)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,10 +116,10 @@ impl Conditions {
         }
     }
 
-    /// In [`ConditionType::ALL`] order.
+    /// In [`ConditionType::ALL`] order, then [`ConditionType::CLUSTER`].
     pub fn list(&self) -> Vec<Condition> {
         let mut list = self.list.clone();
-        list.sort_by_key(|c| ConditionType::ALL.iter().position(|k| *k == c.kind));
+        list.sort_by_key(|c| c.kind.display_order());
         list
     }
 }

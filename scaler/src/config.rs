@@ -60,6 +60,8 @@ struct RawConfig {
     resources: Option<RawResources>,
     #[serde(default)]
     collectors: Option<RawCollectors>,
+    #[serde(default)]
+    ha: Option<crate::ha::HaSettings>,
 }
 
 /// Sharded collectors: the scaler polls these instead of scraping `scrape.targets`.
@@ -338,6 +340,7 @@ impl ServeConfig {
                 .transpose()
                 .map_err(invalid)?,
             collectors,
+            ha: raw.ha,
         };
         Ok(Self {
             inputs,
@@ -548,6 +551,16 @@ mod tests {
                 ServeConfig::parse("c.yaml", &format!("policies: p\n{text}\n")).unwrap_err();
             assert!(error.to_string().contains(needle), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn ha_mode_is_a_section_of_its_own() {
+        let off = ServeConfig::parse("c.yaml", "policies: p\n").unwrap();
+        assert_eq!(off.inputs.ha, None);
+        let on = ServeConfig::parse("c.yaml", "policies: p\nha: {}\n").unwrap();
+        assert_eq!(on.inputs.ha, Some(crate::ha::HaSettings::default()));
+        let error = ServeConfig::parse("c.yaml", "policies: p\nha: {writes: all}\n").unwrap_err();
+        assert!(error.to_string().contains("writes"), "{error}");
     }
 
     #[test]

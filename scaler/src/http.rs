@@ -15,6 +15,7 @@ use spillway_collector::ingest::Ingest;
 use spillway_collector::scrape::TargetHealth;
 use tokio::net::TcpListener;
 
+use crate::cluster::hpa::HpaViews;
 use crate::policy::PolicyStore;
 use crate::status::{StatusReport, TargetStatus, WorkloadStatus};
 use crate::telemetry::{Metrics, TargetLabels};
@@ -33,10 +34,16 @@ pub struct HttpState {
     pub remote_write: Option<Arc<spillway_collector::remote_write::RemoteWrite>>,
     /// The collector shards this process polls, when sharded.
     pub shards: Option<Arc<spillway_collector::shard::FanOutStats>>,
+    /// The workloads' HPAs as the Kubernetes side last read them (empty without it).
+    pub hpa: Arc<HpaViews>,
+    /// HA mode refuses writes that would reach only this replica; `None`: accepted.
+    pub write_refusal: Option<Arc<str>>,
 }
 
 pub fn router(state: HttpState) -> Router {
     let remote_write = state.remote_write.clone();
+    let refusal = state.write_refusal.clone();
+    let refused_writes = state.metrics.clone();
     let router = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -44,9 +51,17 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/workloads/{tenant}/{app}", get(workload))
         .with_state(state);
-    match remote_write {
-        Some(receiver) => router.merge(spillway_collector::remote_write::router(receiver)),
-        None => router,
+    match (refusal, remote_write) {
+        (Some(refusal), _) => router.merge(
+            Router::new()
+                .route(
+                    "/api/v1/write",
+                    axum::routing::post(crate::ha::refuse_remote_write),
+                )
+                .with_state((refusal, refused_writes)),
+        ),
+        (None, Some(receiver)) => router.merge(spillway_collector::remote_write::router(receiver)),
+        (None, None) => router,
     }
 }
 
@@ -115,6 +130,14 @@ fn refresh_gauges(state: &HttpState) {
         .metrics
         .policy_files_refused
         .set(i64::try_from(refused).unwrap_or(i64::MAX));
+    // A workload that left the policies keeps no HPA series.
+    let views: Vec<_> = state
+        .hpa
+        .all()
+        .into_iter()
+        .filter(|(key, _)| state.workloads.get(key).is_some())
+        .collect();
+    state.metrics.refresh_hpa(&views);
 }
 
 /// Per-target gauges, read from the scrape loop's health map at scrape time.
@@ -141,7 +164,7 @@ fn report(state: &HttpState) -> StatusReport {
             .workloads
             .all()
             .iter()
-            .map(|entry| WorkloadStatus::from_entry(entry))
+            .map(|entry| workload_status(state, entry))
             .collect(),
         targets: state
             .targets
@@ -169,11 +192,17 @@ async fn workload(
         .workloads
         .get(&WorkloadKey::new(tenant.as_str(), app.as_str()))
     {
-        Some(entry) => axum::Json(WorkloadStatus::from_entry(&entry)).into_response(),
+        Some(entry) => axum::Json(workload_status(&state, &entry)).into_response(),
         None => (
             StatusCode::NOT_FOUND,
             format!("no workload {tenant}/{app}: it is not in any loaded policy\n"),
         )
             .into_response(),
     }
+}
+
+fn workload_status(state: &HttpState, entry: &crate::workloads::WorkloadEntry) -> WorkloadStatus {
+    let mut status = WorkloadStatus::from_entry(entry);
+    status.hpa = state.hpa.get(&entry.key).map(|view| (*view).clone());
+    status
 }

@@ -25,6 +25,7 @@
 //! - [`conditions`]: per-workload conditions the status API reports.
 //! - [`workloads`]: each workload's published decision, activity channel and history.
 //! - [`telemetry`]: `/metrics`; [`http`]: the HTTP side; [`status`]: the status report.
+//! - [`ha`]: several replicas behind one Service: writes that would reach only one are refused.
 //! - [`app`]: one Spillway process wired together; [`demo`]: `spillway demo`'s
 //!   built-in gateway, traffic profile and policies; [`config`]: `spillway serve`'s file.
 //! - [`shard_collector`]: `spillway collector --shard I/N`, a collector on its own that
@@ -38,6 +39,7 @@ pub mod config;
 pub mod demo;
 pub mod durations;
 pub mod engine;
+pub mod ha;
 pub mod http;
 pub mod keda;
 pub mod placement;

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::hpa::HpaView;
 use crate::conditions::Condition;
 use crate::replicas::Placed;
 use crate::workloads::{BandView, ProposalView, Published, WorkloadEntry};
@@ -80,6 +81,9 @@ pub struct WorkloadStatus {
     #[serde(default)]
     pub conditions: Vec<Condition>,
     pub stream_subscribers: usize,
+    /// The HPA KEDA created, as last read (Kubernetes side only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hpa: Option<HpaView>,
 }
 
 impl WorkloadStatus {
@@ -95,6 +99,7 @@ impl WorkloadStatus {
                 .collect(),
             conditions: entry.conditions(),
             stream_subscribers: entry.active_subscribers(),
+            hpa: None,
         }
     }
 }

@@ -64,6 +64,25 @@ pub struct TargetLabels {
     pub target: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HpaFindingLabels {
+    pub tenant: String,
+    pub app: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HpaToleranceLabels {
+    pub tenant: String,
+    pub app: String,
+    pub direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InputLabels {
+    pub input: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 fn grpc_histogram() -> Histogram {
@@ -109,6 +128,10 @@ pub struct Metrics {
     pub workloads: Gauge<i64, AtomicI64>,
     pub policy_reloads: Counter,
     pub policy_reload_errors: Counter,
+    pub hpa_passthrough: Family<WorkloadLabels, Gauge<i64, AtomicI64>>,
+    pub hpa_findings: Family<HpaFindingLabels, Gauge<i64, AtomicI64>>,
+    pub hpa_tolerance: Family<HpaToleranceLabels, FloatGauge>,
+    pub writes_refused: Family<InputLabels, Counter>,
 }
 
 impl Metrics {
@@ -303,6 +326,30 @@ impl Metrics {
             "Policy files refused on reload (the last good version keeps serving)",
             policy_reload_errors.clone(),
         );
+        let hpa_passthrough = Family::default();
+        registry.register(
+            "hpa_passthrough",
+            "1 when the HPA KEDA created applies Spillway's count as is, 0 when it changes it (see spillway_hpa_findings)",
+            hpa_passthrough.clone(),
+        );
+        let hpa_findings = Family::default();
+        registry.register(
+            "hpa_findings",
+            "1 for each way the workload's HPA is not a pass-through, by reason",
+            hpa_findings.clone(),
+        );
+        let hpa_tolerance = Family::default();
+        registry.register(
+            "hpa_tolerance",
+            "The tolerance the workload's HPA applies, by direction (set on the HPA, or the cluster default 0.1)",
+            hpa_tolerance.clone(),
+        );
+        let writes_refused = Family::default();
+        registry.register(
+            "ha_writes_refused",
+            "Writes (remote-write, gRPC push) refused because this replica runs in HA mode and one write would reach only it",
+            writes_refused.clone(),
+        );
         Self {
             registry,
             grpc_duration,
@@ -336,7 +383,54 @@ impl Metrics {
             workloads,
             policy_reloads,
             policy_reload_errors,
+            hpa_passthrough,
+            hpa_findings,
+            hpa_tolerance,
+            writes_refused,
         }
+    }
+
+    /// Mirrors the HPA views, read at scrape time: every series is rebuilt, so a
+    /// workload or a finding that went away leaves none behind.
+    pub fn refresh_hpa(
+        &self,
+        views: &[(WorkloadKey, std::sync::Arc<crate::cluster::hpa::HpaView>)],
+    ) {
+        self.hpa_passthrough.clear();
+        self.hpa_findings.clear();
+        self.hpa_tolerance.clear();
+        for (key, view) in views {
+            let labels = WorkloadLabels::from(key);
+            self.hpa_passthrough
+                .get_or_create(&labels)
+                .set(i64::from(view.passes_through()));
+            for finding in &view.findings {
+                self.hpa_findings
+                    .get_or_create(&HpaFindingLabels {
+                        tenant: labels.tenant.clone(),
+                        app: labels.app.clone(),
+                        reason: finding.reason.as_str().to_owned(),
+                    })
+                    .set(1);
+            }
+            for (direction, value) in [("up", view.tolerance.up), ("down", view.tolerance.down)] {
+                self.hpa_tolerance
+                    .get_or_create(&HpaToleranceLabels {
+                        tenant: labels.tenant.clone(),
+                        app: labels.app.clone(),
+                        direction: direction.to_owned(),
+                    })
+                    .set(value);
+            }
+        }
+    }
+
+    pub fn count_refused_write(&self, input: &str) {
+        self.writes_refused
+            .get_or_create(&InputLabels {
+                input: input.to_owned(),
+            })
+            .inc();
     }
 
     pub fn observe_grpc(&self, method: GrpcMethod, code: tonic::Code, elapsed: Duration) {
@@ -868,5 +962,55 @@ mod tests {
         assert!(m.encode_text().contains("app=\"gone\""));
         m.forget_workload(&labels);
         assert!(!m.encode_text().contains("app=\"gone\""));
+    }
+
+    #[test]
+    fn hpa_series_mirror_the_views_and_go_with_them() {
+        use crate::cluster::hpa::{Finding, FindingReason, HpaView, Tolerances};
+        let m = Metrics::new();
+        let view = |findings: Vec<Finding>| {
+            std::sync::Arc::new(HpaView {
+                name: "keda-hpa-web".into(),
+                tolerance: Tolerances {
+                    up: 0.0,
+                    down: 0.1,
+                    up_from_hpa: true,
+                    down_from_hpa: false,
+                },
+                min_replicas: 1,
+                max_replicas: 100,
+                findings,
+            })
+        };
+        let web = WorkloadKey::new("acme", "web");
+        let api = WorkloadKey::new("acme", "api");
+        let stabilized = Finding {
+            reason: FindingReason::ScaleDownStabilization,
+            message: "300s".into(),
+        };
+        m.refresh_hpa(&[(web.clone(), view(vec![stabilized])), (api, view(vec![]))]);
+        let text = m.encode_text();
+        for series in [
+            "spillway_hpa_passthrough{tenant=\"acme\",app=\"web\"} 0",
+            "spillway_hpa_passthrough{tenant=\"acme\",app=\"api\"} 1",
+            "spillway_hpa_findings{tenant=\"acme\",app=\"web\",reason=\"ScaleDownStabilization\"} 1",
+            "spillway_hpa_tolerance{tenant=\"acme\",app=\"web\",direction=\"up\"} 0",
+            "spillway_hpa_tolerance{tenant=\"acme\",app=\"web\",direction=\"down\"} 0.1",
+        ] {
+            assert!(text.contains(series), "{series} missing from:\n{text}");
+        }
+        assert!(
+            !text.contains("app=\"api\",reason"),
+            "no findings, no series"
+        );
+        // Fixed: the finding's series goes; the workload gone: all of its series go.
+        m.refresh_hpa(&[(web, view(vec![]))]);
+        let text = m.encode_text();
+        assert!(text.contains("spillway_hpa_passthrough{tenant=\"acme\",app=\"web\"} 1"));
+        assert!(
+            !text.contains("reason=\"ScaleDownStabilization\""),
+            "{text}"
+        );
+        assert!(!text.contains("app=\"api\""), "{text}");
     }
 }

@@ -1,6 +1,7 @@
-//! RBAC cross-check: runs the controller, the cluster caches, PodMetrics ingestion and
-//! gateway discovery against the fake API server, then checks every request the code
-//! made against deploy/rbac (each one allowed) and every rule there (each one used).
+//! RBAC cross-check: runs the controller, the cluster caches, PodMetrics ingestion,
+//! gateway discovery and the HPA read against the fake API server, then checks every
+//! request the code made against deploy/rbac (each one allowed) and every rule there
+//! (each one used).
 
 mod cluster_support;
 
@@ -13,6 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 use spillway_collector::ingest::Ingest;
 use spillway_collector::store::StoreLimits;
+use spillway_scaler::cluster::hpa::{HpaRead, read_hpa};
 use spillway_scaler::cluster::{WorkloadLabels, discover_gateways, ingest_pod_metrics};
 use spillway_scaler::placement::BurstRule;
 use spillway_tests::fake_kube::{Recorded, fixtures};
@@ -115,6 +117,16 @@ async fn every_api_call_is_granted_and_every_grant_is_used() {
     .await
     .expect("pod metrics");
     assert_eq!(n, 1);
+    h.fake.put(fixtures::keda_hpa(
+        NS,
+        "web",
+        "web",
+        Some(fixtures::passthrough_behavior(None)),
+    ));
+    assert!(matches!(
+        read_hpa(&client, NS, "web").await.expect("the HPA"),
+        HpaRead::Found(_)
+    ));
     let targets = discover_gateways(&client, "ingress", "app=gateway", 8080, "/metrics")
         .await
         .expect("discovery");

@@ -1,6 +1,8 @@
 //! `spillway serve` with a `kubernetes:` section, against the fake API server: the real
 //! binary takes the Lease, patches the pod template, feeds the replica counts it reads
-//! back into its decisions, and scrapes the gateway pods it discovers by label.
+//! back into its decisions, scrapes the gateway pods it discovers by label, and reads
+//! the HPA KEDA created, reporting one that is not a pass-through in its status, its
+//! metrics and `spillway status`.
 
 use std::time::Duration;
 
@@ -51,6 +53,9 @@ async fn serve_places_through_the_api_and_observes_replicas() {
     fake.put(fixtures::virtual_node("vk-1"));
     fake.put(fixtures::deployment("acme-prod", "web", 3, "500m"));
     fake.put(fixtures::scaled_object("acme-prod", "web", "web"));
+    // As KEDA creates it from a ScaledObject without `behavior`: the controller's 300 s
+    // scale-down window applies on top of Spillway's.
+    fake.put(fixtures::keda_hpa("acme-prod", "web", "web", None));
     for _ in 0..3 {
         fake.run_controllers();
     }
@@ -174,6 +179,64 @@ kubernetes:
             .collect();
         Some(urls)
     };
+    // The HPA was read and judged: in the workload's status, its metrics, and the
+    // attention list of `spillway status`.
+    let hpa = wait::until(
+        "the HPA in the workload's status",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || {
+            let url = url.clone();
+            async move {
+                let v: Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
+                v.get("hpa")
+                    .filter(|h| !h.is_null())
+                    .cloned()
+                    .map(|h| (h, v))
+            }
+        },
+    )
+    .await;
+    let (hpa, status) = hpa;
+    assert_eq!(hpa["name"], "keda-hpa-web");
+    assert_eq!(
+        hpa["findings"][0]["reason"], "ScaleDownStabilization",
+        "{hpa}"
+    );
+    let condition = status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "HpaPassThrough"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no HpaPassThrough condition: {status}"));
+    assert_eq!(condition["status"], "False", "{condition}");
+    let metrics = reqwest::get(format!("http://{}/metrics", spillway.http))
+        .await
+        .expect("/metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(
+        metrics.contains("spillway_hpa_passthrough{tenant=\"acme\",app=\"web\"} 0"),
+        "{metrics}"
+    );
+    // The CLI's own HTTP timeout (5 s) bounds it; the outer one catches a hang.
+    let status_url = format!("http://{}", spillway.http);
+    let cli = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(BIN)
+            .args(["status", "--url", &status_url])
+            .output()
+    });
+    let cli = tokio::time::timeout(Duration::from_secs(20), cli)
+        .await
+        .expect("spillway status answers in time")
+        .expect("the blocking task")
+        .expect("spillway status runs");
+    let out = String::from_utf8_lossy(&cli.stdout);
+    assert!(
+        out.contains("acme/web  HpaPassThrough=False (ScaleDownStabilization"),
+        "{out}"
+    );
+
     let http = spillway.http;
     assert_eq!(
         targets(http).await,

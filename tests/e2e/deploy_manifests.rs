@@ -33,19 +33,6 @@ fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
 }
 
-/// The RBAC manifests are maintained with the Kubernetes code, possibly on another
-/// branch; the base references them before they land.
-fn owned_elsewhere(path: &Path) -> bool {
-    lexical(path).starts_with(lexical(&deploy_dir().join("rbac"))) && !path.exists()
-}
-
-fn is_rbac(path: &Path) -> bool {
-    lexical(path).starts_with(lexical(&deploy_dir().join("rbac")))
-}
-
-/// What `deploy/rbac/` provides that the base uses, for branches where it is missing.
-const RBAC_SERVICE_ACCOUNT: &str = "spillway";
-
 /// `a/b/../c` as `a/c`, without touching the disk (the path may not exist).
 fn lexical(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
@@ -186,7 +173,8 @@ struct SecretTargetRef {
     key: String,
 }
 
-/// `deploy/keda/hpa-passthrough.yaml` is a fragment to paste into a ScaledObject.
+/// `deploy/keda/hpa-passthrough.snippet`: not an object, a block to paste into a
+/// ScaledObject (hence not a .yaml file, which `kubectl apply -f` would read).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BehaviorFragment {
@@ -374,34 +362,18 @@ fn build(dir: &Path, used: &mut BTreeSet<PathBuf>) -> Vec<(String, Value)> {
     let mut objects = Vec::new();
     for resource in &k.resources {
         let path = dir.join(resource);
-        if owned_elsewhere(&path) {
-            eprintln!(
-                "note: {resource} (from {}) is not on this branch",
-                dir.display()
-            );
-            continue;
-        }
         assert!(
             path.exists(),
             "{}: resource {resource} does not exist",
             dir.display()
         );
-        if path.is_dir() && !path.join("kustomization.yaml").exists() && is_rbac(&path) {
-            // kustomize refuses a directory without a kustomization; the RBAC owner adds
-            // it. Meanwhile check the files themselves.
-            eprintln!(
-                "WARNING: {} has no kustomization.yaml; `kubectl apply -k` fails until it does",
-                path.display()
+        if path.is_dir() {
+            // kustomize refuses a directory without one.
+            assert!(
+                path.join("kustomization.yaml").exists(),
+                "{}: resource {resource} is a directory without a kustomization.yaml",
+                dir.display()
             );
-            let mut files = Vec::new();
-            yaml_files(&path, &mut files);
-            for file in files {
-                used.insert(file.clone());
-                for doc in documents(&file) {
-                    objects.push((file.display().to_string(), doc));
-                }
-            }
-        } else if path.is_dir() {
             objects.extend(build(&path, used));
         } else {
             used.insert(path.clone());
@@ -662,23 +634,62 @@ fn check_serve_config(
     );
 }
 
+/// Several scalers behind one Service must run in HA mode (pushed writes would reach one
+/// of them only), and HA mode needs the headless Service that lists every replica.
+fn check_ha_mode(dir: &Path, built: &[(String, Value)], config_maps: &BTreeMap<String, ConfigMap>) {
+    let Some(replicas) = built
+        .iter()
+        .find(|(_, d)| identity(d) == ("Deployment".into(), "spillway".into()))
+        .map(|(_, d)| d["spec"]["replicas"].as_i64().unwrap_or(1))
+    else {
+        return;
+    };
+    let text = config_maps
+        .get("spillway-serve")
+        .and_then(|cm| cm.data.as_ref())
+        .and_then(|data| data.get("spillway.yaml"))
+        .unwrap_or_else(|| panic!("{}: no serve config", dir.display()));
+    let config = spillway_scaler::config::ServeConfig::parse("spillway.yaml", text)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    assert_eq!(
+        config.inputs.ha.is_some(),
+        replicas >= 2,
+        "{}: {replicas} scaler replicas, but the serve config's `ha:` is {:?}",
+        dir.display(),
+        config.inputs.ha
+    );
+    if config.inputs.ha.is_some() {
+        let headless = built.iter().any(|(_, d)| {
+            identity(d) == ("Service".into(), "spillway-replicas".into())
+                && d["spec"]["clusterIP"] == "None"
+        });
+        assert!(
+            headless,
+            "{}: HA mode names the headless Service spillway-replicas, which is missing",
+            dir.display()
+        );
+    }
+}
+
 fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
     !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-/// Checks one built overlay; returns the Services it defines (namespace, name, ports).
+/// Checks one overlay as this test builds it; returns the Services it defines
+/// (namespace, name, ports).
 fn check_overlay(dir: &Path, used: &mut BTreeSet<PathBuf>) -> Vec<(String, String, Vec<i32>)> {
-    let built = build(dir, used);
+    check_objects(dir, &build(dir, used))
+}
+
+/// Checks the objects of one overlay (built here or rendered by kustomize).
+fn check_objects(dir: &Path, built: &[(String, Value)]) -> Vec<(String, String, Vec<i32>)> {
     let mut config_maps = BTreeMap::new();
     let mut accounts = BTreeSet::new();
-    if !deploy_dir().join("rbac").exists() {
-        accounts.insert(RBAC_SERVICE_ACCOUNT.to_owned());
-    }
     let mut services = Vec::new();
     let mut workloads: Vec<(String, PodTemplateSpec, BTreeMap<String, String>)> = Vec::new();
     let mut pdbs = Vec::new();
     let mut names = BTreeSet::new();
-    for (source, doc) in &built {
+    for (source, doc) in built {
         let id = (identity(doc), doc["metadata"]["namespace"].clone());
         assert!(
             names.insert(format!("{id:?}")),
@@ -708,6 +719,7 @@ fn check_overlay(dir: &Path, used: &mut BTreeSet<PathBuf>) -> Vec<(String, Strin
         }
     }
     assert!(!workloads.is_empty(), "{}: no workload", dir.display());
+    check_ha_mode(dir, built, &config_maps);
     for (source, template, selector) in &workloads {
         let labels = template
             .metadata
@@ -876,14 +888,6 @@ fn every_manifest_parses_and_every_overlay_fits_together() {
             parsed += 1;
             continue;
         }
-        if file.ends_with("keda/hpa-passthrough.yaml") {
-            for doc in documents(file) {
-                let _: BehaviorFragment =
-                    serde_json::from_value(doc).unwrap_or_else(|e| panic!("{source}: {e}"));
-            }
-            parsed += 1;
-            continue;
-        }
         for doc in documents(file) {
             parse_object(&doc, &source);
             let namespace = doc["metadata"]["namespace"]
@@ -955,4 +959,263 @@ fn a_misspelt_field_is_caught() {
         caught.is_err(),
         "a misspelt ScaledObject field went through"
     );
+}
+
+/// `deploy/keda/hpa-passthrough.snippet`'s behavior, as JSON after a typed round trip.
+fn passthrough_snippet() -> Value {
+    let path = deploy_dir().join("keda/hpa-passthrough.snippet");
+    let [doc] = documents(&path)
+        .try_into()
+        .unwrap_or_else(|docs: Vec<Value>| {
+            panic!("{}: {} documents, expected 1", path.display(), docs.len())
+        });
+    let snippet: BehaviorFragment =
+        serde_json::from_value(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::to_value(&snippet.behavior).expect("serializes")
+}
+
+fn behavior_of(scaled_object: &Value, source: &str) -> Value {
+    let behavior = scaled_object
+        .pointer("/spec/advanced/horizontalPodAutoscalerConfig/behavior")
+        .unwrap_or_else(|| panic!("{source}: no advanced.horizontalPodAutoscalerConfig.behavior"));
+    let typed: HorizontalPodAutoscalerBehavior = typed(behavior, source);
+    serde_json::to_value(&typed).expect("serializes")
+}
+
+/// Spillway serves a replica count: only an `AverageValue` target of 1 makes the HPA
+/// take it as is (a `Value` target multiplies by the ready pods).
+fn assert_average_value(scaled_object: &Value, source: &str) {
+    for trigger in scaled_object["spec"]["triggers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        assert_eq!(
+            trigger["metricType"], "AverageValue",
+            "{source}: Spillway's trigger needs metricType: AverageValue"
+        );
+    }
+}
+
+#[test]
+fn what_kubectl_apply_reads_in_deploy_keda_is_objects_carrying_the_passthrough() {
+    let keda = deploy_dir().join("keda");
+    let want = passthrough_snippet();
+    let mut scaled_objects = 0;
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(&keda)
+        .expect("deploy/keda")
+        .map(|e| e.expect("dir entry").path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        let source = path.display().to_string();
+        // `kubectl apply -f DIR` reads these extensions (and `-R` descends).
+        let applied = matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        );
+        if path.is_dir() || !applied {
+            assert!(
+                path.extension().is_some_and(|e| e == "snippet"),
+                "{source}: only objects and .snippet files belong in deploy/keda"
+            );
+            continue;
+        }
+        for doc in documents(&path) {
+            assert!(
+                doc["apiVersion"].as_str().is_some_and(|v| !v.is_empty())
+                    && doc["kind"].as_str().is_some_and(|k| !k.is_empty()),
+                "{source}: not an object (no apiVersion/kind); `kubectl apply -f deploy/keda/` would stop here"
+            );
+            if doc["kind"] == "ScaledObject" {
+                scaled_objects += 1;
+                assert_eq!(
+                    behavior_of(&doc, &source),
+                    want,
+                    "{source}: the behavior differs from hpa-passthrough.snippet"
+                );
+                assert_average_value(&doc, &source);
+            }
+        }
+    }
+    assert!(
+        scaled_objects >= 3,
+        "{scaled_objects} ScaledObjects in deploy/keda"
+    );
+}
+
+/// The README's ScaledObject is the one users copy: its behavior is the snippet too.
+#[test]
+fn the_readme_scaled_object_carries_the_passthrough() {
+    let path = deploy_dir().join("../README.md");
+    let text = std::fs::read_to_string(&path).expect("README.md");
+    let block = text
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("\n```").map(|(block, _)| block))
+        .find(|block| block.contains("kind: ScaledObject"))
+        .expect("a ScaledObject in the README");
+    let doc: Value = serde_saphyr::from_str(block).expect("the README's ScaledObject is YAML");
+    let source = "README.md's ScaledObject";
+    let _: ScaledObject =
+        serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{source}: {e}"));
+    assert_eq!(behavior_of(&doc, source), passthrough_snippet(), "{source}");
+    assert_average_value(&doc, source);
+}
+
+// ---- real kustomize -------------------------------------------------------------------
+
+/// `kubectl` from PATH, else from the real-peers build (`tests/peers/build.sh` prints the
+/// directory to set as SPILLWAY_PEERS_DIR).
+fn kubectl() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("kubectl"))
+            .find(|candidate| candidate.is_file())
+    });
+    on_path.or_else(|| {
+        std::env::var_os("SPILLWAY_PEERS_DIR")
+            .map(|dir| PathBuf::from(dir).join("bin/kubectl"))
+            .filter(|candidate| candidate.is_file())
+    })
+}
+
+/// `kubectl kustomize DIR`, bounded; the rendered objects.
+fn kustomize(kubectl: &Path, dir: &Path) -> Vec<Value> {
+    use std::io::Read;
+    let mut child = std::process::Command::new(kubectl)
+        .arg("kustomize")
+        .arg(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", kubectl.display()));
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
+    // At most 60 s: 3,000 checks 20 ms apart.
+    let mut checks = 0;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("kubectl status") {
+            break status;
+        }
+        checks += 1;
+        if checks > 3_000 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("kubectl kustomize {} took over 60 s", dir.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let stdout = stdout.join().expect("stdout reader");
+    let stderr = stderr.join().expect("stderr reader");
+    assert!(
+        status.success(),
+        "kubectl kustomize {} failed ({status}): {stderr}",
+        dir.display()
+    );
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "kubectl kustomize {}: output is not YAML: {e}",
+            dir.display()
+        )
+    });
+    docs.into_iter().filter(|doc| !doc.is_null()).collect()
+}
+
+/// `to` relative to the directory `from`: kustomize refuses absolute resource paths.
+fn relative(from: &Path, to: &Path) -> PathBuf {
+    let from = from.canonicalize().expect("canonical path");
+    let to = to.canonicalize().expect("canonical path");
+    let mut out = PathBuf::new();
+    for _ in from.components().skip(1) {
+        out.push("..");
+    }
+    out.join(to.strip_prefix("/").unwrap_or(&to))
+}
+
+#[test]
+fn every_overlay_and_component_renders_with_kubectl_kustomize() {
+    let Some(kubectl) = kubectl() else {
+        if std::env::var("SPILLWAY_REQUIRE_PEERS").as_deref() == Ok("1") {
+            panic!(
+                "kubectl is not on PATH (nor in $SPILLWAY_PEERS_DIR/bin) and SPILLWAY_REQUIRE_PEERS=1"
+            );
+        }
+        println!(
+            "SKIPPED: kubectl is not on PATH; install it, or build the test peers with \
+             tests/peers/build.sh and set SPILLWAY_PEERS_DIR to the directory it prints"
+        );
+        return;
+    };
+    let deploy = deploy_dir();
+    let mut dirs = components_of(&deploy.join("overlays"));
+    dirs.push(deploy.join("base"));
+    dirs.push(deploy.join("rbac"));
+    // A Component renders only inside a kustomization: each one on top of the base.
+    let mut temps = Vec::new();
+    for component in components_of(&deploy.join("components")) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            dir.path().join("kustomization.yaml"),
+            format!(
+                "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [{}]\ncomponents: [{}]\n",
+                relative(dir.path(), &deploy.join("base")).display(),
+                relative(dir.path(), &component).display()
+            ),
+        )
+        .expect("write");
+        dirs.push(dir.path().to_path_buf());
+        temps.push(dir);
+    }
+    for dir in &dirs {
+        let rendered: Vec<(String, Value)> = kustomize(&kubectl, dir)
+            .into_iter()
+            .map(|doc| (format!("{} (kubectl kustomize)", dir.display()), doc))
+            .collect();
+        assert!(!rendered.is_empty(), "{}: nothing rendered", dir.display());
+        for (source, doc) in &rendered {
+            parse_object(doc, source);
+        }
+        // This test's own build approximates kustomize: both must give the same objects.
+        let ours: BTreeSet<(String, String)> = build(dir, &mut BTreeSet::new())
+            .iter()
+            .map(|(_, doc)| identity(doc))
+            .collect();
+        let theirs: BTreeSet<(String, String)> =
+            rendered.iter().map(|(_, doc)| identity(doc)).collect();
+        assert_eq!(
+            ours,
+            theirs,
+            "{}: kustomize renders other objects",
+            dir.display()
+        );
+        if dir.ends_with("rbac") {
+            continue;
+        }
+        check_objects(dir, &rendered);
+        if dir.ends_with("overlays/ha") || dir.ends_with("overlays/sharded") {
+            let replicas = rendered
+                .iter()
+                .find(|(_, d)| identity(d) == ("Deployment".into(), "spillway".into()))
+                .and_then(|(_, d)| d["spec"]["replicas"].as_i64());
+            assert!(
+                replicas.is_some_and(|r| r >= 2),
+                "{}: {replicas:?}",
+                dir.display()
+            );
+        }
+        eprintln!(
+            "{}: {} objects rendered and checked",
+            dir.display(),
+            rendered.len()
+        );
+    }
 }

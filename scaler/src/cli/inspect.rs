@@ -169,6 +169,8 @@ fn needs_attention(c: &Condition) -> bool {
             c.status == ConditionStatus::True
         }
         ConditionType::Active => false,
+        // Unknown: the HPA was not found or not readable (RBAC, API errors).
+        ConditionType::HpaPassThrough => c.status != ConditionStatus::True,
     }
 }
 
@@ -288,6 +290,20 @@ fn render_explain(workload: &WorkloadStatus) -> String {
         }
         None => out.push_str("  no decision yet: no signal data has been collected\n"),
     }
+    if let Some(hpa) = &workload.hpa {
+        out.push_str(&format!(
+            "  hpa: {} ({}..{} replicas, {}), {}\n",
+            hpa.name,
+            hpa.min_replicas,
+            hpa.max_replicas,
+            hpa.tolerance,
+            if hpa.passes_through() {
+                "a pass-through"
+            } else {
+                "NOT a pass-through (see HpaPassThrough)"
+            }
+        ));
+    }
     if !workload.conditions.is_empty() {
         out.push_str("  conditions:\n");
         for c in &workload.conditions {
@@ -367,6 +383,7 @@ mod tests {
             recent: Vec::new(),
             conditions,
             stream_subscribers: 0,
+            hpa: None,
         }
     }
 
@@ -383,6 +400,55 @@ mod tests {
         assert!(
             !out.contains("Active="),
             "healthy conditions stay quiet: {out}"
+        );
+    }
+
+    #[test]
+    fn status_names_an_hpa_that_is_not_a_pass_through() {
+        let mut hpa = condition(ConditionType::HpaPassThrough, ConditionStatus::False, 3);
+        hpa.reason = "ScaleDownStabilization".into();
+        hpa.message =
+            "HPA keda-hpa-cart changes Spillway's count: scale-down stabilization window 300s"
+                .into();
+        let out = render_status(&[workload(vec![hpa])]);
+        assert!(
+            out.contains("shop/cart  HpaPassThrough=False (ScaleDownStabilization"),
+            "{out}"
+        );
+        assert!(out.contains("keda-hpa-cart"), "{out}");
+        let passing = condition(ConditionType::HpaPassThrough, ConditionStatus::True, 3);
+        let out = render_status(&[workload(vec![passing])]);
+        assert!(!out.contains("HpaPassThrough"), "{out}");
+        let unread = condition(ConditionType::HpaPassThrough, ConditionStatus::Unknown, 1);
+        let out = render_status(&[workload(vec![unread])]);
+        assert!(out.contains("HpaPassThrough=Unknown"), "{out}");
+    }
+
+    #[test]
+    fn explain_shows_the_hpa_as_read() {
+        use spillway_scaler::cluster::hpa::{Finding, FindingReason, HpaView, Tolerances};
+        let mut w = workload(Vec::new());
+        w.hpa = Some(HpaView {
+            name: "keda-hpa-cart".into(),
+            tolerance: Tolerances {
+                up: 0.0,
+                down: 0.1,
+                up_from_hpa: true,
+                down_from_hpa: false,
+            },
+            min_replicas: 1,
+            max_replicas: 100,
+            findings: vec![Finding {
+                reason: FindingReason::ValueTarget,
+                message: "Value".into(),
+            }],
+        });
+        let out = render_explain(&w);
+        assert!(
+            out.contains(
+                "hpa: keda-hpa-cart (1..100 replicas, tolerance up 0%, down 10% (cluster default)), NOT a pass-through"
+            ),
+            "{out}"
         );
     }
 

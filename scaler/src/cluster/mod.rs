@@ -4,6 +4,8 @@
 //! - [`convert`]: Node and Pod objects to the planner's values (pure).
 //! - [`view`]: Nodes and Pods cached by kube-runtime reflectors (watches, no polling).
 //! - [`replicas`]: a ScaledObject's `scaleTargetRef`, followed to its `scale` subresource.
+//! - [`hpa`]: the HPA KEDA created for a ScaledObject: its real tolerance, and whether it
+//!   passes Spillway's count through (pure judgement, one read).
 //! - [`lease`]: the `coordination.k8s.io` Lease that gates every write.
 //! - [`template`]: the pod template's toleration and node affinity (pure JSON patch).
 //! - [`inputs`]: collector inputs from the cluster: `metrics.k8s.io` CPU/memory, gateway discovery.
@@ -30,11 +32,14 @@
 //! Nodes and Pods come from the watch caches). Writes, only what differs: the Lease
 //! renewal (every `renew_after_secs`), one template PATCH, one PATCH per pod whose
 //! deletion cost changes, one eviction per drain move ready to finish, and one `scale`
-//! PATCH while surging. A steady workload costs 4 GETs and no writes.
+//! PATCH while surging. A steady workload costs 4 GETs and no writes. Every
+//! `hpaRefresh` (30 s by default) the workload's HPA costs 2 more GETs: the ScaledObject
+//! for the HPA's name, and the HPA.
 
 pub mod controller;
 pub mod convert;
 pub mod gateways;
+pub mod hpa;
 pub mod inputs;
 pub mod lease;
 pub mod replicas;

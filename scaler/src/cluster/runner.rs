@@ -15,6 +15,7 @@
 //!     taints: [{ key: virtual-kubelet.io/provider, value: alibabacloud, effect: NoSchedule }]
 //!   workloads:
 //!     - { tenant: acme, app: checkout, namespace: acme-prod, scaledObject: checkout }
+//!   hpaRefresh: 30s        # how often each workload's HPA is read and judged (see hpa)
 //! ```
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use tokio::sync::watch;
 
 use super::ClusterError;
 use super::controller::{Controller, ControllerConfig, PlacementGoal, WorkloadRef};
+use super::hpa::{HpaReads, HpaViews};
 use super::inputs::{WorkloadLabels, ingest_pod_metrics};
 use super::lease::{LeaseConfig, LeaseGate};
 use super::replicas::read_replicas;
@@ -81,6 +83,14 @@ pub struct KubernetesSettings {
     /// and `virtual-kubelet.io/provider=alibabacloud:NoSchedule` taint.
     #[serde(default)]
     pub virtual_nodes: Option<VirtualNodes>,
+    /// How often each workload's HPA (the one KEDA created) is read again: it changes
+    /// only when someone edits the ScaledObject, and costs 2 GETs.
+    #[serde(default = "hpa_refresh", deserialize_with = "interval")]
+    pub hpa_refresh: Duration,
+}
+
+fn hpa_refresh() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// A node is virtual when it has any of these labels or any of these taints.
@@ -195,6 +205,9 @@ impl KubernetesSettings {
         {
             return Err("kubernetes.gateways.refresh must be at least 1s".into());
         }
+        if self.hpa_refresh < Duration::from_secs(1) {
+            return Err("kubernetes.hpaRefresh must be at least 1s".into());
+        }
         if let Some(url) = &self.api_server
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
@@ -251,6 +264,7 @@ pub async fn run(
     workloads: Arc<Workloads>,
     ingest: Arc<Ingest>,
     policies: Arc<PolicyStore>,
+    hpa_views: Arc<HpaViews>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ClusterError> {
     crate::app::install_crypto_provider();
@@ -277,6 +291,7 @@ pub async fn run(
         },
     );
     let metrics_source: Arc<str> = "kubernetes-metrics".into();
+    let mut hpa_reads = HpaReads::new(settings.hpa_refresh);
     let mut ticker = tokio::time::interval(settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -312,6 +327,9 @@ pub async fn run(
                     continue;
                 }
             };
+            hpa_reads
+                .refresh(&client, b, &key, &policy, &entry, &hpa_views, unix_ms())
+                .await;
             let decided = entry.latest().map(|p| p.desired);
             let w = WorkloadRef {
                 namespace: b.namespace.clone(),
@@ -381,6 +399,7 @@ mod tests {
         assert_eq!(s.workloads[0].scaled_object, "web");
         assert!(s.validate().is_ok());
         assert!(s.gateways.is_none());
+        assert_eq!(s.hpa_refresh, Duration::from_secs(30));
         let g: KubernetesSettings = serde_saphyr::from_str(
             "gateways: {namespace: ingress, selector: app=gateway, port: 9113}\n",
         )

@@ -47,7 +47,7 @@ pub async fn serve(
     service: KedaService,
     settings: ServerSettings,
     shutdown: impl Future<Output = ()> + Send,
-    push: Option<spillway_collector::ingest_grpc::PushService>,
+    push: Option<crate::ha::PushGate>,
 ) -> Result<(), tonic::transport::Error> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter

@@ -85,3 +85,46 @@ pub fn pod_metrics(ns: &str, name: &str, labels: Value, cpu: &str, memory: &str)
         "containers": [{"name": "main", "usage": {"cpu": cpu, "memory": memory}}],
     })
 }
+
+/// The HPA KEDA creates for ScaledObject `scaled_object` (named `keda-hpa-<it>`):
+/// Spillway's External metric with an `AverageValue` target of 1, min 1, max 100, and
+/// `behavior` as given (KEDA copies `advanced.horizontalPodAutoscalerConfig.behavior`).
+pub fn keda_hpa(ns: &str, scaled_object: &str, target: &str, behavior: Option<Value>) -> Value {
+    let mut hpa = json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": format!("keda-hpa-{scaled_object}"), "namespace": ns,
+            "labels": {"app.kubernetes.io/managed-by": "keda-operator", "scaledobject.keda.sh/name": scaled_object}},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+            "minReplicas": 1, "maxReplicas": 100,
+            "metrics": [{"type": "External", "external": {
+                "metric": {"name": "s0-spillway-replicas",
+                    "selector": {"matchLabels": {"scaledobject.keda.sh/name": scaled_object}}},
+                "target": {"type": "AverageValue", "averageValue": "1"},
+            }}],
+        },
+    });
+    if let Some(behavior) = behavior {
+        hpa["spec"]["behavior"] = behavior;
+    }
+    hpa
+}
+
+/// `deploy/keda/hpa-passthrough.snippet` as KEDA copies it into the HPA, with
+/// `tolerance` in both directions when given.
+pub fn passthrough_behavior(tolerance: Option<&str>) -> Value {
+    let mut behavior = json!({
+        "scaleUp": {"stabilizationWindowSeconds": 0, "selectPolicy": "Max", "policies": [
+            {"type": "Percent", "value": 1000, "periodSeconds": 15},
+            {"type": "Pods", "value": 1000, "periodSeconds": 15},
+        ]},
+        "scaleDown": {"stabilizationWindowSeconds": 0, "selectPolicy": "Max", "policies": [
+            {"type": "Percent", "value": 100, "periodSeconds": 15},
+        ]},
+    });
+    if let Some(t) = tolerance {
+        behavior["scaleUp"]["tolerance"] = json!(t);
+        behavior["scaleDown"]["tolerance"] = json!(t);
+    }
+    behavior
+}

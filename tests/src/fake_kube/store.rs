@@ -42,6 +42,7 @@ impl Collection {
             "leases" => "Lease".into(),
             "scaledobjects" => "ScaledObject".into(),
             "poddisruptionbudgets" => "PodDisruptionBudget".into(),
+            "horizontalpodautoscalers" => "HorizontalPodAutoscaler".into(),
             other => {
                 let singular = other.strip_suffix('s').unwrap_or(other);
                 let mut c = singular.chars();
