@@ -304,6 +304,12 @@ mod tests {
     }
 
     #[test]
+    fn series_state_stays_at_56_bytes() {
+        // BENCHMARKS.md's bytes per scrape series are measured at this size.
+        assert_eq!(std::mem::size_of::<SeriesState>(), 56);
+    }
+
+    #[test]
     fn first_scrape_has_no_rate_then_increase_over_elapsed_time() {
         let mut tracker = CounterTracker::new(60_000);
         tracker.begin(1_000);

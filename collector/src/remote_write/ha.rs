@@ -98,39 +98,36 @@ impl HaTracker {
     /// an accepted sample keeps its replica elected.
     pub fn check(&self, cluster: &str, replica: &str, now_ms: i64) -> Verdict {
         let mut elected = self.elected.lock().unwrap_or_else(PoisonError::into_inner);
-        match elected.get_mut(cluster) {
-            Some(entry) if entry.replica == replica => {
+        if let Some(entry) = elected.get_mut(cluster) {
+            if entry.replica == replica {
                 entry.last_seen_ms = entry.last_seen_ms.max(now_ms);
-                Verdict::Accept
+                return Verdict::Accept;
             }
-            Some(entry) => {
-                if now_ms.saturating_sub(entry.last_seen_ms) > self.config.failover_timeout_ms {
-                    tracing::info!(
-                        cluster,
-                        from = %entry.replica,
-                        to = replica,
-                        "remote-write HA failover: the elected replica went silent"
-                    );
-                    entry.replica = replica.to_owned();
-                    entry.last_seen_ms = now_ms;
-                    self.failovers.fetch_add(1, Ordering::Relaxed);
-                    Verdict::Accept
-                } else {
-                    Verdict::NotElected
-                }
+            if now_ms.saturating_sub(entry.last_seen_ms) <= self.config.failover_timeout_ms {
+                return Verdict::NotElected;
             }
-            None if elected.len() >= self.config.max_clusters => Verdict::TooManyClusters,
-            None => {
-                elected.insert(
-                    cluster.to_owned(),
-                    Elected {
-                        replica: replica.to_owned(),
-                        last_seen_ms: now_ms,
-                    },
-                );
-                Verdict::Accept
-            }
+            tracing::info!(
+                cluster,
+                from = %entry.replica,
+                to = replica,
+                "remote-write HA failover: the elected replica went silent"
+            );
+            entry.replica = replica.to_owned();
+            entry.last_seen_ms = now_ms;
+            self.failovers.fetch_add(1, Ordering::Relaxed);
+            return Verdict::Accept;
         }
+        if elected.len() >= self.config.max_clusters {
+            return Verdict::TooManyClusters;
+        }
+        elected.insert(
+            cluster.to_owned(),
+            Elected {
+                replica: replica.to_owned(),
+                last_seen_ms: now_ms,
+            },
+        );
+        Verdict::Accept
     }
 
     /// Forgets clusters silent for `max_silence_ms`, so clusters that went away free
