@@ -128,7 +128,7 @@ async fn a_counter_that_drops_out_or_reads_nan_for_one_scrape_moves_nothing() {
     let gateway = FakeGateway::start(Mode::Healthy).await;
     // A gateway that has been up for a while: its counter is already at 10⁹.
     gateway.set("acme", "web", 1e9);
-    gateway.drive("acme", "web", 200, Duration::from_millis(50));
+    gateway.drive("acme", "web", 150, Duration::from_millis(50));
     let dir = tempfile::tempdir().expect("temp dir");
     let spillway = start(
         dir.path(),
@@ -150,7 +150,7 @@ async fn a_counter_that_drops_out_or_reads_nan_for_one_scrape_moves_nothing() {
         let web = web.clone();
         async move { keda::poll(&mut client, &web).await.ok().map(|p| p.value) }
     };
-    // 200 qps at 100 per replica.
+    // 150 qps at 100 per replica: 2 replicas, with room for the drive's jitter.
     wait::until(
         "2 replicas for acme/web",
         Duration::from_secs(30),
@@ -185,8 +185,8 @@ async fn a_counter_that_drops_out_or_reads_nan_for_one_scrape_moves_nothing() {
         );
         println!("{glitch:?} for one scrape: at most {most_replicas} replicas, {most_qps:.0} qps");
         assert!(
-            most_qps < 300.0,
-            "{glitch:?}: the decided QPS reached {most_qps} (the gateway serves 200/s)"
+            most_qps < 250.0,
+            "{glitch:?}: the decided QPS reached {most_qps} (the gateway serves 150/s)"
         );
         assert!(
             most_replicas <= 3.0,
@@ -195,13 +195,13 @@ async fn a_counter_that_drops_out_or_reads_nan_for_one_scrape_moves_nothing() {
     }
     // The series still rates after both glitches.
     wait::until(
-        "acme/web back at 200 qps",
+        "acme/web back at 150 qps",
         Duration::from_secs(10),
         Duration::from_millis(100),
         || async {
             decided_qps(&http, spillway.http, "web")
                 .await
-                .filter(|qps| (qps - 200.0).abs() < 30.0)
+                .filter(|qps| (qps - 150.0).abs() < 25.0)
         },
     )
     .await;
