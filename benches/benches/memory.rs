@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use spillway_collector::rate::CounterTracker;
-use spillway_collector::remote_write::{SeriesLimits, SeriesTable, WriteMapping, decode_borrowed};
+use spillway_collector::remote_write::{
+    Admission, SeriesLimits, SeriesTable, WriteMapping, decode_borrowed,
+};
 use spillway_collector::signal::{Signal, WorkloadKey};
 use spillway_collector::store::{Store, StoreLimits};
 use spillway_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
@@ -119,7 +121,7 @@ fn memory(c: &mut Criterion) {
         for first in (0..SERIES).step_by(PER_REQUEST) {
             let body = prost::Message::encode_to_vec(&request(first, timestamp));
             let decoded = decode_borrowed(&body).expect("own encoding");
-            black_box(rw.apply(&decoded, &mapping));
+            black_box(rw.apply(&decoded, &mapping, &Admission::everything()));
             black_box(rw.take_updates(timestamp));
         }
     }
@@ -199,7 +201,7 @@ fn memory(c: &mut Criterion) {
             },
             |(body, at)| {
                 let decoded = decode_borrowed(&body).expect("own encoding");
-                black_box(rw.apply(&decoded, &mapping));
+                black_box(rw.apply(&decoded, &mapping, &Admission::everything()));
                 black_box(rw.take_updates(at))
             },
             criterion::BatchSize::SmallInput,

@@ -30,6 +30,7 @@ use spillway_collector::remote_write::{
     encode_write_request,
 };
 use spillway_collector::store::StoreLimits;
+use spillway_collector::timestamps::TimeBounds;
 use spillway_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
 
 const SERIES: usize = 100_000;
@@ -130,7 +131,13 @@ fn remote_write(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let ingest = Ingest::new(StoreLimits::default());
-    let receiver = RemoteWrite::new(RemoteWriteConfig::default(), ingest.clone());
+    // The bodies' timestamps are synthetic (rounds from 1970 on), so the receiver's
+    // clock-skew bounds are lifted; they are still checked for every sample.
+    let config = RemoteWriteConfig {
+        bounds: TimeBounds::UNBOUNDED,
+        ..RemoteWriteConfig::default()
+    };
+    let receiver = RemoteWrite::new(config, ingest.clone());
     let (receiver_url, noop_url) = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -225,6 +232,8 @@ fn remote_write(c: &mut Criterion) {
     // Every sample was newer than its series' last one, so every sample was rated (a
     // smoke run under `cargo test --benches` sends only a few bodies).
     assert_eq!(receiver.stats.out_of_order.load(Ordering::Relaxed), 0);
+    assert_eq!(receiver.stats.too_old.load(Ordering::Relaxed), 0);
+    assert_eq!(receiver.stats.too_new.load(Ordering::Relaxed), 0);
     assert!(receiver.series_count() <= SERIES);
     eprintln!(
         "receiver: {} series held, {} samples used, {} out of order",

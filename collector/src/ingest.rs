@@ -20,6 +20,9 @@ use crate::store::{Store, StoreLimits};
 pub struct IngestStats {
     pub values_recorded: AtomicU64,
     pub values_refused: AtomicU64,
+    /// Sums the store cannot hold (negative, NaN, or beyond `f32`'s range, as only a
+    /// hostile input's can be): never recorded, so never decided on.
+    pub values_out_of_range: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -108,6 +111,13 @@ impl Ingest {
         let second = at_ms.div_euclid(1000);
         let mut dirty = self.dirty.lock().unwrap_or_else(PoisonError::into_inner);
         for total in totals {
+            // The store keeps `f32` magnitudes: larger would read as infinity.
+            if !(0.0..=f64::from(f32::MAX)).contains(&total.value) {
+                self.stats
+                    .values_out_of_range
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             match self.store.record_sum(
                 &total.workload,
                 total.signal,
@@ -148,5 +158,31 @@ mod tests {
         assert!(ingest.take_dirty().is_empty());
         let view = ingest.store().view(&web);
         assert_eq!(view.mean(Signal::Qps, 5, 1), Some(42.0));
+    }
+
+    #[test]
+    fn a_sum_the_store_cannot_hold_is_not_recorded() {
+        let ingest = Ingest::new(StoreLimits::default());
+        let web = WorkloadKey::new("acme", "web");
+        let huge = f64::from(f32::MAX) * 0.75;
+        for source in ["a", "b"] {
+            let source: Arc<str> = source.into();
+            ingest.apply(&source, Signal::Qps, vec![(web.clone(), huge)], 5_000);
+        }
+        let source: Arc<str> = "c".into();
+        ingest.apply(
+            &source,
+            Signal::CpuCores,
+            vec![(web.clone(), f64::MAX)],
+            5_000,
+        );
+        assert_eq!(ingest.stats.values_out_of_range.load(Ordering::Relaxed), 2);
+        let view = ingest.store().view(&web);
+        let stored = view.max(Signal::Qps, 5, 1).unwrap();
+        assert!(
+            stored.is_finite() && stored < f64::from(f32::MAX),
+            "{stored}"
+        );
+        assert_eq!(view.max(Signal::CpuCores, 5, 1), None);
     }
 }

@@ -14,12 +14,14 @@
 //! - [`ingest`]: the entry point all inputs share: contributions → store → the set of
 //!   workloads that need a fresh decision.
 //! - [`scrape`]: the scrape loop (HTTP, timeouts, bounded concurrency, target health).
-//! - [`remote_write`]: the Prometheus remote-write 1.0 receiver (`POST /api/v1/write`).
+//! - [`remote_write`]: the Prometheus remote-write 1.0 receiver (`POST /api/v1/write`),
+//!   with HA-pair deduplication.
 //! - [`ingest_grpc`]: Spillway's own client-streaming gRPC push of sample batches.
 //! - [`promql`]: periodic queries of a Prometheus-compatible `/api/v1/query`.
 //! - [`resources`]: CPU and memory from cAdvisor series, rolled up per workload.
 //! - [`shard`]: sharded collectors: target ownership, the shard service, and the
 //!   scalers' fan-out and merge.
+//! - [`timestamps`]: how far a pushed sample's timestamp may be from now.
 //! - [`clock`]: the only place wall-clock time is read.
 #![forbid(unsafe_code)]
 
@@ -36,5 +38,6 @@ pub mod scrape;
 pub mod shard;
 pub mod signal;
 pub mod store;
+pub mod timestamps;
 
 pub use signal::{Signal, SignalView, WorkloadKey};

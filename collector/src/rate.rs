@@ -1,4 +1,4 @@
-//! Counter → rate, per scrape target, with Prometheus' reset semantics.
+//! Counter → rate, per scrape target, with Prometheus' reset and staleness semantics.
 //!
 //! A [`CounterTracker`] belongs to one source (a scrape target, a remote-write
 //! series set) and is driven one scrape at a time: [`CounterTracker::begin`], one
@@ -12,7 +12,15 @@
 //!   scrapes (a new route, a first 5xx) is counted instead of lost for one interval.
 //! - On a source's first scrape, or after a gap longer than `max_gap_ms`, there is no
 //!   rate yet: a restart of Spillway must not read whole counters as one burst.
-//! - Series that disappear from a scrape are forgotten (stale), bounding memory.
+//! - A series missing from a scrape is stale, as in Prometheus: it contributes nothing
+//!   while absent, and when it comes back its first value only starts a new run (no
+//!   rate for that scrape). Counting it from zero like a new series would read a
+//!   counter at 10⁹ that skipped one scrape as 10⁹ requests in one interval. Absent
+//!   series are remembered for `forget_absent_after_ms`, then forgotten, and make way
+//!   first when the series limit is reached.
+//! - A sample that is not a number a counter can hold (NaN, ±Inf, negative) gives its
+//!   series no rate for that scrape but keeps it: it is neither a reset nor an end.
+//!   The next good value rates against the last good one, over the time between them.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -20,11 +28,21 @@ use std::hash::{BuildHasher, Hasher};
 
 use crate::signal::WorkloadKey;
 
+/// How long a series missing from its source's scrapes is remembered by default.
+pub const DEFAULT_FORGET_ABSENT_AFTER_MS: i64 = 10 * 60_000;
+
+/// Kept as small as the state without staleness tracking was (56 bytes): a scrape
+/// target may hold 500,000 series.
 #[derive(Debug)]
 struct SeriesState {
+    /// The last good value; NaN while the series has none yet.
     value: f64,
-    increase: f64,
-    generation: u64,
+    /// When `value` was scraped; while the series is absent, since when it has been.
+    at_ms: i64,
+    /// Requests per second this series adds in the current scrape; NaN: none.
+    rate: f32,
+    /// The last scrape the series was in (see `CounterTracker::generation`).
+    generation: u32,
     workload: WorkloadKey,
 }
 
@@ -34,10 +52,18 @@ pub struct CounterTracker {
     series: HashMap<u64, SeriesState>,
     workloads: HashMap<u64, WorkloadKey>,
     hasher: std::collections::hash_map::RandomState,
-    generation: u64,
+    /// Counts scrapes begun; only compared for equality, so wrapping is harmless.
+    generation: u32,
+    /// The generation of the last finished scrape: a series whose generation is older
+    /// missed a scrape that completed, and is absent. (A garbled scrape is begun but
+    /// not finished, so it makes nothing absent.)
+    finished: u32,
     scrape_ms: i64,
     previous_ms: Option<i64>,
     max_gap_ms: i64,
+    forget_absent_after_ms: i64,
+    /// Series in `series` that are absent (stale) rather than present.
+    absent: usize,
     /// Series tracked at most; samples of further new series are dropped and counted,
     /// so one target exploding its label cardinality cannot exhaust memory.
     max_series: usize,
@@ -53,9 +79,12 @@ impl CounterTracker {
             workloads: HashMap::new(),
             hasher: Default::default(),
             generation: 0,
+            finished: 0,
             scrape_ms: 0,
             previous_ms: None,
             max_gap_ms,
+            forget_absent_after_ms: DEFAULT_FORGET_ABSENT_AFTER_MS,
+            absent: 0,
             max_series: usize::MAX,
             dropped: 0,
         }
@@ -67,6 +96,13 @@ impl CounterTracker {
         self
     }
 
+    /// How long a series missing from the scrapes is remembered; one that comes back
+    /// later than this is taken for a new series.
+    pub fn with_forget_absent_after(mut self, ms: i64) -> Self {
+        self.forget_absent_after_ms = ms.max(0);
+        self
+    }
+
     /// Samples of new series refused at the series limit since the last call.
     pub fn take_dropped(&mut self) -> u64 {
         std::mem::take(&mut self.dropped)
@@ -74,9 +110,9 @@ impl CounterTracker {
 
     /// Starts a scrape taken at `at_ms` (unix milliseconds).
     pub fn begin(&mut self, at_ms: i64) {
-        self.generation += 1;
+        self.generation = self.generation.wrapping_add(1);
         if let Some(previous) = self.previous_ms
-            && (at_ms <= previous || at_ms - previous > self.max_gap_ms)
+            && (at_ms <= previous || at_ms.saturating_sub(previous) > self.max_gap_ms)
         {
             self.previous_ms = None;
         }
@@ -91,11 +127,16 @@ impl CounterTracker {
 
     /// Records one counter sample of the current scrape.
     pub fn observe(&mut self, series_id: u64, tenant: &str, app: &str, value: f64) {
-        if !value.is_finite() || value < 0.0 {
-            return;
+        let usable = value.is_finite() && value >= 0.0;
+        let (generation, finished) = (self.generation, self.finished);
+        let scrape_ms = self.scrape_ms;
+        let previous_ms = self.previous_ms;
+        if self.series.len() >= self.max_series
+            && self.absent > 0
+            && !self.series.contains_key(&series_id)
+        {
+            self.forget_absent();
         }
-        let generation = self.generation;
-        let had_previous = self.previous_ms.is_some();
         let full = self.series.len() >= self.max_series;
         match self.series.entry(series_id) {
             Entry::Occupied(mut entry) => {
@@ -104,21 +145,50 @@ impl CounterTracker {
                     // The same series twice in one scrape: keep the first, as Prometheus does.
                     return;
                 }
-                let increase = if value >= state.value {
-                    value - state.value
-                } else {
-                    value
-                };
-                state.increase = if had_previous { increase } else { f64::NAN };
-                state.value = value;
+                let returning = state.generation != finished;
                 state.generation = generation;
+                state.rate = f32::NAN;
+                if returning {
+                    self.absent = self.absent.saturating_sub(1);
+                    // Back after missing a scrape: a new run starts here.
+                    state.value = if usable { value } else { f64::NAN };
+                    state.at_ms = scrape_ms;
+                    return;
+                }
+                if !usable {
+                    return;
+                }
+                let elapsed_ms = scrape_ms.saturating_sub(state.at_ms);
+                let rated = previous_ms.is_some()
+                    && state.value.is_finite()
+                    && elapsed_ms > 0
+                    && elapsed_ms <= self.max_gap_ms;
+                if rated {
+                    let increase = if value >= state.value {
+                        value - state.value
+                    } else {
+                        value
+                    };
+                    state.rate = (increase * 1000.0 / elapsed_ms as f64) as f32;
+                }
+                state.value = value;
+                state.at_ms = scrape_ms;
             }
             Entry::Vacant(_) if full => self.dropped += 1,
             Entry::Vacant(entry) => {
                 let workload = intern(&mut self.workloads, &self.hasher, tenant, app);
+                // Started at zero at the previous scrape (see the module documentation);
+                // a first sample that is not a number gives no starting point at all.
+                let rate = match previous_ms {
+                    Some(previous) if usable && scrape_ms > previous => {
+                        (value * 1000.0 / (scrape_ms - previous) as f64) as f32
+                    }
+                    _ => f32::NAN,
+                };
                 entry.insert(SeriesState {
-                    value,
-                    increase: if had_previous { value } else { f64::NAN },
+                    value: if usable { value } else { f64::NAN },
+                    at_ms: scrape_ms,
+                    rate,
                     generation,
                     workload,
                 });
@@ -127,23 +197,37 @@ impl CounterTracker {
     }
 
     /// Ends the scrape: per-workload requests per second this source contributes.
-    /// Empty on a first scrape (no rate yet); a workload whose series all vanished is
-    /// absent.
+    /// Empty on a first scrape (no rate yet); a workload whose series all vanished or
+    /// have no rate this scrape is absent.
     pub fn finish(&mut self) -> Vec<(WorkloadKey, f64)> {
-        let generation = self.generation;
-        self.series
-            .retain(|_, state| state.generation == generation);
-        let elapsed_ms = self.previous_ms.map(|previous| self.scrape_ms - previous);
+        let (generation, finished) = (self.generation, self.finished);
+        let scrape_ms = self.scrape_ms;
+        let forget_after = self.forget_absent_after_ms;
+        let mut absent = 0;
+        self.series.retain(|_, state| {
+            if state.generation == generation {
+                return true;
+            }
+            if state.generation == finished {
+                // Missing from this scrape, present in the one before: absent from now.
+                state.at_ms = scrape_ms;
+            }
+            let keep = scrape_ms.saturating_sub(state.at_ms) <= forget_after;
+            absent += usize::from(keep);
+            keep
+        });
+        self.absent = absent;
+        self.finished = generation;
+        let first = self.previous_ms.is_none();
         self.previous_ms = Some(self.scrape_ms);
-        let Some(elapsed_ms) = elapsed_ms.filter(|ms| *ms > 0) else {
+        if first {
             self.forget_unused_workloads();
             return Vec::new();
-        };
-        let seconds = elapsed_ms as f64 / 1000.0;
+        }
         let mut rates: HashMap<&WorkloadKey, f64> = HashMap::new();
         for state in self.series.values() {
-            if state.increase.is_finite() {
-                *rates.entry(&state.workload).or_default() += state.increase / seconds;
+            if state.generation == generation && state.rate.is_finite() {
+                *rates.entry(&state.workload).or_default() += f64::from(state.rate);
             }
         }
         let rates = rates
@@ -159,10 +243,25 @@ impl CounterTracker {
         self.series.clear();
         self.workloads.clear();
         self.previous_ms = None;
+        self.absent = 0;
     }
 
+    /// Series held, present and absent.
     pub fn series_count(&self) -> usize {
         self.series.len()
+    }
+
+    /// Series held only to recognise them if they come back.
+    pub fn absent_count(&self) -> usize {
+        self.absent
+    }
+
+    /// Makes way at the series limit: absent series go before new ones are dropped.
+    fn forget_absent(&mut self) {
+        let (generation, finished) = (self.generation, self.finished);
+        self.series
+            .retain(|_, state| state.generation == generation || state.generation == finished);
+        self.absent = 0;
     }
 
     fn forget_unused_workloads(&mut self) {
@@ -205,6 +304,12 @@ mod tests {
     }
 
     #[test]
+    fn series_state_stays_at_56_bytes() {
+        // BENCHMARKS.md's bytes per scrape series are measured at this size.
+        assert_eq!(std::mem::size_of::<SeriesState>(), 56);
+    }
+
+    #[test]
     fn first_scrape_has_no_rate_then_increase_over_elapsed_time() {
         let mut tracker = CounterTracker::new(60_000);
         tracker.begin(1_000);
@@ -244,8 +349,8 @@ mod tests {
     }
 
     #[test]
-    fn vanished_series_are_forgotten() {
-        let mut tracker = CounterTracker::new(60_000);
+    fn vanished_series_stop_contributing_and_are_forgotten_later() {
+        let mut tracker = CounterTracker::new(60_000).with_forget_absent_after(5_000);
         tracker.begin(0);
         tracker.observe(1, "acme", "web", 10.0);
         tracker.observe(2, "acme", "api", 10.0);
@@ -253,8 +358,79 @@ mod tests {
         tracker.begin(1_000);
         tracker.observe(1, "acme", "web", 11.0);
         let rates = rates(&mut tracker);
-        assert_eq!(tracker.series_count(), 1);
         assert!(!rates.contains_key("acme/api"));
+        assert_eq!((tracker.series_count(), tracker.absent_count()), (2, 1));
+        for at_ms in [3_000, 6_000, 7_000] {
+            tracker.begin(at_ms);
+            tracker.observe(1, "acme", "web", 11.0);
+            tracker.finish();
+        }
+        assert_eq!((tracker.series_count(), tracker.absent_count()), (1, 0));
+    }
+
+    #[test]
+    fn a_counter_missing_from_one_scrape_gets_no_rate_when_it_returns() {
+        let mut tracker = CounterTracker::new(60_000);
+        let scrape = |tracker: &mut CounterTracker, at_ms: i64, big: Option<f64>| {
+            tracker.begin(at_ms);
+            tracker.observe(1, "acme", "web", at_ms as f64 / 100.0);
+            if let Some(value) = big {
+                tracker.observe(2, "acme", "api", value);
+            }
+            rates(tracker)
+        };
+        scrape(&mut tracker, 0, Some(1e9));
+        assert_eq!(
+            scrape(&mut tracker, 1_000, Some(1e9 + 50.0))["acme/api"],
+            50.0
+        );
+        let missing = scrape(&mut tracker, 2_000, None);
+        assert!(!missing.contains_key("acme/api"), "{missing:?}");
+        // Back with its whole value: not 10⁹ requests in one second, not any rate yet.
+        let back = scrape(&mut tracker, 3_000, Some(1e9 + 150.0));
+        assert!(!back.contains_key("acme/api"), "{back:?}");
+        assert_eq!(back["acme/web"], 10.0, "the other series is unaffected");
+        assert_eq!(
+            scrape(&mut tracker, 4_000, Some(1e9 + 200.0))["acme/api"],
+            50.0
+        );
+    }
+
+    #[test]
+    fn a_returning_series_forgotten_at_the_limit_is_a_new_series() {
+        let mut tracker = CounterTracker::new(60_000).with_max_series(2);
+        tracker.begin(0);
+        tracker.observe(1, "acme", "web", 5.0);
+        tracker.observe(2, "acme", "api", 5.0);
+        tracker.finish();
+        tracker.begin(1_000);
+        tracker.observe(1, "acme", "web", 6.0);
+        tracker.finish();
+        // At the limit, the absent series makes way for a new one instead of the new
+        // one being dropped.
+        tracker.begin(2_000);
+        tracker.observe(1, "acme", "web", 7.0);
+        tracker.observe(3, "acme", "new", 4.0);
+        let rates = rates(&mut tracker);
+        assert_eq!(rates["acme/new"], 4.0);
+        assert_eq!(tracker.take_dropped(), 0);
+        assert_eq!((tracker.series_count(), tracker.absent_count()), (2, 0));
+    }
+
+    #[test]
+    fn a_nan_sample_keeps_its_series_and_the_next_value_rates_across_it() {
+        let mut tracker = CounterTracker::new(60_000);
+        tracker.begin(0);
+        tracker.observe(1, "acme", "web", 1e9);
+        tracker.finish();
+        tracker.begin(1_000);
+        tracker.observe(1, "acme", "web", f64::NAN);
+        assert!(tracker.finish().is_empty(), "NaN is no rate");
+        assert_eq!((tracker.series_count(), tracker.absent_count()), (1, 0));
+        tracker.begin(2_000);
+        tracker.observe(1, "acme", "web", 1e9 + 100.0);
+        // 100 requests over the 2 s since the last number, not a reset to 10⁹.
+        assert_eq!(rates(&mut tracker)["acme/web"], 50.0);
     }
 
     #[test]
@@ -290,12 +466,23 @@ mod tests {
     }
 
     #[test]
-    fn non_finite_and_negative_values_are_ignored() {
+    fn a_series_first_seen_as_garbage_is_not_counted_from_zero_later() {
         let mut tracker = CounterTracker::new(60_000);
         tracker.begin(0);
+        tracker.observe(9, "acme", "web", 1.0);
+        tracker.finish();
+        tracker.begin(1_000);
         tracker.observe(1, "acme", "web", f64::NAN);
         tracker.observe(2, "acme", "web", -3.0);
-        tracker.finish();
-        assert_eq!(tracker.series_count(), 0);
+        tracker.observe(3, "acme", "web", f64::INFINITY);
+        tracker.observe(9, "acme", "web", 1.0);
+        assert_eq!(rates(&mut tracker)["acme/web"], 0.0);
+        assert_eq!(tracker.series_count(), 4);
+        tracker.begin(2_000);
+        for series in 1..=3 {
+            tracker.observe(series, "acme", "web", 1e9);
+        }
+        tracker.observe(9, "acme", "web", 2.0);
+        assert_eq!(rates(&mut tracker)["acme/web"], 1.0);
     }
 }

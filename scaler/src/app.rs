@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use spillway_collector::ingest::Ingest;
-use spillway_collector::ingest_grpc::PushService;
+use spillway_collector::ingest_grpc::{PushConfig, PushService};
 use spillway_collector::promql::{PromqlConfig, PromqlSource};
 use spillway_collector::remote_write::{RemoteWrite, RemoteWriteConfig};
 use spillway_collector::scrape::{ScrapeConfig, Scraper, Target};
@@ -55,12 +55,16 @@ pub struct ProcessConfig {
     pub inputs: CollectorInputs,
 }
 
-/// Inputs besides scraping: remote-write (on the HTTP port) and Spillway's gRPC push
-/// (on the gRPC port) are always served; the PromQL source and the collector shards'
-/// fan-out run when configured.
+/// Inputs besides scraping, each off unless configured: anyone who can reach a port
+/// that accepts samples can move a workload, so a deployment opens only the inputs it
+/// uses.
 #[derive(Clone, Debug, Default)]
 pub struct CollectorInputs {
-    pub remote_write: RemoteWriteConfig,
+    /// Prometheus remote-write at `POST /api/v1/write` on the HTTP port.
+    pub remote_write: Option<RemoteWriteConfig>,
+    /// Spillway's gRPC push (`spillway.ingest.v1.Ingest`) on the gRPC port.
+    pub push: Option<PushConfig>,
+    /// Periodic queries of a Prometheus-compatible API.
     pub promql: Option<PromqlConfig>,
     /// Sharded collectors polled and merged; they scrape, so the process's own target
     /// list should be empty.
@@ -129,8 +133,21 @@ pub async fn run_with_cluster(
     let hpa_views = Arc::new(crate::cluster::hpa::HpaViews::new());
     let ingest = Ingest::new(config.store);
     let client = scrape_client(&config.scrape).map_err(RunError::Client)?;
-    let remote_write = RemoteWrite::new(config.inputs.remote_write.clone(), ingest.clone());
-    let push = PushService::new(ingest.clone());
+    let remote_write = config
+        .inputs
+        .remote_write
+        .clone()
+        .map(|remote_write| RemoteWrite::new(remote_write, ingest.clone()));
+    let push = config
+        .inputs
+        .push
+        .map(|push| PushService::with_config(ingest.clone(), push));
+    tracing::info!(
+        remote_write = remote_write.is_some(),
+        push = push.is_some(),
+        promql = config.inputs.promql.is_some(),
+        "inputs besides scraping (each off unless configured)"
+    );
     let promql = config
         .inputs
         .promql
@@ -148,8 +165,8 @@ pub async fn run_with_cluster(
     metrics.register_collector_stats(CollectorStats {
         scrape: Some(scrape_stats.clone()),
         ingest: Some(ingest.clone()),
-        remote_write: Some(remote_write.clone()),
-        push: Some(push.stats()),
+        remote_write: remote_write.clone(),
+        push: push.as_ref().map(PushService::stats),
         promql: promql.as_ref().map(PromqlSource::stats),
         shards: shards.clone(),
         shard_server: None,
@@ -184,11 +201,7 @@ pub async fn run_with_cluster(
         service,
         config.server.clone(),
         wait(shutdown.clone()),
-        Some(crate::ha::PushGate::new(
-            push,
-            write_refusal.clone(),
-            metrics.clone(),
-        )),
+        push.map(|push| crate::ha::PushGate::new(push, write_refusal.clone(), metrics.clone())),
     );
     tasks.spawn(async move { grpc_server.await.map_err(RunError::from) });
 
@@ -206,7 +219,7 @@ pub async fn run_with_cluster(
                 .filter_map(|file| file.error.map(|e| format!("{}: {e}", file.path.display())))
                 .collect()
         }),
-        remote_write: Some(remote_write),
+        remote_write,
         shards,
         hpa: hpa_views.clone(),
         write_refusal,

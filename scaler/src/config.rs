@@ -10,10 +10,12 @@ use spillway_collector::scrape::{QpsMapping, ScrapeConfig, Target};
 use spillway_collector::store::StoreLimits;
 
 use spillway_collector::Signal;
+use spillway_collector::ingest_grpc::PushConfig;
 use spillway_collector::promql::{PromqlConfig, PromqlQuery};
-use spillway_collector::remote_write::{RemoteWriteConfig, WriteMapping};
+use spillway_collector::remote_write::{HaConfig, RemoteWriteConfig, WriteMapping};
 use spillway_collector::resources::{ResourceMapping, WorkloadFrom};
 use spillway_collector::shard::FanOutConfig;
+use spillway_collector::timestamps::TimeBounds;
 
 use crate::app::CollectorInputs;
 
@@ -52,8 +54,12 @@ struct RawConfig {
     kubernetes: Option<crate::cluster::KubernetesSettings>,
     #[serde(default)]
     tls: Option<RawTls>,
+    /// Absent: no remote-write receiver (inputs are opt-in).
     #[serde(default)]
-    remote_write: RawRemoteWrite,
+    remote_write: Option<RawRemoteWrite>,
+    /// Absent: no gRPC push service.
+    #[serde(default)]
+    push: Option<RawPush>,
     #[serde(default)]
     promql: Option<RawPromql>,
     #[serde(default)]
@@ -86,6 +92,37 @@ struct RawRemoteWrite {
     max_series: Option<usize>,
     #[serde(default, deserialize_with = "optional_duration")]
     max_gap: Option<Duration>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    max_past: Option<Duration>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    max_future: Option<Duration>,
+    #[serde(default)]
+    ha: Option<RawHa>,
+}
+
+/// HA Prometheus pairs on remote-write.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawHa {
+    #[serde(default)]
+    cluster_label: Option<String>,
+    /// `[]` turns deduplication off.
+    #[serde(default)]
+    replica_labels: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    failover_timeout: Option<Duration>,
+    #[serde(default)]
+    max_clusters: Option<usize>,
+}
+
+/// Spillway's gRPC push on the gRPC port.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawPush {
+    #[serde(default, deserialize_with = "optional_duration")]
+    max_past: Option<Duration>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    max_future: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -333,7 +370,12 @@ impl ServeConfig {
             .transpose()
             .map_err(invalid)?;
         let inputs = CollectorInputs {
-            remote_write: remote_write(raw.remote_write, resources, &scrape.mapping),
+            remote_write: raw
+                .remote_write
+                .map(|raw| remote_write(raw, resources, &scrape.mapping))
+                .transpose()
+                .map_err(invalid)?,
+            push: raw.push.map(push).transpose().map_err(invalid)?,
             promql: raw
                 .promql
                 .map(|raw| promql(raw, scrape.staleness))
@@ -361,20 +403,71 @@ fn remote_write(
     raw: RawRemoteWrite,
     resources: Option<ResourceMapping>,
     qps: &QpsMapping,
-) -> RemoteWriteConfig {
+) -> Result<RemoteWriteConfig, String> {
     let defaults = RemoteWriteConfig::default();
-    RemoteWriteConfig {
+    Ok(RemoteWriteConfig {
         max_body_bytes: raw.max_body_bytes.unwrap_or(defaults.max_body_bytes),
         max_series: raw.max_series.unwrap_or(defaults.max_series),
-        max_gap_ms: raw
-            .max_gap
-            .map_or(defaults.max_gap_ms, |gap| gap.as_millis() as i64),
+        max_gap_ms: raw.max_gap.map_or(defaults.max_gap_ms, millis),
         mapping: WriteMapping {
             qps: qps.clone(),
             resources,
         },
+        bounds: time_bounds("remoteWrite", raw.max_past, raw.max_future)?,
+        ha: ha(raw.ha.unwrap_or_default())?,
         ..defaults
+    })
+}
+
+fn push(raw: RawPush) -> Result<PushConfig, String> {
+    Ok(PushConfig {
+        bounds: time_bounds("push", raw.max_past, raw.max_future)?,
+        ..PushConfig::default()
+    })
+}
+
+fn time_bounds(
+    section: &str,
+    max_past: Option<Duration>,
+    max_future: Option<Duration>,
+) -> Result<TimeBounds, String> {
+    let defaults = TimeBounds::default();
+    let bounds = TimeBounds {
+        max_past_ms: max_past.map_or(defaults.max_past_ms, millis),
+        max_future_ms: max_future.map_or(defaults.max_future_ms, millis),
+    };
+    if bounds.max_past_ms < 1_000 {
+        return Err(format!(
+            "{section}.maxPast must be at least 1s: samples are always a little old when they arrive"
+        ));
     }
+    Ok(bounds)
+}
+
+fn ha(raw: RawHa) -> Result<HaConfig, String> {
+    let defaults = HaConfig::default();
+    let config = HaConfig {
+        cluster_label: raw.cluster_label.unwrap_or(defaults.cluster_label),
+        replica_labels: raw.replica_labels.unwrap_or(defaults.replica_labels),
+        failover_timeout_ms: raw
+            .failover_timeout
+            .map_or(defaults.failover_timeout_ms, millis),
+        max_clusters: raw.max_clusters.unwrap_or(defaults.max_clusters),
+    };
+    if config.cluster_label.is_empty() || config.replica_labels.iter().any(String::is_empty) {
+        return Err("remoteWrite.ha: label names must not be empty".into());
+    }
+    if config.failover_timeout_ms < 1_000 {
+        return Err("remoteWrite.ha.failoverTimeout must be at least 1s".into());
+    }
+    if config.max_clusters == 0 {
+        return Err("remoteWrite.ha.maxClusters must be at least 1".into());
+    }
+    Ok(config)
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn collectors(raw: RawCollectors) -> Result<FanOutConfig, String> {
@@ -500,6 +593,52 @@ mod tests {
         assert_eq!(config.grpc.port(), 9090);
         assert_eq!(config.scrape.interval, Duration::from_secs(5));
         assert_eq!(config.scrape.mapping.metric, "gateway_requests_total");
+        assert!(
+            config.inputs.remote_write.is_none() && config.inputs.push.is_none(),
+            "remote-write and push are off unless configured"
+        );
+    }
+
+    #[test]
+    fn pushed_inputs_are_turned_on_and_bounded_by_their_sections() {
+        let config = ServeConfig::parse(
+            "c.yaml",
+            "policies: p\n\
+             remoteWrite:\n  maxPast: 2m\n  maxFuture: 10s\n  \
+             ha: {clusterLabel: prometheus, replicaLabels: [prometheus_replica], failoverTimeout: 20s}\n\
+             push: {maxFuture: 5s}\n",
+        )
+        .unwrap();
+        let remote_write = config.inputs.remote_write.unwrap();
+        assert_eq!(
+            remote_write.bounds,
+            TimeBounds {
+                max_past_ms: 120_000,
+                max_future_ms: 10_000
+            }
+        );
+        assert_eq!(remote_write.ha.cluster_label, "prometheus");
+        assert_eq!(remote_write.ha.replica_labels, ["prometheus_replica"]);
+        assert_eq!(remote_write.ha.failover_timeout_ms, 20_000);
+        let push = config.inputs.push.unwrap();
+        assert_eq!(push.bounds.max_future_ms, 5_000);
+        assert_eq!(push.bounds.max_past_ms, TimeBounds::default().max_past_ms);
+        let on = ServeConfig::parse("c.yaml", "policies: p\nremoteWrite: {}\npush: {}\n").unwrap();
+        assert!(on.inputs.remote_write.is_some() && on.inputs.push.is_some());
+        for (text, needle) in [
+            ("remoteWrite: {maxPast: 0s}", "maxPast"),
+            ("push: {maxPast: 10ms}", "push.maxPast"),
+            (
+                "remoteWrite: {ha: {failoverTimeout: 100ms}}",
+                "failoverTimeout",
+            ),
+            ("remoteWrite: {ha: {replicaLabels: ['']}}", "empty"),
+            ("remoteWrite: {ha: {maxClusters: 0}}", "maxClusters"),
+        ] {
+            let error =
+                ServeConfig::parse("c.yaml", &format!("policies: p\n{text}\n")).unwrap_err();
+            assert!(error.to_string().contains(needle), "{text}: {error}");
+        }
     }
 
     #[test]
@@ -597,9 +736,12 @@ mod tests {
              - {signal: qps, expr: 'sum by (tenant, app) (rate(x[1m]))'}\n",
         )
         .unwrap();
-        assert_eq!(config.inputs.remote_write.max_series, 1000);
+        let remote_write = config.inputs.remote_write.as_ref().unwrap();
+        assert_eq!(remote_write.max_series, 1000);
+        assert_eq!(remote_write.bounds, TimeBounds::default());
+        assert_eq!(remote_write.ha, HaConfig::default());
         assert!(matches!(
-            config.inputs.remote_write.mapping.resources,
+            remote_write.mapping.resources,
             Some(ResourceMapping {
                 workload: WorkloadFrom::PodName {
                     strip_segments: 1,

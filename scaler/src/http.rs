@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use dashmap::DashMap;
 use spillway_collector::WorkloadKey;
 use spillway_collector::ingest::Ingest;
@@ -30,7 +30,8 @@ pub struct HttpState {
     pub targets: Arc<DashMap<Arc<str>, TargetHealth>>,
     pub policies: Arc<PolicyStore>,
     pub policy_status: Arc<dyn Fn() -> Vec<String> + Send + Sync>,
-    /// Prometheus remote-write receiver mounted at `POST /api/v1/write`.
+    /// Prometheus remote-write receiver mounted at `POST /api/v1/write`; `None`: the
+    /// route answers 404 saying how to turn it on.
     pub remote_write: Option<Arc<spillway_collector::remote_write::RemoteWrite>>,
     /// The collector shards this process polls, when sharded.
     pub shards: Option<Arc<spillway_collector::shard::FanOutStats>>,
@@ -61,8 +62,19 @@ pub fn router(state: HttpState) -> Router {
                 .with_state((refusal, refused_writes)),
         ),
         (None, Some(receiver)) => router.merge(spillway_collector::remote_write::router(receiver)),
-        (None, None) => router,
+        (None, None) => router.route("/api/v1/write", post(remote_write_off)),
     }
+}
+
+/// A sender pointed at a Spillway without remote-write learns why from the response
+/// (Prometheus logs it) instead of from a bare 404.
+async fn remote_write_off() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "remote-write is off on this Spillway: add a `remoteWrite:` section (e.g. \
+         `remoteWrite: {}`) to its serve config to accept it\n",
+    )
+        .into_response()
 }
 
 /// Serves the router on `listener` until `shutdown` resolves.

@@ -684,6 +684,15 @@ impl prometheus_client::collector::Collector for CollectorStats {
                 "remote_write_out_of_order",
                 s.out_of_order.load(Relaxed),
             ));
+            for (reason, counter) in [
+                ("remote_write_too_old", &s.too_old),
+                ("remote_write_too_new", &s.too_new),
+                ("remote_write_invalid_value", &s.invalid_value),
+                ("remote_write_ha_not_elected", &s.ha_not_elected),
+                ("remote_write_ha_too_many_clusters", &s.ha_too_many_clusters),
+            ] {
+                dropped.push(("reason", reason, counter.load(Relaxed)));
+            }
             series.push(("source", "remote_write", rw.series_count() as u64));
             refused.push(("reason", "bad_request", s.bad_requests.load(Relaxed)));
             refused.push(("reason", "too_large", s.too_large.load(Relaxed)));
@@ -691,11 +700,14 @@ impl prometheus_client::collector::Collector for CollectorStats {
         }
         if let Some(push) = &self.push {
             samples.push(("source", "push", push.samples_accepted.load(Relaxed)));
-            dropped.push((
-                "reason",
-                "push_rejected",
-                push.samples_rejected.load(Relaxed),
-            ));
+            for (reason, counter) in [
+                ("push_too_old", &push.rejected_too_old),
+                ("push_too_new", &push.rejected_too_new),
+                ("push_invalid_value", &push.rejected_invalid_value),
+                ("push_malformed", &push.rejected_malformed),
+            ] {
+                dropped.push(("reason", reason, counter.load(Relaxed)));
+            }
         }
         if let Some(promql) = &self.promql {
             samples.push(("source", "promql", promql.samples.load(Relaxed)));
@@ -717,6 +729,11 @@ impl prometheus_client::collector::Collector for CollectorStats {
                 "reason",
                 "store_full",
                 ingest.stats.values_refused.load(Relaxed),
+            ));
+            dropped.push((
+                "reason",
+                "out_of_range",
+                ingest.stats.values_out_of_range.load(Relaxed),
             ));
         }
         family(
@@ -762,6 +779,18 @@ impl prometheus_client::collector::Collector for CollectorStats {
                 "Approximate memory held by remote-write series state",
                 MetricType::Gauge,
                 vec![("api", "v1", rw.approximate_bytes() as u64)],
+            )?;
+            family(
+                "remote_write_ha_failovers",
+                "HA Prometheus clusters whose elected replica changed after it went silent",
+                MetricType::Counter,
+                vec![("api", "v1", rw.ha().failovers())],
+            )?;
+            family(
+                "remote_write_ha_clusters",
+                "HA Prometheus clusters with an elected replica",
+                MetricType::Gauge,
+                vec![("api", "v1", rw.ha().cluster_count() as u64)],
             )?;
         }
         if let Some(promql) = &self.promql {

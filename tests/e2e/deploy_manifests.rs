@@ -1130,17 +1130,6 @@ fn kustomize(kubectl: &Path, dir: &Path) -> Vec<Value> {
     docs.into_iter().filter(|doc| !doc.is_null()).collect()
 }
 
-/// `to` relative to the directory `from`: kustomize refuses absolute resource paths.
-fn relative(from: &Path, to: &Path) -> PathBuf {
-    let from = from.canonicalize().expect("canonical path");
-    let to = to.canonicalize().expect("canonical path");
-    let mut out = PathBuf::new();
-    for _ in from.components().skip(1) {
-        out.push("..");
-    }
-    out.join(to.strip_prefix("/").unwrap_or(&to))
-}
-
 #[test]
 fn every_overlay_and_component_renders_with_kubectl_kustomize() {
     let Some(kubectl) = kubectl() else {
@@ -1167,8 +1156,8 @@ fn every_overlay_and_component_renders_with_kubectl_kustomize() {
             dir.path().join("kustomization.yaml"),
             format!(
                 "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [{}]\ncomponents: [{}]\n",
-                relative(dir.path(), &deploy.join("base")).display(),
-                relative(dir.path(), &component).display()
+                spillway_tests::relative_path(dir.path(), &deploy.join("base")).display(),
+                spillway_tests::relative_path(dir.path(), &component).display()
             ),
         )
         .expect("write");

@@ -57,7 +57,7 @@ fn write_ha_config(dir: &Path, ha: &str) -> PathBuf {
     write_serve_config(
         dir,
         &[("acme.yaml", policy().as_str())],
-        &format!("ha: {ha}\n"),
+        &format!("remoteWrite: {{}}\npush: {{}}\nha: {ha}\n"),
     )
 }
 

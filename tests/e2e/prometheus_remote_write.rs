@@ -41,7 +41,11 @@ hysteresis: { downWindow: 2s }",
 fn start_spillway(dir: &std::path::Path) -> Spillway {
     Spillway::serve(
         BIN,
-        &write_serve_config(dir, &[("acme.yaml", policy().as_str())], ""),
+        &write_serve_config(
+            dir,
+            &[("acme.yaml", policy().as_str())],
+            "remoteWrite: {}\npush: {}\n",
+        ),
     )
 }
 

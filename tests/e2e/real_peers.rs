@@ -333,8 +333,8 @@ async fn every_overlay_renders_and_the_api_server_accepts_it() {
         with_mtls.path().join("kustomization.yaml"),
         format!(
             "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [{}]\ncomponents: [{}]\n",
-            deploy.join("overlays/single").display(),
-            deploy.join("components/mtls").display()
+            spillway_tests::relative_path(with_mtls.path(), &deploy.join("overlays/single")).display(),
+            spillway_tests::relative_path(with_mtls.path(), &deploy.join("components/mtls")).display()
         ),
     )
     .expect("kustomization");

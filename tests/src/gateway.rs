@@ -1,5 +1,6 @@
 //! An in-test gateway: serves `gateway_requests_total` counters the test advances, or a
-//! failure mode (garbage, errors, hanging).
+//! failure mode (garbage, errors, hanging), and glitches of single series (left out of
+//! a scrape, or served as NaN) for an exact number of scrapes.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,9 +27,24 @@ pub enum Mode {
     Hanging,
 }
 
+/// How one series is misrendered in the next scrapes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Glitch {
+    /// Left out of the page.
+    Missing,
+    /// Rendered with the value `NaN`.
+    NaN,
+}
+
 #[derive(Default)]
 struct Counters {
     values: Vec<(String, String, f64)>,
+    /// (tenant, app, glitch, scrapes left).
+    glitches: Vec<(String, String, Glitch, u32)>,
+    /// Healthy pages served.
+    scrapes: u64,
+    /// Glitched series renderings served.
+    glitched: u64,
 }
 
 #[derive(Clone)]
@@ -76,6 +92,33 @@ impl FakeGateway {
         }
     }
 
+    /// Sets a workload's counter to `value` (e.g. a gateway that has been up for long).
+    pub fn set(&self, tenant: &str, app: &str, value: f64) {
+        let mut counters = self.counters.lock().expect("counters lock");
+        counters
+            .values
+            .retain(|(t, a, _)| !(t == tenant && a == app));
+        counters.values.push((tenant.into(), app.into(), value));
+    }
+
+    /// Misrenders a workload's series in the next `scrapes` healthy pages.
+    pub fn glitch(&self, tenant: &str, app: &str, glitch: Glitch, scrapes: u32) {
+        let mut counters = self.counters.lock().expect("counters lock");
+        counters
+            .glitches
+            .push((tenant.into(), app.into(), glitch, scrapes));
+    }
+
+    /// Healthy pages served so far.
+    pub fn scrapes(&self) -> u64 {
+        self.counters.lock().expect("counters lock").scrapes
+    }
+
+    /// Glitched series renderings served so far.
+    pub fn glitched(&self) -> u64 {
+        self.counters.lock().expect("counters lock").glitched
+    }
+
     pub fn set_mode(&self, mode: Mode) {
         *self.mode.lock().expect("mode lock") = mode;
     }
@@ -106,13 +149,31 @@ async fn metrics(State(gateway): State<FakeGateway>) -> Response {
     let mode = gateway.mode.lock().expect("mode lock").clone();
     match mode {
         Mode::Healthy => {
-            let counters = gateway.counters.lock().expect("counters lock");
+            let mut counters = gateway.counters.lock().expect("counters lock");
+            let counters = &mut *counters;
+            counters.scrapes += 1;
             let mut body = String::from("# TYPE gateway_requests_total counter\n");
             for (tenant, app, value) in &counters.values {
+                let glitch = counters
+                    .glitches
+                    .iter_mut()
+                    .find(|(t, a, _, left)| t == tenant && a == app && *left > 0);
+                let rendered = match glitch {
+                    Some((_, _, glitch, left)) => {
+                        *left -= 1;
+                        counters.glitched += 1;
+                        match glitch {
+                            Glitch::Missing => continue,
+                            Glitch::NaN => "NaN".to_owned(),
+                        }
+                    }
+                    None => value.to_string(),
+                };
                 body.push_str(&format!(
-                    "gateway_requests_total{{tenant=\"{tenant}\",app=\"{app}\",code=\"200\"}} {value}\n"
+                    "gateway_requests_total{{tenant=\"{tenant}\",app=\"{app}\",code=\"200\"}} {rendered}\n"
                 ));
             }
+            counters.glitches.retain(|(_, _, _, left)| *left > 0);
             body.into_response()
         }
         Mode::Garbage => "<html><body>502 Bad Gateway</body></html>\n".into_response(),

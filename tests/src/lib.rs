@@ -36,3 +36,15 @@ pub fn http() -> reqwest::Client {
         .build()
         .expect("an HTTP client with the ring provider")
 }
+
+/// `to` relative to the directory `from`, for kustomize, which refuses absolute resource
+/// paths.
+pub fn relative_path(from: &std::path::Path, to: &std::path::Path) -> std::path::PathBuf {
+    let from = from.canonicalize().expect("canonical path");
+    let to = to.canonicalize().expect("canonical path");
+    let mut out = std::path::PathBuf::new();
+    for _ in from.components().skip(1) {
+        out.push("..");
+    }
+    out.join(to.strip_prefix("/").unwrap_or(&to))
+}

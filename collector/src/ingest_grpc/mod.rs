@@ -4,7 +4,8 @@
 //! Each batch replaces what its source last said about the signals it carries (the same
 //! contract as a scrape target), so an agent that stops mentioning a workload withdraws
 //! its share instead of leaving it frozen. Invalid samples are refused one by one with a
-//! reason; the rest of the batch still counts.
+//! reason; the rest of the batch still counts. A batch whose timestamp is outside the
+//! accepted skew ([`TimeBounds`]) is refused whole.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,19 +17,65 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::ingest::Ingest;
 use crate::signal::{Signal, WorkloadKey};
+use crate::timestamps::{OutOfBounds, TimeBounds};
 
 /// Reasons kept in a summary; a broken agent sends the same mistake thousands of times.
 const MAX_ERRORS: usize = 8;
-/// Batch timestamps further from now than this are refused: a skewed agent clock would
-/// otherwise write into the future or past of every window.
-const MAX_SKEW_MS: i64 = 5 * 60_000;
 
+/// Limits of the push service.
+#[derive(Clone, Copy, Debug)]
+pub struct PushConfig {
+    /// How far a batch's timestamp may be from now: a skewed agent clock would
+    /// otherwise write into the future or past of every window.
+    pub bounds: TimeBounds,
+    pub max_samples_per_batch: usize,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            bounds: TimeBounds::default(),
+            max_samples_per_batch: 100_000,
+        }
+    }
+}
+
+/// Samples accepted and refused, by reason (`samples_rejected` is their sum).
 #[derive(Debug, Default)]
 pub struct PushStats {
     pub streams: AtomicU64,
     pub batches: AtomicU64,
     pub samples_accepted: AtomicU64,
     pub samples_rejected: AtomicU64,
+    /// In batches stamped further back than the bounds allow.
+    pub rejected_too_old: AtomicU64,
+    /// In batches stamped further ahead than the bounds allow.
+    pub rejected_too_new: AtomicU64,
+    /// NaN, infinite or negative values.
+    pub rejected_invalid_value: AtomicU64,
+    /// Anything else: no source, tenant or app, an unknown signal, an oversized batch.
+    pub rejected_malformed: AtomicU64,
+}
+
+/// Why samples were refused, for [`PushStats`].
+#[derive(Clone, Copy, Debug)]
+enum Refusal {
+    Time(OutOfBounds),
+    InvalidValue,
+    Malformed,
+}
+
+impl PushStats {
+    fn count_refused(&self, why: Refusal, samples: u64) {
+        self.samples_rejected.fetch_add(samples, Ordering::Relaxed);
+        let counter = match why {
+            Refusal::Time(OutOfBounds::TooOld) => &self.rejected_too_old,
+            Refusal::Time(OutOfBounds::TooNew) => &self.rejected_too_new,
+            Refusal::InvalidValue => &self.rejected_invalid_value,
+            Refusal::Malformed => &self.rejected_malformed,
+        };
+        counter.fetch_add(samples, Ordering::Relaxed);
+    }
 }
 
 /// The gRPC service; wrap with [`PushService::into_server`] to serve it.
@@ -36,15 +83,19 @@ pub struct PushStats {
 pub struct PushService {
     ingest: Arc<Ingest>,
     stats: Arc<PushStats>,
-    max_samples_per_batch: usize,
+    config: PushConfig,
 }
 
 impl PushService {
     pub fn new(ingest: Arc<Ingest>) -> Self {
+        Self::with_config(ingest, PushConfig::default())
+    }
+
+    pub fn with_config(ingest: Arc<Ingest>, config: PushConfig) -> Self {
         Self {
             ingest,
             stats: Arc::default(),
-            max_samples_per_batch: 100_000,
+            config,
         }
     }
 
@@ -61,23 +112,26 @@ impl PushService {
         summary.batches += 1;
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         let total = batch.samples.len() as u64;
-        let refuse_all = |summary: &mut PushSummary, reason: String| {
+        let refuse_all = |summary: &mut PushSummary, why: Refusal, reason: String| {
             summary.rejected += total;
-            self.stats
-                .samples_rejected
-                .fetch_add(total, Ordering::Relaxed);
+            self.stats.count_refused(why, total);
             note(summary, reason);
         };
         if batch.source.is_empty() {
-            return refuse_all(summary, "batch without a source name".into());
-        }
-        if batch.samples.len() > self.max_samples_per_batch {
             return refuse_all(
                 summary,
+                Refusal::Malformed,
+                "batch without a source name".into(),
+            );
+        }
+        let limit = self.config.max_samples_per_batch;
+        if batch.samples.len() > limit {
+            return refuse_all(
+                summary,
+                Refusal::Malformed,
                 format!(
-                    "batch of {} samples is over the {} limit",
-                    batch.samples.len(),
-                    self.max_samples_per_batch
+                    "batch of {} samples is over the {limit} limit",
+                    batch.samples.len()
                 ),
             );
         }
@@ -86,11 +140,14 @@ impl PushService {
         } else {
             batch.timestamp_ms
         };
-        if (at_ms - now_ms).abs() > MAX_SKEW_MS {
+        if let Err(why) = self.config.bounds.check(at_ms, now_ms) {
+            let bounds = self.config.bounds;
             return refuse_all(
                 summary,
+                Refusal::Time(why),
                 format!(
-                    "batch timestamp {at_ms} is more than {MAX_SKEW_MS} ms from now ({now_ms})"
+                    "batch timestamp {at_ms} is {why} (now {now_ms}; accepted: {} ms back, {} ms ahead)",
+                    bounds.max_past_ms, bounds.max_future_ms
                 ),
             );
         }
@@ -103,6 +160,7 @@ impl PushService {
                 Ok(WireSignal::Unspecified) | Err(_) => {
                     self.reject(
                         summary,
+                        Refusal::Malformed,
                         format!(
                             "{}/{}: unknown signal {}",
                             sample.tenant, sample.app, sample.signal
@@ -112,12 +170,17 @@ impl PushService {
                 }
             };
             if sample.tenant.is_empty() || sample.app.is_empty() {
-                self.reject(summary, "sample without tenant or app".into());
+                self.reject(
+                    summary,
+                    Refusal::Malformed,
+                    "sample without tenant or app".into(),
+                );
                 continue;
             }
             if !sample.value.is_finite() || sample.value < 0.0 {
                 self.reject(
                     summary,
+                    Refusal::InvalidValue,
                     format!(
                         "{}/{} {signal}: value {} is not a finite, non-negative number",
                         sample.tenant, sample.app, sample.value
@@ -141,9 +204,9 @@ impl PushService {
         }
     }
 
-    fn reject(&self, summary: &mut PushSummary, reason: String) {
+    fn reject(&self, summary: &mut PushSummary, why: Refusal, reason: String) {
         summary.rejected += 1;
-        self.stats.samples_rejected.fetch_add(1, Ordering::Relaxed);
+        self.stats.count_refused(why, 1);
         note(summary, reason);
     }
 }
@@ -235,5 +298,40 @@ mod tests {
         service.apply_batch(batch("a", 0), 1_000_000, &mut summary);
         assert_eq!(summary.accepted, 1);
         assert_eq!(summary.batches, 3);
+    }
+
+    #[test]
+    fn timestamps_are_bounded_each_way_and_extremes_do_not_overflow() {
+        let ingest = Ingest::new(StoreLimits::default());
+        let service = PushService::new(ingest.clone());
+        let stats = service.stats();
+        let now = 1_700_000_000_000;
+        let batch = |timestamp_ms| SampleBatch {
+            source: "agent".into(),
+            timestamp_ms,
+            samples: vec![sample("acme", "web", WireSignal::Qps, 1e6)],
+        };
+        let mut summary = PushSummary::default();
+        for timestamp in [i64::MIN, -1, now - 5 * 60_000 - 1] {
+            service.apply_batch(batch(timestamp), now, &mut summary);
+        }
+        for timestamp in [now + 60_001, i64::MAX] {
+            service.apply_batch(batch(timestamp), now, &mut summary);
+        }
+        assert_eq!((summary.accepted, summary.rejected), (0, 5));
+        assert!(
+            summary.errors[0].contains("older than"),
+            "{:?}",
+            summary.errors
+        );
+        assert!(ingest.totals().is_empty(), "nothing reached the store");
+        assert_eq!(stats.rejected_too_old.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.rejected_too_new.load(Ordering::Relaxed), 2);
+        // Within the bounds both ways: accepted.
+        for timestamp in [now - 5 * 60_000, now + 60_000] {
+            service.apply_batch(batch(timestamp), now, &mut summary);
+        }
+        assert_eq!(summary.accepted, 2);
+        assert_eq!(stats.samples_rejected.load(Ordering::Relaxed), 5);
     }
 }

@@ -5,8 +5,14 @@
 //! A body is decoded whole before anything is applied: a truncated or garbled request
 //! is answered 400 and changes nothing, so the sender's next good request rates against
 //! the same points as if the bad one had never arrived.
+//!
+//! Samples are then admitted one by one: a timestamp outside the accepted skew
+//! ([`TimeBounds`]), a value no counter or resource can have, or a series from the HA
+//! replica that is not elected ([`ha`]) is refused and counted by reason; the rest of
+//! the request still counts.
 
 mod decode;
+pub mod ha;
 mod handler;
 mod series;
 mod stats;
@@ -15,8 +21,9 @@ mod wire;
 pub use decode::{
     DecodeError, check_headers, decode_write_request, decompress, encode_write_request,
 };
+pub use ha::{HaConfig, HaTracker};
 pub use handler::router;
-pub use series::{Applied, SeriesLimits, SeriesTable, Update};
+pub use series::{Admission, Applied, SeriesLimits, SeriesTable, Update};
 pub use stats::RemoteWriteStats;
 pub use wire::{Decoded, SeriesRef, WireError, decode as decode_borrowed};
 
@@ -28,6 +35,11 @@ use crate::ingest::Ingest;
 use crate::resources::{Mapped, ResourceMapping, SeriesKind};
 use crate::scrape::QpsMapping;
 use crate::signal::Signal;
+use crate::timestamps::TimeBounds;
+
+/// An HA cluster none of whose replicas sent anything for this long is forgotten (the
+/// age at which Mimir's HA tracker deletes a cluster's election, `deletionTimeout`).
+const HA_FORGET_AFTER_MS: i64 = 30 * 60_000;
 
 /// Which remote-written series feed which signal.
 #[derive(Clone, Debug, Default)]
@@ -72,6 +84,10 @@ pub struct RemoteWriteConfig {
     /// request). Remote-write already batches for seconds; this bounds store writes.
     pub publish_every_ms: i64,
     pub mapping: WriteMapping,
+    /// How far sample timestamps may be from the receiver's clock.
+    pub bounds: TimeBounds,
+    /// HA Prometheus pairs: which labels name them, when the elected replica fails over.
+    pub ha: HaConfig,
 }
 
 impl Default for RemoteWriteConfig {
@@ -84,6 +100,8 @@ impl Default for RemoteWriteConfig {
             shards: 16,
             publish_every_ms: 50,
             mapping: WriteMapping::default(),
+            bounds: TimeBounds::default(),
+            ha: HaConfig::default(),
         }
     }
 }
@@ -93,6 +111,7 @@ impl Default for RemoteWriteConfig {
 pub struct RemoteWrite {
     config: RemoteWriteConfig,
     table: SeriesTable,
+    ha: HaTracker,
     ingest: Arc<Ingest>,
     last_sweep_ms: AtomicI64,
     last_publish_ms: AtomicI64,
@@ -113,6 +132,7 @@ impl RemoteWrite {
             },
         );
         Arc::new(Self {
+            ha: HaTracker::new(config.ha.clone()),
             config,
             table,
             ingest,
@@ -136,6 +156,11 @@ impl RemoteWrite {
         self.table.approximate_bytes()
     }
 
+    /// The HA tracker: the elected replica of each cluster.
+    pub fn ha(&self) -> &HaTracker {
+        &self.ha
+    }
+
     /// Handles one request body whose headers already passed [`check_headers`].
     /// Nothing is applied unless the whole body decodes.
     pub fn receive(&self, body: &[u8], now_ms: i64) -> Result<Applied, DecodeError> {
@@ -156,7 +181,12 @@ impl RemoteWrite {
         let request = wire::decode(&raw)
             .map_err(|e| DecodeError::Protobuf(e.to_string()))
             .inspect_err(|error| self.stats.count_refusal(error))?;
-        let applied = self.table.apply(&request, &self.config.mapping);
+        let admission = Admission {
+            now_ms,
+            bounds: self.config.bounds,
+            ha: Some(&self.ha),
+        };
+        let applied = self.table.apply(&request, &self.config.mapping, &admission);
         self.stats.count_applied(&applied);
         self.pending.store(true, Ordering::Release);
         self.maybe_sweep(now_ms);
@@ -194,7 +224,7 @@ impl RemoteWrite {
     /// Forgets series silent for longer than the gap limit (run at most every half gap).
     pub fn maybe_sweep(&self, now_ms: i64) {
         let last = self.last_sweep_ms.load(Ordering::Relaxed);
-        if now_ms - last < self.config.max_gap_ms / 2
+        if now_ms.saturating_sub(last) < self.config.max_gap_ms / 2
             || self
                 .last_sweep_ms
                 .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Relaxed)
@@ -203,6 +233,7 @@ impl RemoteWrite {
             return;
         }
         self.table.sweep(now_ms);
+        self.ha.sweep(now_ms, HA_FORGET_AFTER_MS);
         self.pending.store(true, Ordering::Release);
     }
 

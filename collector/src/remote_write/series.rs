@@ -23,9 +23,11 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::WriteMapping;
+use super::ha::{HaTracker, Verdict};
 use super::wire::{Decoded, SeriesRef};
 use crate::resources::SeriesKind;
 use crate::signal::{Signal, WorkloadKey};
+use crate::timestamps::{OutOfBounds, TimeBounds};
 
 /// Prometheus marks a series that ended with this NaN bit pattern (`value.StaleNaN`).
 const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
@@ -97,6 +99,63 @@ pub struct Applied {
     pub dropped_series: u64,
     /// Samples not newer than the series' last one.
     pub out_of_order: u64,
+    /// Samples whose timestamp is further in the past than the bounds allow.
+    pub too_old: u64,
+    /// Samples whose timestamp is further ahead than the bounds allow.
+    pub too_new: u64,
+    /// Samples of mapped series whose value is not a finite, non-negative number
+    /// (stale markers excepted): refused, the series keeps its state.
+    pub invalid_value: u64,
+    /// Samples of an HA replica that is not its cluster's elected one.
+    pub ha_not_elected: u64,
+    /// Samples of HA clusters beyond the tracked limit.
+    pub ha_too_many_clusters: u64,
+    /// Stale markers ending a series, and whatever followed them in the request.
+    pub ended: u64,
+}
+
+impl Applied {
+    /// Samples with an outcome; equals `samples`, each counted exactly once.
+    pub fn accounted(&self) -> u64 {
+        self.used
+            + self.ignored
+            + self.dropped
+            + self.out_of_order
+            + self.too_old
+            + self.too_new
+            + self.invalid_value
+            + self.ha_not_elected
+            + self.ha_too_many_clusters
+            + self.ended
+    }
+
+    fn refuse_time(&mut self, why: OutOfBounds) {
+        match why {
+            OutOfBounds::TooOld => self.too_old += 1,
+            OutOfBounds::TooNew => self.too_new += 1,
+        }
+    }
+}
+
+/// What a request's samples are checked against before they change the table.
+#[derive(Clone, Copy, Debug)]
+pub struct Admission<'a> {
+    /// When the request was received (unix milliseconds).
+    pub now_ms: i64,
+    pub bounds: TimeBounds,
+    /// HA-pair deduplication; `None` accepts every replica.
+    pub ha: Option<&'a HaTracker>,
+}
+
+impl Admission<'_> {
+    /// Admits every sample whatever its timestamp (benchmarks with synthetic times).
+    pub fn everything() -> Self {
+        Self {
+            now_ms: 0,
+            bounds: TimeBounds::UNBOUNDED,
+            ha: None,
+        }
+    }
 }
 
 /// Limits on the table.
@@ -136,10 +195,19 @@ impl SeriesTable {
         }
     }
 
-    /// Applies every sample of `request`; the workloads it changed are collected for
-    /// the next [`Self::take_updates`].
-    pub fn apply(&self, request: &Decoded<'_>, mapping: &WriteMapping) -> Applied {
+    /// Applies every sample of `request` that `admission` lets through; the workloads
+    /// it changed are collected for the next [`Self::take_updates`].
+    pub fn apply(
+        &self,
+        request: &Decoded<'_>,
+        mapping: &WriteMapping,
+        admission: &Admission<'_>,
+    ) -> Applied {
         let mut applied = Applied::default();
+        let now_ms = admission.now_ms;
+        // The verdict of the last (cluster, replica) seen: a request comes from one
+        // Prometheus, so the tracker is consulted about once per request.
+        let mut last_verdict: Option<(&str, &str, Verdict)> = None;
         // Shard limits that add up to exactly `max_series` (rounding each up would let
         // the table hold up to one series per shard too many).
         let base = self.limits.max_series / self.shards.len();
@@ -147,6 +215,30 @@ impl SeriesTable {
         for series in request.series() {
             let count = series.samples.len() as u64;
             applied.samples += count;
+            let mut replica_label = None;
+            if let Some(ha) = admission.ha
+                && let Some((cluster, label, replica)) = ha.identify(|name| series.label(name))
+            {
+                let verdict = match last_verdict {
+                    Some((c, r, verdict)) if c == cluster && r == replica => verdict,
+                    _ => {
+                        let verdict = ha.check(cluster, replica, now_ms);
+                        last_verdict = Some((cluster, replica, verdict));
+                        verdict
+                    }
+                };
+                match verdict {
+                    Verdict::Accept => replica_label = Some(label),
+                    Verdict::NotElected => {
+                        applied.ha_not_elected += count;
+                        continue;
+                    }
+                    Verdict::TooManyClusters => {
+                        applied.ha_too_many_clusters += count;
+                        continue;
+                    }
+                }
+            }
             let Some(name) = series.label("__name__") else {
                 applied.ignored += count;
                 continue;
@@ -156,7 +248,7 @@ impl SeriesTable {
                 applied.ignored += count;
                 continue;
             };
-            let id = self.series_id(&series);
+            let id = self.series_id(&series, replica_label);
             let shard_ix = (id >> 40) as usize % self.shards.len();
             let mut guard = self.shards[shard_ix]
                 .lock()
@@ -166,6 +258,19 @@ impl SeriesTable {
             let state = match shard.series.entry(id) {
                 Entry::Occupied(entry) => entry.into_mut(),
                 Entry::Vacant(entry) => {
+                    // A series none of whose samples can be used takes no place.
+                    let admissible = series.samples.iter().any(|&(value, timestamp)| {
+                        value.to_bits() == STALE_NAN
+                            || admission.bounds.check(timestamp, now_ms).is_ok()
+                    });
+                    if !admissible {
+                        for &(_, timestamp) in series.samples {
+                            if let Err(why) = admission.bounds.check(timestamp, now_ms) {
+                                applied.refuse_time(why);
+                            }
+                        }
+                        continue;
+                    }
                     if full {
                         applied.dropped += count;
                         applied.dropped_series += 1;
@@ -191,31 +296,39 @@ impl SeriesTable {
             let group_ix = state.group;
             let group = &mut shard.groups[group_ix as usize];
             let mut ended = false;
-            for &(value, timestamp) in series.samples {
+            for (index, &(value, timestamp)) in series.samples.iter().enumerate() {
                 if value.to_bits() == STALE_NAN {
                     ended = true;
+                    applied.ended += (series.samples.len() - index) as u64;
                     break;
+                }
+                if let Err(why) = admission.bounds.check(timestamp, now_ms) {
+                    applied.refuse_time(why);
+                    continue;
                 }
                 if timestamp <= state.last_ms {
                     applied.out_of_order += 1;
                     continue;
                 }
+                // Neither a counter nor a resource gauge can be negative; a NaN is a
+                // glitch, not a reset or an end (that is the stale marker above).
+                if !value.is_finite() || value < 0.0 {
+                    applied.invalid_value += 1;
+                    continue;
+                }
                 let next = match state.kind {
                     SeriesKind::Gauge => value,
                     SeriesKind::Counter => {
-                        if !value.is_finite() || value < 0.0 {
-                            applied.ignored += 1;
-                            continue;
-                        }
-                        let fresh = state.last_ms != i64::MIN
-                            && timestamp - state.last_ms <= self.limits.max_gap_ms;
+                        let elapsed_ms = timestamp.saturating_sub(state.last_ms);
+                        let fresh =
+                            state.last_ms != i64::MIN && elapsed_ms <= self.limits.max_gap_ms;
                         if fresh {
                             let increase = if value >= state.last_value {
                                 value - state.last_value
                             } else {
                                 value
                             };
-                            increase * 1000.0 / (timestamp - state.last_ms) as f64
+                            increase * 1000.0 / elapsed_ms as f64
                         } else {
                             f64::NAN
                         }
@@ -305,9 +418,14 @@ impl SeriesTable {
                 .sum::<usize>()
     }
 
-    fn series_id(&self, series: &SeriesRef<'_, '_>) -> u64 {
+    /// A series' identity: every label but the HA replica label (`skip`), so the
+    /// replica that takes over continues the same series.
+    fn series_id(&self, series: &SeriesRef<'_, '_>, skip: Option<&str>) -> u64 {
         let mut hasher = self.hasher.build_hasher();
         for (name, value) in series.labels {
+            if Some(*name) == skip {
+                continue;
+            }
             hasher.write(name.as_bytes());
             hasher.write_u8(0xff);
             hasher.write(value.as_bytes());

@@ -22,6 +22,16 @@ pub struct RemoteWriteStats {
     pub samples_dropped: AtomicU64,
     pub series_dropped: AtomicU64,
     pub out_of_order: AtomicU64,
+    /// Samples refused for a timestamp too far in the past.
+    pub too_old: AtomicU64,
+    /// Samples refused for a timestamp too far ahead of the receiver's clock.
+    pub too_new: AtomicU64,
+    /// Samples refused for a value that is NaN, infinite or negative.
+    pub invalid_value: AtomicU64,
+    /// Samples of HA replicas that are not their cluster's elected one.
+    pub ha_not_elected: AtomicU64,
+    /// Samples of HA clusters beyond the tracked limit.
+    pub ha_too_many_clusters: AtomicU64,
 }
 
 impl RemoteWriteStats {
@@ -42,6 +52,11 @@ impl RemoteWriteStats {
             (&self.samples_dropped, applied.dropped),
             (&self.series_dropped, applied.dropped_series),
             (&self.out_of_order, applied.out_of_order),
+            (&self.too_old, applied.too_old),
+            (&self.too_new, applied.too_new),
+            (&self.invalid_value, applied.invalid_value),
+            (&self.ha_not_elected, applied.ha_not_elected),
+            (&self.ha_too_many_clusters, applied.ha_too_many_clusters),
         ] {
             counter.fetch_add(value, Ordering::Relaxed);
         }

@@ -205,3 +205,178 @@ fn silent_series_are_swept_after_the_gap() {
         .unwrap();
     assert_eq!(rw.series_count(), 1);
 }
+
+#[test]
+fn samples_outside_the_time_bounds_are_refused_and_counted() {
+    let (rw, ingest) = receiver(RemoteWriteConfig::default());
+    let now = 1_700_000_000_000;
+    rw.receive(&body(vec![requests("a", &[(now - 1_000, 0.0)])]), now)
+        .unwrap();
+    let applied = rw
+        .receive(
+            &body(vec![requests(
+                "a",
+                &[
+                    (i64::MIN, 5.0),
+                    (-1, 5.0),
+                    (now - 5 * 60_000 - 1, 5.0),
+                    (now + 60_001, 1e12),
+                    (i64::MAX, 1e12),
+                ],
+            )]),
+            now,
+        )
+        .unwrap();
+    assert_eq!((applied.too_old, applied.too_new, applied.used), (3, 2, 0));
+    // A series whose samples are all out of bounds takes no place in the table.
+    let applied = rw
+        .receive(&body(vec![requests("b", &[(i64::MAX, 1.0)])]), now)
+        .unwrap();
+    assert_eq!(applied.too_new, 1);
+    assert_eq!(rw.series_count(), 1);
+    // The refused samples left the series as it was: the next good one rates against
+    // the last good point.
+    rw.receive(&body(vec![requests("a", &[(now, 10.0)])]), now)
+        .unwrap();
+    rw.publish_now(now);
+    assert_eq!(qps(&ingest, now / 1000), Some(10.0));
+    assert_eq!(rw.stats.too_old.load(Ordering::Relaxed), 3);
+    assert_eq!(rw.stats.too_new.load(Ordering::Relaxed), 3);
+}
+
+#[test]
+fn negative_and_nan_values_are_refused_and_keep_the_series() {
+    let config = RemoteWriteConfig {
+        mapping: WriteMapping {
+            resources: Some(ResourceMapping::default()),
+            ..WriteMapping::default()
+        },
+        ..RemoteWriteConfig::default()
+    };
+    let (rw, ingest) = receiver(config);
+    let memory = |at: i64, bytes: f64| {
+        series(
+            "container_memory_working_set_bytes",
+            &[
+                ("container", "web"),
+                ("namespace", "acme"),
+                ("pod", "web-7d9f-aaaaa"),
+            ],
+            &[(at, bytes)],
+        )
+    };
+    rw.receive(&body(vec![requests("a", &[(0, 1e9)]), memory(0, 3e8)]), 0)
+        .unwrap();
+    let applied = rw
+        .receive(
+            &body(vec![
+                requests("a", &[(1_000, f64::NAN), (2_000, -5.0)]),
+                memory(1_000, -1.0),
+                memory(2_000, f64::INFINITY),
+            ]),
+            2_000,
+        )
+        .unwrap();
+    assert_eq!((applied.invalid_value, applied.used), (4, 0));
+    assert_eq!(rw.series_count(), 2, "a NaN is not an end of the series");
+    rw.receive(&body(vec![requests("a", &[(4_000, 1e9 + 400.0)])]), 4_000)
+        .unwrap();
+    // 400 requests over the 4 s since the last good point, not a reset to 10⁹.
+    assert_eq!(qps(&ingest, 4), Some(100.0));
+    let web = WorkloadKey::new("acme", "web");
+    assert_eq!(
+        ingest.store().view(&web).mean(Signal::MemoryBytes, 0, 1),
+        Some(3e8)
+    );
+    assert_eq!(rw.stats.invalid_value.load(Ordering::Relaxed), 4);
+}
+
+fn replica(instance: &str, name: &str, samples: &[(i64, f64)]) -> TimeSeries {
+    series(
+        "gateway_requests_total",
+        &[
+            ("__replica__", name),
+            ("app", "web"),
+            ("cluster", "eu-1"),
+            ("instance", instance),
+            ("tenant", "acme"),
+        ],
+        samples,
+    )
+}
+
+#[test]
+fn an_ha_pair_counts_once_and_fails_over_after_the_timeout() {
+    let config = RemoteWriteConfig {
+        ha: HaConfig {
+            failover_timeout_ms: 10_000,
+            ..HaConfig::default()
+        },
+        ..RemoteWriteConfig::default()
+    };
+    let (rw, ingest) = receiver(config);
+    // Both replicas scrape the same gateway counter (100/s), a little apart.
+    for at in [0, 5_000, 10_000] {
+        let value = at as f64 / 10.0;
+        rw.receive(&body(vec![replica("gw-0", "a", &[(at, value)])]), at)
+            .unwrap();
+        let applied = rw
+            .receive(
+                &body(vec![replica("gw-0", "b", &[(at + 200, value + 20.0)])]),
+                at + 200,
+            )
+            .unwrap();
+        assert_eq!(applied.ha_not_elected, 1);
+    }
+    assert_eq!(qps(&ingest, 10), Some(100.0), "not doubled");
+    assert_eq!(rw.ha().elected("eu-1").as_deref(), Some("a"));
+    assert_eq!(rw.series_count(), 1);
+
+    // `a` stops. `b` is refused until `a` has been silent for the timeout, then
+    // elected, and continues the same series: its first sample already has a rate.
+    let applied = rw
+        .receive(
+            &body(vec![replica("gw-0", "b", &[(15_200, 1_540.0)])]),
+            15_200,
+        )
+        .unwrap();
+    assert_eq!(applied.ha_not_elected, 1);
+    let applied = rw
+        .receive(
+            &body(vec![replica("gw-0", "b", &[(20_200, 2_040.0)])]),
+            20_200,
+        )
+        .unwrap();
+    assert_eq!((applied.ha_not_elected, applied.used), (0, 1));
+    assert_eq!(rw.ha().elected("eu-1").as_deref(), Some("b"));
+    assert_eq!(rw.ha().failovers(), 1);
+    assert_eq!(rw.series_count(), 1);
+    // (2,040 - 1,000) requests over the 10.2 s since `a`'s last sample (the store
+    // keeps `f32`).
+    let rate = qps(&ingest, 20).unwrap();
+    assert!((rate - 1_040.0 / 10.2).abs() < 1e-4, "{rate}");
+    assert_eq!(rw.stats.ha_not_elected.load(Ordering::Relaxed), 4);
+}
+
+#[test]
+fn series_without_both_ha_labels_are_not_deduplicated() {
+    let (rw, ingest) = receiver(RemoteWriteConfig::default());
+    let lone = |name: &str, samples: &[(i64, f64)]| {
+        series(
+            "gateway_requests_total",
+            &[("__replica__", name), ("app", "web"), ("tenant", "acme")],
+            samples,
+        )
+    };
+    rw.receive(
+        &body(vec![
+            lone("a", &[(0, 0.0), (1_000, 10.0)]),
+            lone("b", &[(0, 0.0), (1_000, 10.0)]),
+        ]),
+        1_000,
+    )
+    .unwrap();
+    // As Mimir: without a cluster label the replicas are two senders, summed.
+    assert_eq!(qps(&ingest, 1), Some(20.0));
+    assert_eq!(rw.ha().cluster_count(), 0);
+}

@@ -39,7 +39,9 @@ pub fn ingest_resources_body(
         };
         matched += 1;
         match (mapped.signal, mapped.kind) {
-            (Signal::MemoryBytes, SeriesKind::Gauge) if sample.value.is_finite() => {
+            (Signal::MemoryBytes, SeriesKind::Gauge)
+                if sample.value.is_finite() && sample.value >= 0.0 =>
+            {
                 *memory
                     .entry((mapped.tenant.into_owned(), mapped.app.into_owned()))
                     .or_default() += sample.value;
