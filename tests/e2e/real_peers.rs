@@ -379,3 +379,394 @@ async fn every_overlay_renders_and_the_api_server_accepts_it() {
         keda_files.len()
     );
 }
+
+/// A policy for the semantics scenarios: each app's own line under `apps` (flush left).
+fn semantics_policy(apps: &str) -> String {
+    let mut text = String::from(
+        "apiVersion: spillway.io/v1\nkind: ScalingPolicy\nmetadata: { tenant: acme }\nspec:\n  \
+         namespaces: [acme-prod]\n  defaults:\n    replicas: { min: 1, max: 200 }\n    \
+         signals: { window: 2s, qps: { targetPerReplica: 100 } }\n    \
+         limits: { up: { pods: 200, percent: 1000, per: 1s }, down: { percent: 100, per: 1s } }\n    \
+         hysteresis: { downWindow: 10s }\n    activation: { window: 5s }\n    \
+         placement: { burst: { enabled: true }, requests: { cpu: 100m, memory: 64Mi } }\n  apps:\n",
+    );
+    for line in apps.lines().filter(|l| !l.trim().is_empty()) {
+        text.push_str("    ");
+        text.push_str(line.trim());
+        text.push('\n');
+    }
+    text
+}
+
+/// The HPA `behavior` without `tolerance`: the HPA's default 10 % tolerance is in force.
+const DEFAULT_TOLERANCE: &str = "scaleUp:
+  stabilizationWindowSeconds: 0
+  selectPolicy: Max
+  policies:
+    - { type: Percent, value: 1000, periodSeconds: 15 }
+    - { type: Pods, value: 1000, periodSeconds: 15 }
+scaleDown:
+  stabilizationWindowSeconds: 0
+  selectPolicy: Max
+  policies:
+    - { type: Percent, value: 100, periodSeconds: 15 }";
+
+/// Scenario 2, what KEDA and the HPA do with Spillway's answers: a min-2 idle app stays at
+/// 2 past `cooldownPeriod`; a step from 100 to 109 lands through the HPA's default 10 %
+/// tolerance; a rollout with a 25 % surge ends where the decision put it and never above;
+/// an app at zero and a fresh start show no `KEDAScalerFailed`; scale from zero on the
+/// first requests and back to zero after the cooldown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keda_and_the_hpa_keep_what_spillway_decided() {
+    let Some(peers) = PeerDir::locate("real_peers::semantics") else {
+        return;
+    };
+    let mut stage = Stage::start(&peers, &logs("semantics"), &repo(), 3, "8").await;
+    let policy = semantics_policy(
+        "idle: { replicas: { min: 2 } }
+zero: { replicas: { min: 0 } }
+wide: { hpaTolerance: 0.1 }
+roll: {}",
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let apps = ["idle", "zero", "wide", "roll"];
+    let spillway = stage.serve(
+        BIN,
+        dir.path(),
+        &[("acme.yaml", policy.as_str())],
+        &serve_config(&stage.gateway.url(), &apps),
+        "spillway-0",
+    );
+    let rate = |qps: u64| Arc::new(AtomicU64::new(qps));
+    let (zero_qps, wide_qps, roll_qps) = (rate(0), rate(9950), rate(2050));
+    for (app, qps) in [
+        ("zero", &zero_qps),
+        ("wide", &wide_qps),
+        ("roll", &roll_qps),
+    ] {
+        stage
+            .gateway
+            .drive_rate("acme", app, qps.clone(), Duration::from_millis(100));
+    }
+    let started = Instant::now();
+    // KEDA's own minReplicaCount is 0 everywhere, as in the README's example: only
+    // Spillway's answers keep an app up.
+    let mut idle = App::new("idle", "external");
+    idle.min = 0;
+    idle.initial = 2;
+    idle.cooldown_secs = 15;
+    let mut zero = App::new("zero", "external-push");
+    zero.min = 0;
+    zero.initial = 0;
+    zero.cooldown_secs = 15;
+    let mut wide = App::new("wide", "external");
+    wide.behavior = DEFAULT_TOLERANCE.into();
+    wide.max = 200;
+    wide.initial = 100;
+    let mut roll = App::new("roll", "external");
+    roll.initial = 21;
+    roll.deployment_extra =
+        "minReadySeconds: 10\nstrategy: { rollingUpdate: { maxSurge: 25%, maxUnavailable: 0 } }"
+            .into();
+    for app in [&idle, &zero, &wide, &roll] {
+        stage.create_app(app, spillway.grpc);
+    }
+    stage.wait_spec(
+        "wide",
+        Duration::from_secs(60),
+        |n| n == 100,
+        "100 at 9,950/s",
+    );
+    stage.wait_spec(
+        "roll",
+        Duration::from_secs(60),
+        |n| n == 21,
+        "21 at 2,050/s",
+    );
+    wait_all_scheduled(&mut stage, "roll", 21);
+
+    // 100 → 109 is inside the HPA's inclusive 10 % band (replica_calculator.go), which it
+    // would ignore: Spillway serves the first count the HPA applies.
+    let step = Instant::now();
+    wide_qps.store(10850, Ordering::Relaxed);
+    let (landed, at) = stage.wait_spec("wide", Duration::from_secs(30), |n| n >= 109, ">= 109");
+    eprintln!("wide: 100 -> {landed} after {:?} (109 decided)", at - step);
+
+    // A rollout: new pods surge 25 % above spec, status.replicas runs ahead of spec, and
+    // spec.replicas must stay at the decided 21 throughout.
+    stage
+        .admin()
+        .run(&[
+            "patch",
+            "deployment",
+            "roll",
+            "-n",
+            NAMESPACE,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"template":{"metadata":{"annotations":{"rollout":"2"}}}}}"#,
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut highest = 0;
+    let mut surged = 0;
+    loop {
+        let d = stage
+            .admin()
+            .get("deployment", Some(NAMESPACE), "roll")
+            .expect("the roll Deployment");
+        let n = |p: &str| d.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+        highest = highest.max(n("/spec/replicas"));
+        surged = surged.max(n("/status/replicas"));
+        let done = n("/status/updatedReplicas") == 21
+            && n("/status/replicas") == 21
+            && n("/status/availableReplicas") == 21
+            && n("/status/observedGeneration") >= n("/metadata/generation");
+        if done && surged > 21 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rollout did not finish within 120 s: {}",
+            d.pointer("/status").unwrap_or(&Value::Null)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        highest, 21,
+        "spec.replicas rose during the rollout (status reached {surged})"
+    );
+    eprintln!("roll: rollout with status up to {surged}, spec stayed at {highest}");
+
+    // The idle min-2 app has been idle for longer than its 15 s cooldown by now.
+    while started.elapsed() < Duration::from_secs(45) {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        stage.spec_replicas("idle"),
+        Some(2),
+        "KEDA kept the min-2 app at 2"
+    );
+    assert!(
+        stage
+            .events("idle", "KEDAScaleTargetDeactivated")
+            .is_empty(),
+        "KEDA deactivated a min-2 app"
+    );
+    assert_eq!(stage.spec_replicas("zero"), Some(0));
+    for app in apps {
+        let failed = stage.events(app, "KEDAScalerFailed");
+        assert!(
+            failed.is_empty(),
+            "{app}: trigger errors since start: {failed:?}"
+        );
+    }
+
+    // Scale from zero on the first requests (pushed on StreamIsActive), back to zero
+    // after the cooldown once the traffic stops.
+    let step = Instant::now();
+    zero_qps.store(150, Ordering::Relaxed);
+    let (_, woke) = stage.wait_spec("zero", Duration::from_secs(30), |n| n >= 1, ">= 1");
+    let (_, full) = stage.wait_spec("zero", Duration::from_secs(30), |n| n == 2, "2 at 150/s");
+    eprintln!(
+        "zero: 0 -> 1 after {:?}, -> 2 after {:?}",
+        woke - step,
+        full - step
+    );
+    zero_qps.store(0, Ordering::Relaxed);
+    let quiet = Instant::now();
+    let (_, slept) = stage.wait_spec(
+        "zero",
+        Duration::from_secs(120),
+        |n| n == 0,
+        "0 after the cooldown",
+    );
+    eprintln!("zero: back to 0 after {:?} without traffic", slept - quiet);
+    let failed = stage.events("zero", "KEDAScalerFailed");
+    assert!(failed.is_empty(), "zero: trigger errors: {failed:?}");
+    drop(spillway);
+}
+
+/// The time from `step` until `app`'s spec.replicas first reaches `target`, bounded.
+fn time_to(stage: &mut Stage, app: &str, target: i64, step: Instant, limit: Duration) -> Duration {
+    let (_, at) = stage.wait_spec(app, limit, |n| n >= target, "90 % of the step's count");
+    at - step
+}
+
+/// Scenario 7 and the restart half of scenario 2: the same traffic step, in the same run,
+/// to Deployments scaled by Spillway and by KEDA's `prometheus` trigger over a real
+/// Prometheus scraping the same gateway at the same interval, with the same HPA
+/// `behavior` and sync. Measured warm, and again within a minute of restarting Spillway
+/// (with and without its `kubernetes:` section, KEDA `fallback` configured); the restart
+/// must lower nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spillway_reacts_within_a_fifth_of_the_prometheus_scaler_warm_and_after_a_restart() {
+    let Some(peers) = PeerDir::locate("real_peers::side_by_side") else {
+        return;
+    };
+    let Some(prometheus_bin) = spillway_tests::prometheus::find_on_path("prometheus") else {
+        assert!(
+            std::env::var_os("SPILLWAY_REQUIRE_PROMETHEUS").is_none(),
+            "prometheus is required (SPILLWAY_REQUIRE_PROMETHEUS) but not on PATH"
+        );
+        eprintln!(
+            "SKIPPED real_peers::side_by_side: no prometheus on PATH (apt-get install prometheus)"
+        );
+        return;
+    };
+    let mut stage = Stage::start(&peers, &logs("side_by_side"), &repo(), 3, "16").await;
+    let prometheus =
+        spillway_tests::prometheus::Prometheus::start(&prometheus_bin, stage.gateway.addr, SCRAPE)
+            .await;
+    let policy = semantics_policy("spill: {}\nspill2: {}\nbare: {}");
+    let dir_kube = tempfile::tempdir().expect("temp dir");
+    let dir_bare = tempfile::tempdir().expect("temp dir");
+    let kube_grpc = format!("127.0.0.1:{}", spillway_tests::peers::free_port());
+    let bare_grpc = format!("127.0.0.1:{}", spillway_tests::peers::free_port());
+    let kube_config = serve_config(&stage.gateway.url(), &["spill", "spill2"]);
+    // The README's serve config: scraping only, no Kubernetes side.
+    let bare_config = format!(
+        "scrape:\n  interval: {SCRAPE}\n  timeout: 800ms\n  targets: [{}]\n\
+         qps: {{ metric: gateway_requests_total, tenantLabel: tenant, appLabel: app }}\n",
+        stage.gateway.url()
+    );
+    let policies = [("acme.yaml", policy.as_str())];
+    let start_kube = |stage: &Stage| {
+        stage.serve_on(
+            BIN,
+            dir_kube.path(),
+            &policies,
+            &kube_config,
+            "spillway-0",
+            &kube_grpc,
+        )
+    };
+    let start_bare = |stage: &Stage| {
+        stage.serve_on(
+            BIN,
+            dir_bare.path(),
+            &policies,
+            &bare_config,
+            "spillway-bare",
+            &bare_grpc,
+        )
+    };
+    let mut kube = start_kube(&stage);
+    let mut bare = start_bare(&stage);
+
+    let apps = ["spill", "spill2", "bare", "prom", "prom2"];
+    let rates: Vec<Arc<AtomicU64>> = apps.iter().map(|_| Arc::new(AtomicU64::new(150))).collect();
+    for (app, qps) in apps.iter().zip(&rates) {
+        stage
+            .gateway
+            .drive_rate("acme", app, qps.clone(), Duration::from_millis(100));
+    }
+    let qps = |app: &str| &rates[apps.iter().position(|a| *a == app).expect("an app")];
+    // KEDA's fallback as Spillway's docs ask: never the default `static` below current.
+    let fallback =
+        "fallback: { failureThreshold: 3, replicas: 1, behavior: currentReplicasIfHigher }";
+    for (app, scaler) in [
+        ("spill", kube.grpc),
+        ("spill2", kube.grpc),
+        ("bare", bare.grpc),
+    ] {
+        let mut a = App::new(app, "external-push");
+        a.extra_spec = fallback.into();
+        stage.create_app(&a, scaler);
+    }
+    let server = format!("http://{}", prometheus.addr);
+    for app in ["prom", "prom2"] {
+        // The query a user writes for "requests per second", over Prometheus' usual window.
+        let query =
+            format!("sum(rate(gateway_requests_total{{tenant=\"acme\",app=\"{app}\"}}[1m]))");
+        stage.create_app(&App::prometheus(app, &server, &query, 100), kube.grpc);
+    }
+    // Both scalers settled at 150/s (2 replicas); Prometheus' one-minute rate needs a
+    // minute of samples first.
+    let settled = Instant::now();
+    for app in apps {
+        stage.wait_spec(app, Duration::from_secs(120), |n| n == 2, "2 at 150/s");
+    }
+    while settled.elapsed() < Duration::from_secs(65) {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // Warm: 150/s → 1,950/s (20 replicas); the time to 90 % (18).
+    let step = Instant::now();
+    for app in ["spill", "prom"] {
+        qps(app).store(1950, Ordering::Relaxed);
+    }
+    let warm_spillway = time_to(&mut stage, "spill", 18, step, Duration::from_secs(60));
+    let warm_prometheus = time_to(&mut stage, "prom", 18, step, Duration::from_secs(180));
+    stage.wait_spec("spill", Duration::from_secs(30), |n| n == 20, "20");
+
+    // Restart: both Spillways killed and down for longer than KEDA's fallback threshold
+    // (3 polls of 5 s), then back on the same ports. Nothing may be lowered meanwhile or
+    // after, and a step within the first minute must land as fast as warm.
+    drop(kube);
+    drop(bare);
+    let down = Instant::now();
+    let mut lowest = i64::MAX;
+    while down.elapsed() < Duration::from_secs(17) {
+        lowest = lowest.min(stage.spec_replicas("spill").unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    kube = start_kube(&stage);
+    bare = start_bare(&stage);
+    let restarted = Instant::now();
+    while restarted.elapsed() < Duration::from_secs(20) {
+        lowest = lowest.min(stage.spec_replicas("spill").unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(
+        lowest, 20,
+        "a restart with fallback configured lowered spill"
+    );
+    assert_eq!(
+        stage.spec_replicas("bare"),
+        Some(2),
+        "a restart without the Kubernetes side lowered bare"
+    );
+    let step = Instant::now();
+    for app in ["spill2", "bare", "prom2"] {
+        qps(app).store(1950, Ordering::Relaxed);
+    }
+    let restart_spillway = time_to(&mut stage, "spill2", 18, step, Duration::from_secs(60));
+    let restart_bare = time_to(&mut stage, "bare", 18, step, Duration::from_secs(60));
+    let restart_prometheus = time_to(&mut stage, "prom2", 18, step, Duration::from_secs(180));
+    let since_restart = step - restarted;
+    eprintln!(
+        "REAL-PEERS side by side, time to 90 % of a 150 -> 1,950/s step (1 s scrape, HPA sync 5 s):\n  \
+         warm: Spillway {:.1} s, Prometheus scaler {:.1} s\n  \
+         {:.0} s after a restart: Spillway {:.1} s (kubernetes section), {:.1} s (scrape only), Prometheus scaler {:.1} s",
+        warm_spillway.as_secs_f64(),
+        warm_prometheus.as_secs_f64(),
+        since_restart.as_secs_f64(),
+        restart_spillway.as_secs_f64(),
+        restart_bare.as_secs_f64(),
+        restart_prometheus.as_secs_f64(),
+    );
+    // The floor: the first scrape after the step straddles it, the next one sees it
+    // whole, then one HPA sync. A little slack for this test's own 200 ms polling.
+    let bound = Duration::from_millis(2 * 1000 + 5000 + 700);
+    for (what, took, prometheus) in [
+        ("warm", warm_spillway, warm_prometheus),
+        ("after a restart", restart_spillway, restart_prometheus),
+        (
+            "after a restart, scrape only",
+            restart_bare,
+            restart_prometheus,
+        ),
+    ] {
+        assert!(
+            took <= bound,
+            "{what}: Spillway took {took:?}, over {bound:?}"
+        );
+        assert!(
+            took * 5 <= prometheus,
+            "{what}: Spillway took {took:?}, more than a fifth of the Prometheus scaler's {prometheus:?}"
+        );
+    }
+    drop(kube);
+    drop(bare);
+}

@@ -165,6 +165,17 @@ pub fn write_serve_config(
     policies: &[(&str, &str)],
     rest: &str,
 ) -> std::path::PathBuf {
+    write_serve_config_on(dir, policies, rest, "127.0.0.1:0")
+}
+
+/// [`write_serve_config`] with the gRPC port at `grpc`: a restarted process comes back
+/// where KEDA's `scalerAddress` points.
+pub fn write_serve_config_on(
+    dir: &std::path::Path,
+    policies: &[(&str, &str)],
+    rest: &str,
+    grpc: &str,
+) -> std::path::PathBuf {
     let policy_dir = dir.join("policies");
     std::fs::create_dir_all(&policy_dir).expect("policy dir");
     for (file, text) in policies {
@@ -173,7 +184,7 @@ pub fn write_serve_config(
     let path = dir.join("spillway.yaml");
     std::fs::write(
         &path,
-        format!("listen: {{ grpc: 127.0.0.1:0, http: 127.0.0.1:0 }}\npolicies: policies\n{rest}"),
+        format!("listen: {{ grpc: {grpc}, http: 127.0.0.1:0 }}\npolicies: policies\n{rest}"),
     )
     .expect("config");
     path

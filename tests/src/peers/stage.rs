@@ -12,7 +12,7 @@ use super::PeerDir;
 use super::cluster::{Cluster, ClusterOptions, NodeSpec};
 use super::kubectl::Kubectl;
 use crate::gateway::{FakeGateway, Mode};
-use crate::process::{Spillway, write_serve_config};
+use crate::process::{Spillway, write_serve_config_on};
 
 /// The tenant namespace every scenario's workloads live in.
 pub const NAMESPACE: &str = "acme-prod";
@@ -60,6 +60,9 @@ pub struct App {
     pub extra_spec: String,
     /// Extra YAML under the Deployment's `spec` (flush left), e.g. `minReadySeconds`.
     pub deployment_extra: String,
+    /// The trigger's metadata as an inline map; `None`: Spillway's (`scalerAddress`,
+    /// `tenant`, `app`).
+    pub metadata: Option<String>,
 }
 
 impl App {
@@ -76,7 +79,18 @@ impl App {
             behavior: PASSTHROUGH.into(),
             extra_spec: String::new(),
             deployment_extra: String::new(),
+            metadata: None,
         }
+    }
+
+    /// Scaled by KEDA's own `prometheus` trigger on `query` at `threshold` per replica,
+    /// the alternative users would pick.
+    pub fn prometheus(name: &str, server: &str, query: &str, threshold: u32) -> Self {
+        let mut app = Self::new(name, "prometheus");
+        app.metadata = Some(format!(
+            "{{ serverAddress: \"{server}\", query: '{query}', threshold: \"{threshold}\" }}"
+        ));
+        app
     }
 }
 
@@ -145,7 +159,20 @@ impl Stage {
         config: &str,
         identity: &str,
     ) -> Spillway {
-        let path = write_serve_config(dir, policies, config);
+        self.serve_on(bin, dir, policies, config, identity, "127.0.0.1:0")
+    }
+
+    /// [`Self::serve`] with its gRPC port at `grpc`, to restart it where KEDA points.
+    pub fn serve_on(
+        &self,
+        bin: &str,
+        dir: &Path,
+        policies: &[(&str, &str)],
+        config: &str,
+        identity: &str,
+        grpc: &str,
+    ) -> Spillway {
+        let path = write_serve_config_on(dir, policies, config, grpc);
         let kubeconfig = self.spillway_kubeconfig.display().to_string();
         Spillway::serve_with_env(
             bin,
@@ -159,6 +186,12 @@ impl Stage {
         let deployment_extra = indent(&app.deployment_extra, 2);
         let behavior = indent(&app.behavior, 8);
         let extra_spec = indent(&app.extra_spec, 2);
+        let metadata = app.metadata.clone().unwrap_or_else(|| {
+            format!(
+                "{{ scalerAddress: \"{scaler}\", tenant: acme, app: {} }}",
+                app.name
+            )
+        });
         self.admin().must_apply(&format!(
             "apiVersion: apps/v1
 kind: Deployment
@@ -189,7 +222,7 @@ spec:
 {behavior}  triggers:
     - type: {trigger}
       metricType: AverageValue
-      metadata: {{ scalerAddress: \"{scaler}\", tenant: acme, app: {name} }}
+      metadata: {metadata}
 ",
             name = app.name,
             initial = app.initial,
