@@ -17,6 +17,9 @@ use crate::process::{Spillway, write_serve_config_on};
 /// The tenant namespace every scenario's workloads live in.
 pub const NAMESPACE: &str = "acme-prod";
 
+/// Who Spillway is to the API server: the service account `deploy/rbac/` binds.
+pub const SPILLWAY_USER: &str = "system:serviceaccount:spillway:spillway";
+
 /// The HPA `behavior` that makes KEDA's HPA a pass-through (as the README gives it),
 /// with `tolerance: 0`, which Kubernetes >= 1.35 honours by default.
 pub const PASSTHROUGH: &str = "scaleUp:
@@ -307,6 +310,22 @@ spec:
                 )
             })
             .unwrap_or_else(|| "absent".into())
+    }
+
+    /// Scenario 5's first half: every call Spillway made was allowed by `deploy/rbac/`,
+    /// and it made some (the audit log is not empty by accident).
+    pub fn assert_rbac_sufficient(&self) {
+        let calls = self.cluster.audit_events(SPILLWAY_USER);
+        assert!(
+            calls.len() > 10,
+            "Spillway's calls are in the audit log ({})",
+            calls.len()
+        );
+        let refused = self.cluster.forbidden(SPILLWAY_USER);
+        assert!(
+            refused.is_empty(),
+            "deploy/rbac/ refused Spillway: {refused:#?}"
+        );
     }
 
     /// Events on the ScaledObject `name` whose reason is `reason`.
