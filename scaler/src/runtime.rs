@@ -11,11 +11,22 @@ use spillway_collector::{Signal, SignalView, WorkloadKey, clock};
 use tokio::sync::watch;
 
 use crate::conditions;
-use crate::engine::{self, Decision, ReplicaCounts};
+use crate::engine::{self, Decision, ReplicaCounts, Rule, WorkloadState};
+use crate::hpa::{HpaView, ScaleCounts};
 use crate::policy::{AppPolicy, PolicySet, PolicyStore};
 use crate::replicas::{Placed, ReplicaSource, ReplicaSync};
 use crate::telemetry::{DecisionLabels, Metrics, WorkloadLabels};
-use crate::workloads::{BandView, ProposalView, Published, WorkloadEntry, Workloads};
+use crate::workloads::{
+    BandView, Basis, Known, ProposalView, Published, ServePlan, WorkloadEntry, Workloads,
+    serve_plan,
+};
+
+fn settled(replicas: u32) -> ReplicaCounts {
+    ReplicaCounts {
+        current: replicas,
+        ready: replicas,
+    }
+}
 
 /// Called with every decision that changed something (desired, activity or rule).
 pub type DecisionObserver = Arc<dyn Fn(&WorkloadKey, &Published, Option<&Published>) + Send + Sync>;
@@ -112,6 +123,23 @@ impl DecisionLoop {
         self.decide_with_refused(entry, policy, now_ms, &refused);
     }
 
+    /// Decides every workload once, so KEDA's first calls (the gRPC server may take them
+    /// the moment it listens) find a decision for every configured workload.
+    pub fn prime(&self) {
+        let index = PolicyIndex::build(self.policies.current());
+        self.sync_workloads(&index);
+        let refused = self.refused_tenants();
+        let now_ms = clock::unix_ms();
+        for entry in self.workloads.all() {
+            if let Some(policy) = index
+                .by_workload
+                .get(&self.workloads.policy_key(&entry.key))
+            {
+                self.decide_with_refused(&entry, policy, now_ms, &refused);
+            }
+        }
+    }
+
     /// [`Self::decide`] with the tenants whose latest policy file was refused, and why.
     fn decide_with_refused(
         &self,
@@ -123,58 +151,100 @@ impl DecisionLoop {
         let now = now_ms.div_euclid(1000);
         let view = self.ingest.store().view(&entry.key);
         let has_data = Signal::ALL.iter().any(|s| view.newest(*s).is_some());
-        let decision = entry.decide_with(|state, start| match start {
-            Some(replicas) => Some((
-                engine::decide(policy, &view, replicas, now, state),
-                replicas,
-            )),
-            // Nothing known about the workload: publishing a number now would be a guess
-            // KEDA applies, so GetMetrics keeps answering UNAVAILABLE instead.
-            None if !has_data => None,
-            // Data but no replica count, and less than a scale-down window of it: this
-            // process (re)started and cannot tell whether the data asks for fewer
-            // replicas than run now. Answering would let a restart scale down, so hold:
-            // KEDA's HPA keeps its replicas while GetMetrics is UNAVAILABLE.
-            None if self.workloads.holds_until_warm()
-                && Signal::ALL
-                    .iter()
-                    .filter_map(|s| view.oldest(*s))
-                    .max()
-                    .is_some_and(|start| {
-                        now - start < i64::from(policy.hysteresis.down_window_secs)
-                    }) =>
-            {
-                None
-            }
-            // Data but no replica count (first decision after a start without cluster
-            // access): start from what the data asks for, so no limit is applied against
-            // an invented starting point.
-            None => {
-                let probe = engine::decide(
-                    policy,
-                    &view,
-                    ReplicaCounts::default(),
+        let hpa = entry
+            .hpa_view()
+            .unwrap_or_else(|| HpaView::from_policy(policy));
+        let adjustment = entry.adjustment();
+        let decided = entry.decide_with(|state, known| {
+            let (decision, start, scale, basis) = match known {
+                Known {
+                    observed: Some(observed),
+                    ..
+                } => (
+                    engine::decide(policy, &view, observed.counts, now, state),
+                    observed.counts,
+                    observed.scale,
+                    Basis::Observed,
+                ),
+                // Nothing reads the replica counts: the HPA applied what it was expected
+                // to after the previous answer.
+                Known {
+                    expected: Some(expected),
+                    ..
+                } => {
+                    let start = settled(expected.saturating_sub(adjustment.surge));
+                    (
+                        engine::decide(policy, &view, start, now, state),
+                        start,
+                        ScaleCounts::settled(expected),
+                        Basis::Expected,
+                    )
+                }
+                // No data and no counts: the effective minimum (0 with `min: 0`, so an
+                // idle app at zero gets 0, not an error). Decided on a scratch state so
+                // that the first decision on data starts from the data.
+                Known { .. } if !has_data => {
+                    let start = settled(engine::effective_min(policy, now));
+                    let mut scratch = WorkloadState::new(now);
+                    (
+                        engine::decide(policy, &view, start, now, &mut scratch),
+                        start,
+                        ScaleCounts::settled(start.current),
+                        Basis::Nothing,
+                    )
+                }
+                // Data but no counts (a start without the Kubernetes side): start from
+                // what the data asks for, so no limit is applied against an invented
+                // starting point. From here warm-up holds the highest count asked for.
+                Known { .. } => {
+                    let start = settled(engine::first_ask(policy, &view, now));
+                    (
+                        engine::decide(policy, &view, start, now, state),
+                        start,
+                        ScaleCounts::settled(start.current),
+                        Basis::FirstData,
+                    )
+                }
+            };
+            let plan = ServePlan {
+                desired: decision.desired,
+                ceiling: decision.ceiling,
+                max: policy.replicas.max,
+                warming_up: decision.warming_up,
+            };
+            let served = serve_plan(plan, adjustment, scale, basis == Basis::Observed, hpa);
+            if basis != Basis::Nothing {
+                state.record_served(
                     now,
-                    &mut Default::default(),
+                    start.current,
+                    served.expected.saturating_sub(adjustment.surge),
                 );
-                let start = ReplicaCounts {
-                    current: probe.desired,
-                    ready: probe.desired,
-                };
-                Some((engine::decide(policy, &view, start, now, state), start))
             }
+            (decision, start, scale, basis, plan, served)
         });
-        let Some((decision, start)) = decision else {
-            return;
-        };
+        let (decision, start, scale, basis, plan, served) = decided;
         let qps = view.mean(Signal::Qps, now, 5);
-        let placement = self.place(entry, policy, decision.desired, qps, now_ms);
+        let placement = self.place(entry, policy, served.expected, qps, now_ms);
+        let (rule, reason) = match served.explain(hpa.tolerance, scale) {
+            Some(note) => (
+                Rule::HpaTolerance.label(),
+                format!("{}; {note}", decision.reason),
+            ),
+            None => (decision.rule.label(), decision.reason.to_string()),
+        };
         let published = Published {
             desired: decision.desired,
             active: decision.active,
-            rule: decision.rule.label(),
-            reason: decision.reason.to_string(),
+            rule,
+            reason,
+            activity: decision.activity,
             current: start.current,
+            basis,
+            scale,
+            plan,
+            hpa,
+            served: served.replicas,
+            expected: served.expected,
             at_ms: now_ms,
             qps,
             cpu_cores: view.mean(Signal::CpuCores, now, 5),
@@ -220,8 +290,8 @@ impl DecisionLoop {
         }
     }
 
-    /// Hands the desired count to the replica source, feeds what runs back to the next
-    /// decision and ingests the pod usage it measured.
+    /// Hands the count the HPA will run to the replica source, feeds what runs back to
+    /// the next decision and ingests the pod usage it measured.
     fn place(
         &self,
         entry: &WorkloadEntry,
