@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::Value;
 use spillway_tests::fake_kube::{FakeKube, fixtures};
 use spillway_tests::gateway::{FakeGateway, Mode};
-use spillway_tests::hpa_model::{Behavior, HpaSpec};
+use spillway_tests::hpa_model::{Behavior, HpaSpec, Tolerances, external_per_pod_replicas};
 use spillway_tests::keda::{Fallback, FallbackBehavior, ScaledObjectSpec};
 use spillway_tests::peer::{ModelPeer, ModelTiming, Peer};
 use spillway_tests::policy::acme_policy;
@@ -198,7 +198,7 @@ impl Traffic {
     async fn start(qps: u64) -> Self {
         let gateway = FakeGateway::start(Mode::Healthy).await;
         let qps = Arc::new(AtomicU64::new(qps));
-        gateway.drive_rate("acme", "web", qps.clone(), Duration::from_millis(10));
+        gateway.drive_exact("acme", "web", qps.clone());
         Self { gateway, qps }
     }
 
@@ -302,7 +302,7 @@ async fn a_rollout_with_a_25_percent_surge_ends_at_the_decided_count() {
     assert!(!surged.is_empty(), "no HPA sync saw the surge");
     for (scale, answer) in &surged {
         assert!(
-            matches!(answer, Ok((v, _)) if *v == 21.0),
+            matches!(answer, Some(Ok((v, _))) if *v == 21.0),
             "during the surge {scale:?} Spillway answered {answer:?}, not spec"
         );
     }
@@ -324,8 +324,44 @@ async fn a_rollout_with_a_25_percent_surge_ends_at_the_decided_count() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_109_versus_100_step_reaches_the_deployment() {
-    // 9700 qps needs 97, inside the band of the 100 that run: held at 100.
-    let traffic = Traffic::start(9_700).await;
+    // 9650 qps needs 97, inside the band of the 100 that run: held at 100. Spillway
+    // reads spec and status from the fake API server, which shows the model Deployment.
+    let traffic = Traffic::start(9_650).await;
+    let fake = fake_cluster(100).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let policy = policy("{ min: 1, max: 200 }", "2s", "");
+    let spillway = Spillway::serve(
+        BIN,
+        &config(dir.path(), &policy, &traffic.gateway, &kubernetes(&fake)),
+    );
+    let so = ScaledObjectSpec {
+        max_replica_count: 200,
+        ..ScaledObjectSpec::default()
+    };
+    let mut peer = model_peer(&spillway, so, 100).await;
+    peer.mirror_to(fake.clone(), "acme-prod", "web");
+    // 10 950 qps needs 110 (109.5): within the HPA's 10 % of 100, so Spillway serves
+    // 111, the first count the HPA acts on.
+    let took = a_small_step_reaches_the_deployment(
+        &mut peer,
+        100,
+        || traffic.set(10_950),
+        110,
+        Duration::from_secs(15),
+    )
+    .await;
+    peer.run_for(Duration::from_secs(2)).await;
+    let spec = peer.scale().spec;
+    assert_eq!(spec, 111, "landed at {spec}: {:?}", peer.samples);
+    eprintln!("110 vs 100: at {spec} {took:?} after the step");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_kubernetes_side_a_small_step_reaches_the_deployment_too() {
+    // Spillway brings a new Deployment from 1 to about 97 itself (9650 qps), then a
+    // step of 8 replicas, within the HPA's tolerance, is served as the first count the
+    // HPA applies.
+    let traffic = Traffic::start(9_650).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let policy = policy("{ min: 1, max: 200 }", "2s", "");
     let spillway = Spillway::serve(BIN, &config(dir.path(), &policy, &traffic.gateway, ""));
@@ -333,36 +369,52 @@ async fn a_109_versus_100_step_reaches_the_deployment() {
         max_replica_count: 200,
         ..ScaledObjectSpec::default()
     };
-    let mut peer = model_peer(&spillway, so, 100).await;
-    // 10 900 qps needs 109: within the HPA's 10 % of 100, so Spillway serves 111, the
-    // first count the HPA acts on.
+    let mut peer = model_peer(&spillway, so, 1).await;
+    run_until(
+        &mut peer,
+        "Spillway's count",
+        Duration::from_secs(20),
+        |s| s.spec >= 90,
+    )
+    .await;
+    peer.run_for(peer.hpa_sync_period() * 2).await;
+    let from = peer.scale().spec;
+    let to = from + 8;
+    let tolerance = Tolerances {
+        scale_down: 0.1,
+        scale_up: 0.1,
+    };
+    let lands = (to..)
+        .find(|&n| external_per_pod_replicas(from, 1000, i64::from(n) * 1000, tolerance) == n)
+        .expect("some count is applied");
     let took = a_small_step_reaches_the_deployment(
         &mut peer,
-        100,
-        || traffic.set(10_900),
-        109,
+        from,
+        || traffic.set(u64::from(to) * 100 - 50),
+        to,
         Duration::from_secs(15),
     )
     .await;
     peer.run_for(Duration::from_secs(2)).await;
-    let spec = peer.scale().spec;
-    assert!((109..=111).contains(&spec), "landed at {spec}");
-    eprintln!("109 vs 100: at {spec} {took:?} after the step");
+    assert_eq!(peer.scale().spec, lands, "{:?}", peer.samples);
+    eprintln!("{to} vs {from} without the Kubernetes side: at {lands} {took:?} after the step");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schedule_raising_the_minimum_from_95_to_100_reaches_the_deployment() {
-    // 9300 qps needs 93, inside the band of the 95 that run: held at 95.
-    let traffic = Traffic::start(9_300).await;
+    // 9250 qps needs 93, inside the band of the 95 that run: held at 95.
+    let traffic = Traffic::start(9_250).await;
+    let fake = fake_cluster(95).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let plain = policy("{ min: 1, max: 200 }", "2s", "");
-    let config = config(dir.path(), &plain, &traffic.gateway, "");
+    let config = config(dir.path(), &plain, &traffic.gateway, &kubernetes(&fake));
     let spillway = Spillway::serve(BIN, &config);
     let so = ScaledObjectSpec {
         max_replica_count: 200,
         ..ScaledObjectSpec::default()
     };
     let mut peer = model_peer(&spillway, so, 95).await;
+    peer.mirror_to(fake.clone(), "acme-prod", "web");
     let scheduled = policy(
         "{ min: 1, max: 200 }",
         "2s",
@@ -377,10 +429,10 @@ async fn a_schedule_raising_the_minimum_from_95_to_100_reaches_the_deployment() 
         Duration::from_secs(10),
     )
     .await;
-    eprintln!(
-        "schedule 95 → 100: at {} {took:?} after the policy changed",
-        peer.scale().spec
-    );
+    peer.run_for(Duration::from_secs(2)).await;
+    // 100/95 is within the tolerance: 105 is the first count the HPA applies.
+    assert_eq!(peer.scale().spec, 105);
+    eprintln!("schedule 95 → 100: at 105 {took:?} after the policy changed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
