@@ -224,7 +224,13 @@ impl DecisionLoop {
         });
         let (decision, start, scale, basis, plan, served) = decided;
         let qps = view.mean(Signal::Qps, now, 5);
-        let placement = self.place(entry, policy, served.expected, qps, now_ms);
+        // A count from nothing (no data, no replica count) is only what KEDA is told
+        // meanwhile; nothing is placed for it.
+        let placement = if basis == Basis::Nothing {
+            None
+        } else {
+            self.place(entry, policy, served.expected, qps, now_ms)
+        };
         let (rule, reason) = match served.explain(hpa.tolerance, scale) {
             Some(note) => (
                 Rule::HpaTolerance.label(),

@@ -38,7 +38,7 @@ use crate::placement::{
     BurstRule, NodeClassifier, PlannerConfig, Resources, TaintEffect, TaintRule,
 };
 use crate::policy::PolicyStore;
-use crate::workloads::{WorkloadEntry, Workloads};
+use crate::workloads::{Basis, WorkloadEntry, Workloads};
 
 fn default_interval() -> Duration {
     Duration::from_secs(5)
@@ -322,7 +322,11 @@ pub async fn run(
                     continue;
                 }
             };
-            let decided = entry.latest().map(|p| p.desired);
+            // A decision from nothing (no data, no replica count yet) places nothing.
+            let decided = entry
+                .latest()
+                .filter(|p| p.basis != Basis::Nothing)
+                .map(|p| p.desired);
             let w = WorkloadRef {
                 namespace: b.namespace.clone(),
                 scaled_object: b.scaled_object.clone(),
