@@ -548,4 +548,158 @@ spec:
         let kinds: Vec<_> = entry.conditions().iter().map(|c| c.kind).collect();
         assert_eq!(kinds, crate::conditions::ConditionType::ALL.to_vec());
     }
+
+    /// A loop with no replica source over one tenant file, and its `web` policy.
+    fn bare_loop(defaults: &str) -> (DecisionLoop, Arc<AppPolicy>, WorkloadKey) {
+        let text = format!(
+            "apiVersion: spillway.io/v1\nkind: ScalingPolicy\nmetadata: {{ tenant: acme }}\nspec:\n  namespaces: [acme]\n  defaults:\n{}  apps:\n    web: {{}}\n",
+            defaults
+                .lines()
+                .map(|l| format!("    {l}\n"))
+                .collect::<String>()
+        );
+        let set = PolicySet::from_policies(vec![
+            parse_policy("acme.yaml", &text).expect("test policy parses"),
+        ])
+        .expect("test policy is valid");
+        let policies = Arc::new(PolicyStore::from_set(set));
+        let key = WorkloadKey::new("acme", "web");
+        let policy = policies
+            .current()
+            .workloads()
+            .find(|(k, _)| *k == key)
+            .map(|(_, p)| p)
+            .expect("web is in the policy");
+        let decisions = DecisionLoop {
+            policies,
+            ingest: Ingest::new(StoreLimits::default()),
+            workloads: Arc::new(Workloads::new()),
+            metrics: Arc::new(Metrics::new()),
+            observer: None,
+            tick: Duration::from_secs(1),
+            replicas: None,
+        };
+        (decisions, policy, key)
+    }
+
+    const T0: i64 = 1_800_000_000_000;
+
+    fn feed(decisions: &DecisionLoop, key: &WorkloadKey, qps: f64, from_s: i64, to_s: i64) {
+        let source: Arc<str> = Arc::from("gateway");
+        for s in from_s..to_s {
+            decisions.ingest.apply(
+                &source,
+                Signal::Qps,
+                vec![(key.clone(), qps)],
+                T0 + s * 1000,
+            );
+        }
+    }
+
+    const WEB: &str = "replicas: { min: 1, max: 200 }
+signals: { window: 2s, qps: { targetPerReplica: 100 } }
+hysteresis: { upWindow: 0s, downWindow: 60s }
+panic: { enabled: false }
+limits: { up: { percent: 1000, per: 1s }, down: { percent: 100, per: 1s } }";
+
+    #[test]
+    fn the_decision_holds_on_spec_and_is_served_against_status() {
+        let (decisions, policy, key) = bare_loop(WEB);
+        let entry = decisions.workloads.get_or_insert(&key);
+        feed(&decisions, &key, 9_650.0, 0, 120);
+        // A rollout: spec 100, status 125.
+        entry.set_observed_scale(
+            ReplicaCounts {
+                current: 100,
+                ready: 100,
+            },
+            ScaleCounts {
+                spec: 100,
+                status: 125,
+            },
+        );
+        decisions.decide(&entry, &policy, T0 + 119_000);
+        let d = entry.latest().expect("decided");
+        assert_eq!(
+            (d.current, d.desired, d.served, d.expected),
+            (100, 100, 100, 100)
+        );
+        assert_eq!(
+            entry.serve(&d).replicas,
+            100,
+            "GetMetrics answers spec's 100"
+        );
+        // Status within the HPA's tolerance: the HPA will write 105 whatever is
+        // answered; the decision says so.
+        entry.set_observed_scale(
+            ReplicaCounts {
+                current: 100,
+                ready: 100,
+            },
+            ScaleCounts {
+                spec: 100,
+                status: 105,
+            },
+        );
+        decisions.decide(&entry, &policy, T0 + 119_500);
+        let d = entry.latest().expect("decided");
+        assert_eq!((d.served, d.expected, d.rule), (100, 105, "hpa_tolerance"));
+        assert!(d.reason.contains("rollout"), "{}", d.reason);
+    }
+
+    #[test]
+    fn with_no_data_and_no_counts_the_effective_minimum_is_served() {
+        let (decisions, policy, key) = bare_loop(&WEB.replace("min: 1", "min: 3"));
+        let entry = decisions.workloads.get_or_insert(&key);
+        decisions.decide(&entry, &policy, T0);
+        let d = entry.latest().expect("a decision from the start");
+        assert_eq!((d.served, d.active, d.basis), (3, true, Basis::Nothing));
+        let warming = entry
+            .conditions()
+            .into_iter()
+            .find(|c| c.kind == crate::conditions::ConditionType::WarmingUp)
+            .expect("a WarmingUp condition");
+        assert_eq!(warming.reason, "NoDataYet");
+        // The first data decides from the data, not from the 3 served meanwhile.
+        feed(&decisions, &key, 1_150.0, 0, 3);
+        decisions.decide(&entry, &policy, T0 + 2_000);
+        let d = entry.latest().expect("decided");
+        assert_eq!((d.served, d.basis), (12, Basis::FirstData));
+        // Then warm-up holds the highest count asked for since the start...
+        feed(&decisions, &key, 450.0, 3, 10);
+        decisions.decide(&entry, &policy, T0 + 9_000);
+        let d = entry.latest().expect("decided");
+        assert_eq!((d.served, d.rule), (12, "restart_warmup"));
+        // ...and never holds a scale-up back.
+        feed(&decisions, &key, 2_050.0, 10, 13);
+        decisions.decide(&entry, &policy, T0 + 12_000);
+        assert_eq!(entry.latest().expect("decided").served, 21);
+    }
+
+    #[test]
+    fn with_min_zero_and_no_data_zero_is_served_and_idle() {
+        let (decisions, policy, key) = bare_loop(&WEB.replace("min: 1", "min: 0"));
+        let entry = decisions.workloads.get_or_insert(&key);
+        decisions.decide(&entry, &policy, T0);
+        let d = entry.latest().expect("a decision from the start");
+        assert_eq!((d.served, d.active), (0, false));
+    }
+
+    #[test]
+    fn during_warm_up_what_runs_is_a_floor_when_it_is_observed() {
+        let (decisions, policy, key) = bare_loop(WEB);
+        let entry = decisions.workloads.get_or_insert(&key);
+        entry.set_observed_scale(
+            ReplicaCounts {
+                current: 20,
+                ready: 20,
+            },
+            ScaleCounts::settled(20),
+        );
+        // 5 s of data asking for 8: warming up, so 20 stays.
+        feed(&decisions, &key, 750.0, 0, 6);
+        decisions.decide(&entry, &policy, T0 + 5_000);
+        let d = entry.latest().expect("decided");
+        assert_eq!((d.served, d.rule), (20, "restart_warmup"));
+    }
 }
