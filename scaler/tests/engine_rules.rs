@@ -579,6 +579,22 @@ fn scale_to_zero_follows_the_down_limits_to_one_then_zero() {
 }
 
 #[test]
+fn the_last_step_to_zero_keeps_the_down_limit_too() {
+    // From 2 to 1, then 1 → 0 only once the limit's period has passed, so the HPA
+    // (which never goes below 1) is served 1 for a while before 0.
+    let p = bare_qps(
+        "replicas: { min: 0, max: 50 }\nsignals: { window: 10s, qps: { targetPerReplica: 100, activation: 1 } }\nlimits: { up: { percent: 10000, per: 1s }, down: { percent: 50, per: 10s } }",
+    );
+    let idle = qps(0.0, T0 + 1_000);
+    let mut st = warm();
+    assert_eq!(decide(&p, &idle, rc(2), T0, &mut st).desired, 1);
+    let d = decide(&p, &idle, rc(1), T0 + 1, &mut st);
+    assert_eq!((d.desired, d.rule), (1, Rule::RateLimited), "{}", d.reason);
+    let d = decide(&p, &idle, rc(1), T0 + 11, &mut st);
+    assert_eq!((d.desired, d.rule), (0, Rule::ScaledToZero), "{}", d.reason);
+}
+
+#[test]
 fn warm_up_forbids_going_toward_zero_but_never_a_scale_up() {
     let p = bare_qps(
         "replicas: { min: 0, max: 50 }\nsignals: { window: 10s, qps: { targetPerReplica: 100, activation: 1 } }\nhysteresis: { downWindow: 300s }",

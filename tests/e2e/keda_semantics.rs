@@ -121,6 +121,45 @@ async fn a_small_step_reaches_the_deployment<P: Peer>(
     run_until(peer, &format!("at least {to}"), limit, |s| s.spec >= to).await
 }
 
+/// An app woken from zero by its traffic reaches `from`; traffic stops (`idle`): the
+/// count steps down to 1, never from more than 1 straight to 0, and KEDA takes it from
+/// 1 to 0 after its cooldown; traffic comes back (`wake`) and KEDA and the HPA bring it
+/// up to at least `back` within `limit`. Returns the counts the Deployment went
+/// through on the way down.
+async fn to_zero_and_back<P: Peer>(
+    peer: &mut P,
+    from: u32,
+    idle: impl FnOnce(),
+    wake: impl FnOnce(),
+    back: u32,
+    limit: Duration,
+) -> Vec<u32> {
+    run_until(peer, "the starting count", Duration::from_secs(20), |s| {
+        s.spec == from
+    })
+    .await;
+    peer.run_for(peer.hpa_sync_period() * 2).await;
+    assert_eq!(peer.scale().spec, from, "not steady at {from}");
+    idle();
+    let mut path = vec![from];
+    let started = Instant::now();
+    while peer.scale().spec != 0 {
+        assert!(started.elapsed() < limit, "never reached 0: {path:?}");
+        peer.run_for(Duration::from_millis(100)).await;
+        let spec = peer.scale().spec;
+        if path.last() != Some(&spec) {
+            path.push(spec);
+        }
+    }
+    assert!(
+        path.windows(2).all(|w| w[1] != 0 || w[0] == 1),
+        "jumped to zero from more than 1: {path:?}"
+    );
+    wake();
+    run_until(peer, &format!("{back} again"), limit, |s| s.spec >= back).await;
+    path
+}
+
 /// Spillway away (killed, restarting) while KEDA has a fallback: nothing is lowered.
 /// The caller has taken Spillway away just before.
 async fn nothing_lowered_while_away<P: Peer>(peer: &mut P, at: u32, away: Duration) {
@@ -260,6 +299,24 @@ async fn a_min_two_app_idle_past_the_cooldown_stays_at_two() {
         ..ScaledObjectSpec::default()
     };
     let mut peer = model_peer(&spillway, so, 2).await;
+    // external-push: the stream's first message is the current state, active.
+    let mut stream = spillway_tests::keda::connect(spillway.grpc)
+        .await
+        .stream_is_active(spillway_tests::keda::scaled_object(
+            "acme-prod",
+            "web",
+            spillway.grpc,
+            &[("tenant", "acme"), ("app", "web")],
+        ))
+        .await
+        .expect("stream opens")
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("a first message in time")
+        .expect("stream healthy")
+        .expect("a message");
+    assert!(first.result, "StreamIsActive says inactive for a min-2 app");
     min_two_idle_stays_at_two(&mut peer, Duration::from_secs(3)).await;
     let answers: Vec<_> = peer
         .syncs_since(0)
@@ -626,4 +683,52 @@ async fn without_the_kubernetes_side_a_restart_serves_the_data_and_says_what_it_
         first_data, answers[first_data].0
     );
     drop(restarted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_to_zero_steps_down_to_one_and_keda_takes_it_to_zero_then_back() {
+    // At zero, the first requests wake it (KEDA 0 → 1, the HPA 1 → 8). Then 50 % per
+    // 2 s down: 8, 4, 2, 1; KEDA's cooldown (8 s from the last active poll) takes 1 to
+    // 0. The requests wake it again.
+    let traffic = Traffic::start(750).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let policy = acme_policy(
+        "replicas: { min: 0, max: 20 }
+signals:
+  window: 2s
+  qps: { targetPerReplica: 100, activation: 1 }
+hysteresis: { upWindow: 0s, downWindow: 2s }
+limits: { up: { percent: 1000, per: 1s }, down: { percent: 50, per: 2s } }
+panic: { enabled: false }
+activation: { window: 2s }",
+        &["web"],
+    );
+    let spillway = Spillway::serve(BIN, &config(dir.path(), &policy, &traffic.gateway, ""));
+    let so = ScaledObjectSpec {
+        cooldown_period_secs: 8,
+        ..ScaledObjectSpec::default()
+    };
+    let mut peer = model_peer(&spillway, so, 0).await;
+    let path = to_zero_and_back(
+        &mut peer,
+        8,
+        || traffic.set(0),
+        || traffic.set(750),
+        8,
+        Duration::from_secs(30),
+    )
+    .await;
+    let answers: Vec<f64> = peer
+        .syncs_since(0)
+        .filter_map(|s| s.answer.clone()?.ok().map(|(v, _)| v))
+        .collect();
+    assert!(
+        answers.windows(2).all(|w| w[1] != 0.0 || w[0] <= 1.0),
+        "GetMetrics jumped to 0: {answers:?}"
+    );
+    assert!(
+        path.len() > 3,
+        "stepped down, not in one go: {path:?}; answers {answers:?}"
+    );
+    eprintln!("to zero: {path:?}, then back to 8");
 }

@@ -301,33 +301,32 @@ pub fn decide(
             "nothing above the activation threshold in the last {}",
             format_secs(policy.activation.window_secs)
         );
-        // The HPA never goes below 1: from 1 KEDA's activation takes the workload to 0,
-        // so 0 is answered only from 1 (or 0), and the way down to 1 keeps the limits.
-        let (desired, rule, why) = if current <= 1 {
-            (
-                0,
-                Rule::ScaledToZero,
-                format!(
-                    "{idle}: scale to zero (IsActive false; KEDA takes 1 → 0 after its cooldownPeriod)"
-                ),
-            )
-        } else if warming_up {
+        // The HPA never goes below 1: from 1 KEDA's activation takes the workload to 0.
+        // The way down is a scale-down like any other (warm-up, `limits.down`), the last
+        // step, 1 → 0, included, so the HPA sees 1 before 0 and 0 is answered only
+        // from 1 (or at 0).
+        let target = if current <= 1 { 0 } else { 1 };
+        let (desired, rule, why) = if warming_up && current > 0 {
             (current, Rule::RestartWarmup, warm_up_text())
         } else {
-            let floor = limits::down_limit(state, &policy.limits.down, now, current).max(1);
-            let rule = if floor == 1 {
+            let floor = limits::down_limit(state, &policy.limits.down, now, current);
+            let desired = floor.max(target);
+            let why = if desired == 0 {
+                format!(
+                    "{idle}: scale to zero (IsActive false; KEDA takes 1 → 0 after its cooldownPeriod)"
+                )
+            } else {
+                format!(
+                    "{idle}: scaling in toward zero, {current} → {desired} by 'down: {}', then 0 from 1",
+                    policy.limits.down
+                )
+            };
+            let rule = if desired == target {
                 Rule::ScaledToZero
             } else {
                 Rule::RateLimited
             };
-            (
-                floor,
-                rule,
-                format!(
-                    "{idle}: scaling in toward zero, {current} → {floor} by 'down: {}', then 0 from 1",
-                    policy.limits.down
-                ),
-            )
+            (desired, rule, why)
         };
         state.record_change(now, current, desired);
         prune(policy, state, now);
