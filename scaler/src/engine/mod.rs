@@ -31,8 +31,9 @@
 //!    limits, as the HPA's `minReplicas`) and is at least 1 while active.
 //! 8. **Scale to zero**: with `replicas.min: 0` and nothing above the activation
 //!    thresholds, the count goes down by `limits.down` (and not during warm-up) to 1, the
-//!    least the HPA accepts; from 1 the answer is 0 and `IsActive` false lets KEDA take
-//!    the workload to 0 after its `cooldownPeriod`. Never N → 0 in one answer.
+//!    least the HPA accepts, then to 0 once `limits.down` allows that step too, so the
+//!    HPA is served 1 before 0; `IsActive` false lets KEDA take the workload from 1 to 0
+//!    after its `cooldownPeriod`. Never N → 0 in one answer.
 //!
 //! The HPA's tolerance is not the engine's business: it applies to the final number
 //! `GetMetrics` serves (after placement's burst cap and drain surge), in
