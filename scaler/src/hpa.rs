@@ -24,11 +24,11 @@
 //! [`serve`] takes the final count (the decision after placement's burst cap and drain
 //! surge, and the warm-up floor) and the scale subresource as the HPA reads it:
 //! - a count the HPA applies as is is served as is;
-//! - a count above `status.replicas` but within the tolerance (the HPA would keep
-//!   `status.replicas`) is raised to the smallest count the HPA does apply, when the
-//!   ceiling (replicas.max, the scale-up rate limit, the burst cap) allows it; this
-//!   holds whether or not the current count is inside `[min, max]`, so a schedule raising
-//!   the minimum from 95 to 100 lands (as 105);
+//! - a scale-up (a count above both `spec.replicas` and `status.replicas`) within the
+//!   tolerance (the HPA would keep `status.replicas`) is raised to the smallest count the
+//!   HPA does apply, when the ceiling (replicas.max, the scale-up rate limit, the burst
+//!   cap) allows it; this holds whether or not the current count is inside `[min, max]`,
+//!   so a schedule raising the minimum from 95 to 100 lands (as 105);
 //! - any other count within the tolerance is served as decided: the HPA keeps
 //!   `status.replicas` whatever Spillway answers in that range, and an answer outside it
 //!   in the other direction would be a change nobody decided. [`Served::expected`] says
@@ -39,14 +39,17 @@
 //! Exactly when an HPA sync sees `status.replicas ≠ spec.replicas` and Spillway's number
 //! within the tolerance of `status.replicas`: the HPA then writes `status.replicas` into
 //! `spec.replicas`. No answer prevents it (within the tolerance the HPA's result is
-//! `status.replicas`, outside it is the answer itself, which is not `spec.replicas`). In
-//! a rolling update of spec S that is when `status ≤ S / (1 − tolerance)`: with the
-//! default 10 %, status up to 11.1 % above spec; a 25 % surge reaches it only at syncs
-//! that catch the rollout while its surge pods are being created or its old pods are
-//! going. Spillway holds on `spec.replicas` (never on `status.replicas`), so a ratchet
-//! costs at most one such step per rollout and the band scales it back when the load
-//! does not need it; it never feeds on itself up to `replicas.max`. With the HPA's
-//! tolerance at 0 (`behavior.*.tolerance: 0`, `hpaTolerance: 0`) nothing ratchets.
+//! `status.replicas`, outside it is the answer itself, which is not `spec.replicas`), so
+//! Spillway answers its decision and says so. In a rolling update of spec S that is when
+//! `status ≤ S / (1 − tolerance)`: with the default 10 %, status up to 11.1 % above spec;
+//! a 25 % surge reaches it only at syncs that catch the rollout while its surge pods are
+//! being created or its old pods are going. The same holds downwards while the pods of
+//! a scale-up are not created yet (`status ≥ S / (1 + tolerance)`): the HPA lowers spec
+//! to status, and Spillway's next decision scales up again. Spillway holds on
+//! `spec.replicas` (never on `status.replicas`) and raises only a count above both, so
+//! a ratchet costs at most one such step and the band takes it back when the load does
+//! not need it; it never feeds on itself up to `replicas.max`. With the HPA's tolerance
+//! at 0 (`behavior.*.tolerance: 0`, `hpaTolerance: 0`) nothing ratchets.
 //!
 //! # Where the tolerance comes from
 //!
@@ -221,7 +224,10 @@ pub fn serve(input: ServeInput, tolerance: HpaTolerance) -> Served {
             outcome: ServeOutcome::AsDecided,
         };
     }
+    // Only a scale-up is raised: a count that merely holds spec.replicas while status
+    // lags or surges would be pushed further at every sync.
     if replicas > status
+        && replicas > scale.spec
         && let Some(raised) = smallest_applied_above(replicas, status, tolerance, ceiling)
     {
         return Served {
@@ -377,6 +383,13 @@ mod tests {
                 }
             )
             .is_some_and(|t| t.contains("rollout"))
+        );
+        // Pods of a scale-up not created yet (spec 120, status 110): holding 120 is not
+        // raised; the HPA writes 110, the ratchet downwards.
+        let s = serve(input(120, 120, 110), TEN);
+        assert_eq!(
+            (s.replicas, s.expected, s.outcome),
+            (120, 110, ServeOutcome::Kept { status: 110 })
         );
         // With tolerance 0 there is no ratchet at all.
         let s = serve(input(100, 100, 105), HpaTolerance::uniform(0.0));
