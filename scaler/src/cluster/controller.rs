@@ -81,6 +81,19 @@ pub struct ReconcileReport {
 }
 
 impl ReconcileReport {
+    /// `spec.replicas` once this reconcile's writes are made: the scale it patched, or
+    /// the one it read.
+    pub fn spec_after(&self) -> u32 {
+        self.writes
+            .iter()
+            .rev()
+            .find_map(|w| match w {
+                Write::Scale { replicas } => Some(*replicas),
+                _ => None,
+            })
+            .unwrap_or(self.replicas.spec)
+    }
+
     /// What the replica count KEDA is served must become so the HPA keeps what this
     /// reconcile set up, rather than undoing it on its next sync.
     pub fn adjustment(&self) -> PlacementAdjustment {
