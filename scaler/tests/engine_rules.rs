@@ -340,6 +340,30 @@ fn panic_jumps_at_once_and_forbids_scale_down_until_stable() {
 }
 
 #[test]
+fn panic_follows_a_burst_that_is_still_ramping_once_replicas_are_ready() {
+    // A step from 150/s to 1,950/s seen through a 6 s window as it fills: the first
+    // decision crosses 2 × ready, the next ones no longer do once the added replicas are
+    // ready, and the short window must still carry the floor up (Knative's maxPanicPods)
+    // instead of leaving the rest to the 60 s stable window.
+    let p = bare_qps("panic: { window: 6s, threshold: 2.0, stableWindow: 60s }");
+    let mut st = warm();
+    let mut s = qps(150.0, T0);
+    assert_eq!(decide(&p, &s, rc(2), T0, &mut st).desired, 2);
+    s.fill(Signal::Qps, T0 + 1, T0 + 61, 1_950.0);
+    let mut current = 2;
+    let mut seen = Vec::new();
+    for t in T0 + 1..=T0 + 7 {
+        let d = decide(&p, &s, rc(current), t, &mut st);
+        current = d.desired;
+        seen.push(current);
+    }
+    assert_eq!(
+        current, 20,
+        "the panic floor followed the short window to 1,950/s: {seen:?}"
+    );
+}
+
+#[test]
 fn no_panic_below_the_threshold() {
     let p = bare_qps(
         "hysteresis: { upWindow: 120s, downWindow: 0s }\npanic: { window: 6s, threshold: 2.0 }",
