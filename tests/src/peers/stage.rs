@@ -129,6 +129,12 @@ impl Stage {
         })
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        let timings: Vec<String> = cluster
+            .timings
+            .iter()
+            .map(|(what, took)| format!("{what} {:.1} s", took.as_secs_f64()))
+            .collect();
+        eprintln!("REAL-PEERS cluster start: {}", timings.join(", "));
         cluster.admin.must_apply(&format!(
             "apiVersion: v1\nkind: Namespace\nmetadata: {{ name: spillway }}\n---\n\
              apiVersion: v1\nkind: Namespace\nmetadata: {{ name: {NAMESPACE} }}\n"
