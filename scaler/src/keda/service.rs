@@ -55,8 +55,9 @@ impl KedaService {
         let workload = parse_ref(reference)?;
         self.policies
             .current()
-            .lookup(
+            .lookup_for(
                 &workload.key.tenant,
+                &workload.key.app,
                 &workload.policy_app,
                 &workload.namespace,
             )
@@ -68,7 +69,13 @@ impl KedaService {
     /// the first time, may not have reached the decision loop yet: the entry is created
     /// here and decided from the next tick on.
     fn entry(&self, workload: &WorkloadRef) -> Result<Arc<WorkloadEntry>, Status> {
-        Ok(self.workloads.alias(&workload.key, &workload.policy_app))
+        self.workloads
+            .alias(
+                &workload.key,
+                &workload.policy_app,
+                spillway_collector::clock::unix_ms(),
+            )
+            .map_err(|refused| Status::resource_exhausted(format!("{workload}: {refused}")))
     }
 
     fn timed<T>(

@@ -40,6 +40,10 @@ pub struct AppPolicy {
     /// Spillway reports (0.1 by Kubernetes' default; 0 when `behavior.*.tolerance: 0` is set).
     /// The engine never emits a change the HPA would silently swallow; see the engine docs.
     pub hpa_tolerance: f64,
+    /// Other workloads of the tenant may be scaled by this entry (trigger metadata
+    /// `policy: <this app>`, e.g. a canary scaled like its main app). Off unless the
+    /// tenant says so.
+    pub borrowable: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
