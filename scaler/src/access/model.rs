@@ -271,8 +271,9 @@ pub struct Permit {
 }
 
 impl Permit {
-    /// The writer name that scopes this caller's series and sources.
-    pub fn writer_name(&self) -> Arc<str> {
+    /// The caller's name: its identity, or `anonymous` on an open input. A writer's
+    /// series and sources are scoped by it.
+    pub fn name(&self) -> Arc<str> {
         self.identity
             .clone()
             .unwrap_or_else(|| Arc::from("anonymous"))
@@ -526,7 +527,7 @@ mod tests {
         let permit = policy.authorize(Input::Write, &who("agent-acme")).unwrap();
         assert!(permit.tenants.allows("acme"));
         assert!(!permit.tenants.allows("globex"));
-        assert_eq!(&*permit.writer_name(), "agent-acme");
+        assert_eq!(&*permit.name(), "agent-acme");
         let central = policy.authorize(Input::Write, &who("central")).unwrap();
         assert!(central.tenants.is_all());
         let reader = policy
@@ -550,10 +551,10 @@ mod tests {
         policy.insecure.insert(Input::Write);
         let permit = policy.authorize(Input::Write, &Caller::Anonymous).unwrap();
         assert_eq!(permit.tenants, TenantScope::All);
-        assert_eq!(&*permit.writer_name(), "anonymous");
+        assert_eq!(&*permit.name(), "anonymous");
         // An identified caller keeps its name on an open input, so its sources stay its own.
         let named = policy.authorize(Input::Write, &who("agent-acme")).unwrap();
-        assert_eq!(&*named.writer_name(), "agent-acme");
+        assert_eq!(&*named.name(), "agent-acme");
         let bad = Caller::BadCredential("unknown bearer token".into());
         assert_eq!(
             policy.authorize(Input::Write, &bad).unwrap_err().reason(),

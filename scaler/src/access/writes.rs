@@ -33,7 +33,7 @@ impl WriteAuthority {
     /// The scope of one request, against the policies as they are now.
     pub fn scope(&self, permit: &Permit) -> WriteScope {
         WriteScope {
-            writer: permit.writer_name(),
+            writer: permit.name(),
             gate: Some(Arc::new(PolicyGate {
                 tenants: permit.tenants.clone(),
                 policies: self.policies.current(),

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use spillway_scaler::access::Access;
 use spillway_scaler::app::{self, Listeners, PolicySource, ProcessConfig};
-use spillway_scaler::config::ServeConfig;
+use spillway_scaler::config::{ServeConfig, serve_inputs};
 use spillway_scaler::keda::ServerSettings;
 use spillway_scaler::keda::tls::ReloadingTls;
 use spillway_scaler::policy::PolicyStore;
@@ -40,6 +41,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let access = Access::load(&config.access).context("reading the access token files")?;
+    let mtls = tls.as_ref().is_some_and(|t| t.mutual());
+    Access::warn_at_start(&config.access.review(&serve_inputs(&config.inputs), mtls));
     let shutdown = super::shutdown_on_signal()?;
     let grpc = TcpListener::bind(config.grpc)
         .await
@@ -68,6 +72,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         observer: None,
         replicas: None,
         inputs: config.inputs,
+        access: Arc::new(access),
     };
     app::run_with_cluster(process, Listeners { grpc, http }, shutdown, kubernetes).await?;
     Ok(())
