@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::access::Access;
+use crate::access::tokens::OutgoingToken;
 use crate::access::writes::WriteAuthority;
 use crate::http::{self, HttpState};
 use crate::keda::{self, KedaService, ServerSettings};
@@ -73,6 +74,8 @@ pub struct CollectorInputs {
     /// Sharded collectors polled and merged; they scrape, so the process's own target
     /// list should be empty.
     pub collectors: Option<FanOutConfig>,
+    /// The token sent to the collector shards (`collectors.tokenFile`).
+    pub collectors_token_file: Option<PathBuf>,
     /// One of several replicas behind one Service: writes are refused unless they reach
     /// every replica (see [`crate::ha`]).
     pub ha: Option<crate::ha::HaSettings>,
@@ -96,6 +99,8 @@ pub enum RunError {
     Cluster(#[from] crate::cluster::ClusterError),
     #[error("collector shards: {0}")]
     Collectors(#[from] spillway_collector::shard::fanout::FanOutError),
+    #[error("collector shards' token: {0}")]
+    Token(#[from] crate::access::TokenError),
     #[error("a task of the process panicked: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -165,6 +170,13 @@ pub async fn run_with_cluster(
         .clone()
         .map(|collectors| FanOut::new(collectors, ingest.clone()))
         .transpose()?;
+    let fanout = match (fanout, &config.inputs.collectors_token_file) {
+        (Some(fanout), Some(path)) => {
+            let token = Arc::new(OutgoingToken::load(path.clone())?);
+            Some(fanout.with_bearer(Arc::new(move || token.current())))
+        }
+        (fanout, _) => fanout,
+    };
     let shards = fanout.as_ref().map(FanOut::stats);
     let scrape_stats = Arc::new(spillway_collector::scrape::ScrapeStats::new());
     let mut metrics = Metrics::new();

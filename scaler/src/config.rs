@@ -84,6 +84,9 @@ struct RawCollectors {
     timeout: Option<Duration>,
     #[serde(default, deserialize_with = "optional_duration")]
     lost_after: Option<Duration>,
+    /// The bearer token (role `shard` on the collectors) sent with every poll.
+    #[serde(default)]
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -281,7 +284,14 @@ impl ServeConfig {
         let text = std::fs::read_to_string(path).map_err(read)?;
         let mut config = Self::parse(&name, &text)?;
         if let Some(dir) = path.parent() {
-            for (_, file) in &mut config.access.token_files {
+            let outgoing = config.inputs.collectors_token_file.as_mut();
+            for file in config
+                .access
+                .token_files
+                .iter_mut()
+                .map(|(_, file)| file)
+                .chain(outgoing)
+            {
                 if file.is_relative() {
                     *file = dir.join(&*file);
                 }
@@ -381,6 +391,7 @@ impl ServeConfig {
                 })
             }
         };
+        let collectors_token_file = raw.collectors.as_ref().and_then(|c| c.token_file.clone());
         let collectors = raw
             .collectors
             .map(collectors)
@@ -399,6 +410,7 @@ impl ServeConfig {
                 .transpose()
                 .map_err(invalid)?,
             collectors,
+            collectors_token_file,
             ha: raw.ha,
         };
         let access = raw
@@ -407,6 +419,17 @@ impl ServeConfig {
             .resolve()
             .map_err(invalid)?;
         let grpc_mtls = tls.as_ref().is_some_and(|t| t.files.client_ca.is_some());
+        if inputs.collectors.is_some()
+            && inputs.collectors_token_file.is_none()
+            && !access.policy.is_open(crate::access::Input::Shard)
+        {
+            return Err(invalid(
+                "collectors.tokenFile: the collector shards only answer an identity with role \
+                 shard; give the scaler its token file, or open the shard service on purpose \
+                 with access.insecure: [shard]"
+                    .into(),
+            ));
+        }
         let review = access.review(&serve_inputs(&inputs), grpc_mtls);
         if !review.errors.is_empty() {
             return Err(invalid(review.errors.join("; ")));

@@ -231,6 +231,43 @@ impl Tokens {
     }
 }
 
+/// A token this process sends (to its collector shards), re-read when its file changes
+/// so a rotated token is sent from the next call on.
+#[derive(Debug)]
+pub struct OutgoingToken {
+    path: PathBuf,
+    cached: Mutex<(Stamp, Option<String>)>,
+}
+
+impl OutgoingToken {
+    /// Reads the file once: a process must not start without the token it needs.
+    pub fn load(path: PathBuf) -> Result<Self, TokenError> {
+        let seen = stamp(&path);
+        let token = read_token_file(&path)?;
+        Ok(Self {
+            path,
+            cached: Mutex::new((seen, Some(token))),
+        })
+    }
+
+    /// The token as the file says now; `None` while the file is unusable.
+    pub fn current(&self) -> Option<String> {
+        let mut cached = self.cached.lock().unwrap_or_else(PoisonError::into_inner);
+        let seen = stamp(&self.path);
+        if seen != cached.0 {
+            cached.0 = seen;
+            cached.1 = match read_token_file(&self.path) {
+                Ok(token) => Some(token),
+                Err(error) => {
+                    tracing::error!(%error, "outgoing token file unusable; calls go without a token until it is fixed");
+                    None
+                }
+            };
+        }
+        cached.1.clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,6 +329,19 @@ mod tests {
         spillway_tests::tls::replace(&b, TOKEN_B.as_bytes());
         assert_eq!(tokens.check().len(), 1);
         assert_eq!(tokens.identify(TOKEN_B).as_deref(), Some("grafana"));
+    }
+
+    #[test]
+    fn an_outgoing_token_follows_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shard");
+        spillway_tests::tls::replace(&path, TOKEN_A.as_bytes());
+        let token = OutgoingToken::load(path.clone()).unwrap();
+        assert_eq!(token.current().as_deref(), Some(TOKEN_A));
+        spillway_tests::tls::replace(&path, TOKEN_B.as_bytes());
+        assert_eq!(token.current().as_deref(), Some(TOKEN_B));
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(token.current(), None);
     }
 
     #[test]
