@@ -447,4 +447,50 @@ mod tests {
             "an unchanged decision is not history"
         );
     }
+
+    #[test]
+    fn an_unused_alias_goes_with_its_workload_unless_listened_to() {
+        let workloads = Workloads::new();
+        workloads.set_alias_limits(crate::access::AliasLimits {
+            max_per_tenant: 2,
+            expire_after_ms: 10_000,
+        });
+        let web = WorkloadKey::new("acme", "web");
+        let canary = WorkloadKey::new("acme", "web-canary");
+        let streamed = WorkloadKey::new("acme", "web-blue");
+        workloads.alias(&web, "web", 0).unwrap();
+        workloads.alias(&canary, "web", 0).unwrap();
+        let listener = workloads
+            .alias(&streamed, "web", 0)
+            .unwrap()
+            .subscribe_active();
+        assert_eq!(workloads.policy_key(&canary), web);
+        assert!(
+            workloads
+                .alias(&WorkloadKey::new("acme", "web-green"), "web", 0)
+                .is_err(),
+            "a third alias is past the cap"
+        );
+        let named = |key: &WorkloadKey| *key == web;
+        assert!(workloads.expire_aliases(10_000, named).is_empty());
+        assert_eq!(
+            workloads.expire_aliases(10_001, named),
+            vec![canary.clone()]
+        );
+        assert!(workloads.get(&canary).is_none(), "its workload is gone too");
+        assert_eq!(workloads.policy_key(&canary), canary);
+        assert!(workloads.get(&streamed).is_some(), "a stream still listens");
+        assert!(workloads.get(&web).is_some(), "not an alias");
+        drop(listener);
+        assert_eq!(workloads.expire_aliases(10_001, named), vec![streamed]);
+        // An app that gets its own entry stops being an alias but keeps its workload.
+        workloads.alias(&canary, "web", 20_000).unwrap();
+        assert!(
+            workloads
+                .expire_aliases(20_000, |key| *key == canary)
+                .is_empty()
+        );
+        assert!(!workloads.is_alias(&canary));
+        assert!(workloads.get(&canary).is_some());
+    }
 }

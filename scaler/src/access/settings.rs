@@ -161,9 +161,10 @@ impl RawAccess {
                 i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
             }),
         };
-        if aliases.expire_after_ms < 60_000 {
+        // KEDA asks once per pollingInterval (30 s by default): keep it well above that.
+        if aliases.expire_after_ms < 10_000 {
             return Err(
-                "access.aliases.expireAfter must be at least 1m: KEDA asks every pollingInterval (30s by default)"
+                "access.aliases.expireAfter must be at least 10s, and well above KEDA's pollingInterval (30s by default)"
                     .into(),
             );
         }
@@ -245,7 +246,7 @@ mod tests {
             ),
             ("identities: {x: {role: keda, tenants: [a]}}", "not scoped"),
             ("identities: {x: {role: keda, token: abc}}", "token"),
-            ("aliases: {expireAfter: 10s}", "expireAfter"),
+            ("aliases: {expireAfter: 5s}", "expireAfter"),
             ("tokenReload: 1ms", "tokenReload"),
         ] {
             let error = parse(text).unwrap_err();
