@@ -101,7 +101,7 @@ pub async fn serve(
 /// for everyone else (curl, promtool).
 async fn metrics(State(state): State<HttpState>, headers: HeaderMap) -> Response {
     if let Err(refused) = state.access.authorize_http(Input::Metrics, &headers) {
-        return refused;
+        return refused.into_response();
     }
     refresh_gauges(&state);
     metrics_response(&state.metrics, &headers)
@@ -218,7 +218,7 @@ fn report(state: &HttpState, tenants: &TenantScope) -> StatusReport {
 async fn status(State(state): State<HttpState>, headers: HeaderMap) -> Response {
     match state.access.authorize_http(Input::Status, &headers) {
         Ok(permit) => axum::Json(report(&state, &permit.tenants)).into_response(),
-        Err(refused) => refused,
+        Err(refused) => refused.into_response(),
     }
 }
 
@@ -229,7 +229,7 @@ async fn workload(
 ) -> Response {
     let permit = match state.access.authorize_http(Input::Status, &headers) {
         Ok(permit) => permit,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     // Said the same whether or not the workload exists, so a reader cannot probe
     // another tenant's apps.

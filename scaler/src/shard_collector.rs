@@ -155,7 +155,7 @@ pub async fn run(
 
 async fn metrics_handler(State(state): State<ShardHttp>, headers: HeaderMap) -> Response {
     if let Err(refused) = state.access.authorize_http(Input::Metrics, &headers) {
-        return refused;
+        return refused.into_response();
     }
     crate::http::refresh_target_gauges(&state.metrics, &state.targets);
     crate::http::metrics_response(&state.metrics, &headers)
@@ -188,7 +188,7 @@ struct ShardStatusReport {
 async fn status(State(state): State<ShardHttp>, headers: HeaderMap) -> Response {
     let permit = match state.access.authorize_http(Input::Status, &headers) {
         Ok(permit) => permit,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     // The targets serve every tenant: only a reader of all of them sees the list.
     let targets = if permit.tenants.is_all() {

@@ -875,10 +875,10 @@ fn serve_stderr(
             }
         }
     });
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut lines = Vec::new();
     while !enough(&lines) {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match rx.recv_timeout(left) {
             Ok(line) => lines.push(line),
             // Closed: the process exited. Timed out: the caller judges what it has.
@@ -886,8 +886,8 @@ fn serve_stderr(
         }
     }
     let mut exited = None;
-    let settle = std::time::Instant::now() + Duration::from_secs(2);
-    while exited.is_none() && std::time::Instant::now() < settle {
+    let settle = tokio::time::Instant::now() + Duration::from_secs(2);
+    while exited.is_none() && tokio::time::Instant::now() < settle {
         exited = child.try_wait().ok().flatten();
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -17,7 +17,7 @@ use crate::write_scope::WriteScope;
 /// Says who sent a request and what it may write, from its headers; `Err` is the
 /// response the sender gets instead (401, 403). Runs before the body is read, so a
 /// sender that may not write cannot make the receiver buffer a body either.
-pub type Authorize = Arc<dyn Fn(&HeaderMap) -> Result<WriteScope, Response> + Send + Sync>;
+pub type Authorize = Arc<dyn Fn(&HeaderMap) -> Result<WriteScope, Box<Response>> + Send + Sync>;
 
 #[derive(Clone)]
 struct Receiver {
@@ -55,7 +55,7 @@ async fn write(
 ) -> Response {
     let scope = match authorize.map(|authorize| authorize(&headers)).transpose() {
         Ok(scope) => scope,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
     if let Err(error) = check_headers(

@@ -158,9 +158,9 @@ impl Access {
     }
 
     /// [`Self::authorize`] for an HTTP request.
-    pub fn authorize_http(&self, input: Input, headers: &HeaderMap) -> Result<Permit, Response> {
+    pub fn authorize_http(&self, input: Input, headers: &HeaderMap) -> Result<Permit, Refused> {
         self.authorize(input, &self.http_caller(headers))
-            .map_err(|denied| http_response(&denied))
+            .map_err(Refused)
     }
 
     /// The WARN lines of a process's start-up: one per input open to everyone, one
@@ -176,6 +176,16 @@ impl Access {
         for closed in &review.closed {
             tracing::warn!("{closed}");
         }
+    }
+}
+
+/// A refused HTTP request: 401 with `WWW-Authenticate: Bearer`, or 403.
+#[derive(Debug)]
+pub struct Refused(pub Denied);
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        http_response(&self.0)
     }
 }
 

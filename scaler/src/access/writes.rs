@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use axum::response::IntoResponse;
 use spillway_collector::WorkloadKey;
 use spillway_collector::remote_write::Authorize;
 use spillway_collector::write_scope::{WriteDenied, WriteGate, WriteScope};
@@ -55,7 +56,10 @@ impl WriteAuthority {
     pub fn remote_write(self: &Arc<Self>) -> Authorize {
         let authority = self.clone();
         Arc::new(move |headers| {
-            let permit = authority.access.authorize_http(Input::Write, headers)?;
+            let permit = authority
+                .access
+                .authorize_http(Input::Write, headers)
+                .map_err(|refused| Box::new(refused.into_response()))?;
             Ok(authority.scope(&permit))
         })
     }
