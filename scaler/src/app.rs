@@ -40,15 +40,17 @@ pub enum PolicySource {
     Fixed,
 }
 
+/// How long the first answers wait for the Kubernetes side's first read of replica
+/// counts. KEDA's calls queue on the connection meanwhile; its HPA path gives up after
+/// 3 s.
+const FIRST_OBSERVATION: Duration = Duration::from_secs(2);
+
 /// Everything a process needs besides its listeners.
 pub struct ProcessConfig {
     pub scrape: ScrapeConfig,
     pub targets: Vec<Target>,
     pub store: StoreLimits,
     pub decision_tick: Duration,
-    /// Without replica counts from a cluster, answer nothing for a workload until a full
-    /// scale-down window of data exists, so a restart cannot scale anything down.
-    pub hold_until_warm: bool,
     pub server: ServerSettings,
     pub policies: Arc<PolicyStore>,
     pub policy_source: PolicySource,
@@ -139,7 +141,6 @@ pub async fn run_with_cluster(
 ) -> Result<(), RunError> {
     let access = config.access.clone();
     let workloads = Arc::new(Workloads::new());
-    workloads.set_hold_until_warm(config.hold_until_warm);
     workloads.set_alias_limits(access.policy().aliases);
     let hpa_views = Arc::new(crate::cluster::hpa::HpaViews::new());
     let ingest = Ingest::new(config.store);
@@ -203,6 +204,45 @@ pub async fn run_with_cluster(
     let wait = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+
+    // The Kubernetes side reads every bound workload's spec.replicas first, so the first
+    // answers can already hold at what runs; bounded, so an unreachable API server
+    // delays KEDA's first calls by at most that (they wait on the connection, they do
+    // not fail).
+    if let Some(settings) = kubernetes.clone() {
+        let (observed, first_pass) = tokio::sync::oneshot::channel();
+        let cluster = crate::cluster::runner::run(
+            settings,
+            workloads.clone(),
+            ingest.clone(),
+            config.policies.clone(),
+            hpa_views.clone(),
+            shutdown.clone(),
+            Some(observed),
+        );
+        tasks.spawn(async move { cluster.await.map_err(RunError::from) });
+        if tokio::time::timeout(FIRST_OBSERVATION, first_pass)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "replica counts not read within {FIRST_OBSERVATION:?} of start; serving without them meanwhile"
+            );
+        }
+    }
+
+    // Every configured workload has a decision before the gRPC port takes a call, so
+    // GetMetrics answers from the start.
+    let decisions = DecisionLoop {
+        policies: config.policies.clone(),
+        ingest: ingest.clone(),
+        workloads: workloads.clone(),
+        metrics: metrics.clone(),
+        observer: config.observer,
+        tick: config.decision_tick,
+        replicas: config.replicas,
+    };
+    decisions.prime();
 
     let service = KedaService::new(
         config.policies.clone(),
@@ -269,17 +309,6 @@ pub async fn run_with_cluster(
         crate::cluster::gateways::follow(discovery, fixed, Arc::new(|_| true)).await?;
     spawn_scraping(&mut tasks, scraper, scrape_targets, follower, &shutdown);
 
-    if let Some(settings) = kubernetes {
-        let cluster = crate::cluster::runner::run(
-            settings,
-            workloads.clone(),
-            ingest.clone(),
-            config.policies.clone(),
-            hpa_views.clone(),
-            shutdown.clone(),
-        );
-        tasks.spawn(async move { cluster.await.map_err(RunError::from) });
-    }
     if let Some(fanout) = fanout {
         let fanout_shutdown = shutdown.clone();
         tasks.spawn(async move {
@@ -304,15 +333,6 @@ pub async fn run_with_cluster(
         &shutdown,
     );
 
-    let decisions = DecisionLoop {
-        policies: config.policies.clone(),
-        ingest: ingest.clone(),
-        workloads,
-        metrics: metrics.clone(),
-        observer: config.observer,
-        tick: config.decision_tick,
-        replicas: config.replicas,
-    };
     let decision_shutdown = shutdown.clone();
     tasks.spawn(async move {
         decisions.run(decision_shutdown).await;

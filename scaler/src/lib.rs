@@ -12,6 +12,8 @@
 //!   [`engine::Decision`] with its rule and reason out.
 //! - [`placement`]: the placement planner. Pure: desired replicas + free node capacity in,
 //!   a regular / burst split out.
+//! - [`hpa`]: the HPA KEDA creates, as Spillway's answers meet it: its tolerance rule and
+//!   the number `GetMetrics` serves so the HPA applies the decision. Pure.
 //!
 //! - [`simulate`]: `spillway simulate`: a recorded trace replayed through the engine and
 //!   the placement simulator, next to the HPA, KEDA + HPA and fixed provisioning.
@@ -45,6 +47,7 @@ pub mod demo;
 pub mod durations;
 pub mod engine;
 pub mod ha;
+pub mod hpa;
 pub mod http;
 pub mod keda;
 pub mod placement;

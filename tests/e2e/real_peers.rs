@@ -9,7 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde_json::Value;
 use spillway_tests::peers::PeerDir;
@@ -262,6 +264,7 @@ placement: { burst: { enabled: true }, requests: { cpu: 500m, memory: 256Mi } }"
         0,
         "scale-in took the burst pods first: {placed:?}"
     );
+    stage.assert_rbac_sufficient();
     drop(spillway);
 }
 
@@ -618,7 +621,14 @@ async fn spillway_reacts_within_a_fifth_of_the_prometheus_scaler_warm_and_after_
     let prometheus =
         spillway_tests::prometheus::Prometheus::start(&prometheus_bin, stage.gateway.addr, SCRAPE)
             .await;
-    let policy = semantics_policy("spill: {}\nspill2: {}\nbare: {}");
+    // The policy defaults but for the target: a 60 s signal window, a 300 s scale-down
+    // window (and so a 300 s warm-up hold after a restart), panic mode for bursts.
+    let policy = acme_policy(
+        "replicas: { min: 1, max: 200 }
+signals: { qps: { targetPerReplica: 100 } }
+placement: { burst: { enabled: true }, requests: { cpu: 100m, memory: 64Mi } }",
+        &["spill", "spill2", "bare"],
+    );
     let dir_kube = tempfile::tempdir().expect("temp dir");
     let dir_bare = tempfile::tempdir().expect("temp dir");
     let kube_grpc = format!("127.0.0.1:{}", spillway_tests::peers::free_port());

@@ -23,7 +23,8 @@ fn policy() -> String {
 signals:
   window: 2s
   qps: { targetPerReplica: 100 }
-# `serve` without cluster access holds until a full scale-down window of data.
+# `serve` without cluster access never lowers its answer during its first scale-down
+# window of data (warm-up); keep that short here.
 hysteresis: { downWindow: 1s }",
         &["web"],
     )

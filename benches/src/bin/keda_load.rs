@@ -250,7 +250,6 @@ async fn start_spillway(
         policy_source: PolicySource::Fixed,
         observer: None,
         // Measured like the demo: the process decides from its data at once.
-        hold_until_warm: false,
         replicas: None,
         inputs: Default::default(),
         // Loopback only: the load is measured without authentication in the way.

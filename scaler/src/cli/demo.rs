@@ -188,7 +188,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         targets: vec![Target::new(format!("http://{gateway_addr}/metrics"))],
         store: StoreLimits::default(),
         decision_tick: Duration::from_secs(1),
-        hold_until_warm: false,
         server: ServerSettings::default(),
         policies: Arc::new(policies),
         policy_source,

@@ -202,9 +202,9 @@ fn render_status(workloads: &[WorkloadStatus]) -> String {
 fn needs_attention(c: &Condition) -> bool {
     match c.kind {
         ConditionType::DataFresh | ConditionType::PolicyValid => c.status == ConditionStatus::False,
-        ConditionType::ScalingLimited | ConditionType::BurstShortfall => {
-            c.status == ConditionStatus::True
-        }
+        ConditionType::ScalingLimited
+        | ConditionType::BurstShortfall
+        | ConditionType::WarmingUp => c.status == ConditionStatus::True,
         ConditionType::Active => false,
         // Unknown: the HPA was not found or not readable (RBAC, API errors).
         ConditionType::HpaPassThrough => c.status != ConditionStatus::True,
@@ -324,6 +324,12 @@ fn render_explain(workload: &WorkloadStatus) -> String {
                     p.reason, p.cost_per_hour
                 ));
             }
+            if d.served != d.desired || d.expected != d.served {
+                out.push_str(&format!(
+                    "  served to KEDA: {} (the HPA runs {} against status.replicas {})\n",
+                    d.served, d.expected, d.status_replicas
+                ));
+            }
         }
         None => out.push_str("  no decision yet: no signal data has been collected\n"),
     }
@@ -393,7 +399,10 @@ mod tests {
             app: "cart".into(),
             latest: Some(DecisionView {
                 desired: 12,
+                served: 12,
+                expected: 12,
                 current: 9,
+                status_replicas: 9,
                 ready: 8,
                 active: true,
                 rule: "scaled_up".into(),

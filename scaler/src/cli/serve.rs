@@ -59,7 +59,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         targets: config.targets,
         store: config.store,
         decision_tick: Duration::from_secs(1),
-        hold_until_warm: true,
         server: ServerSettings {
             tls,
             ..ServerSettings::default()
