@@ -399,9 +399,10 @@ async fn a_write_without_a_good_credential_is_refused_and_stores_nothing() {
         ),
         0.0
     );
+    // A decision exists from the start (the policy's minimum), with no traffic in it.
     let web = fixture.workload("acme", "web").await.expect("acme/web");
     assert!(
-        web["latest"].is_null(),
+        web["latest"]["qps"].is_null() && web["latest"]["missing"] == serde_json::json!(["qps"]),
         "nothing decided from refused writes: {web}"
     );
 
@@ -543,13 +544,26 @@ async fn a_writer_cannot_replace_another_writers_share_by_reusing_its_source_nam
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_sees_its_tenants_only() {
     let fixture = Fixture::start();
-    wait::until(
-        "the policies' workloads",
+    // The admin sees both tenants and the scrape target, once it has been tried.
+    let everything = wait::until(
+        "every workload and the scrape target in the admin's status",
         Duration::from_secs(20),
         Duration::from_millis(50),
-        || async { fixture.workload("globex", "web").await },
+        || async {
+            let (_, body) = fixture.get("/api/v1/status", Some("sre")).await;
+            let report: serde_json::Value = serde_json::from_str(&body).ok()?;
+            let counts = (
+                report["workloads"].as_array().map(Vec::len),
+                report["targets"].as_array().map(Vec::len),
+            );
+            (counts == (Some(3), Some(1))).then_some(report)
+        },
     )
     .await;
+    assert_eq!(
+        everything["targets"][0]["url"],
+        "http://127.0.0.1:9/metrics"
+    );
     let (status, body) = fixture.get("/api/v1/status", Some("grafana-acme")).await;
     assert_eq!(status, 200, "{body}");
     let report: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
@@ -565,11 +579,6 @@ async fn a_reader_sees_its_tenants_only() {
         serde_json::json!([]),
         "targets serve every tenant"
     );
-    // The admin sees both tenants and the scrape target.
-    let (_, body) = fixture.get("/api/v1/status", Some("sre")).await;
-    let everything: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
-    assert_eq!(everything["workloads"].as_array().map(Vec::len), Some(3));
-    assert_eq!(everything["targets"].as_array().map(Vec::len), Some(1));
 
     // Another tenant's workload, existing or not, is refused the same way.
     for path in [
