@@ -418,22 +418,6 @@ impl ServeConfig {
             .ok_or_else(|| invalid(NO_ACCESS_SECTION.into()))?
             .resolve()
             .map_err(invalid)?;
-        let grpc_mtls = tls.as_ref().is_some_and(|t| t.files.client_ca.is_some());
-        if inputs.collectors.is_some()
-            && inputs.collectors_token_file.is_none()
-            && !access.policy.is_open(crate::access::Input::Shard)
-        {
-            return Err(invalid(
-                "collectors.tokenFile: the collector shards only answer an identity with role \
-                 shard; give the scaler its token file, or open the shard service on purpose \
-                 with access.insecure: [shard]"
-                    .into(),
-            ));
-        }
-        let review = access.review(&serve_inputs(&inputs), grpc_mtls);
-        if !review.errors.is_empty() {
-            return Err(invalid(review.errors.join("; ")));
-        }
         Ok(Self {
             access,
             inputs,
@@ -458,6 +442,38 @@ pub fn serve_inputs(inputs: &CollectorInputs) -> Vec<crate::access::Input> {
         on.push(Input::Write);
     }
     on
+}
+
+impl ServeConfig {
+    /// What `spillway serve` needs of the access rules with these inputs: an error for
+    /// an input it has on that no identity could use (KEDA with neither client
+    /// certificates nor a token, writes without a writer, shards without the scaler's
+    /// token), else the review whose open inputs start-up names. `spillway collector`
+    /// reads the same file and reviews its own inputs.
+    pub fn serve_access(&self) -> Result<crate::access::Review, String> {
+        let shard_open = self.access.policy.is_open(crate::access::Input::Shard);
+        if self.inputs.collectors.is_some()
+            && self.inputs.collectors_token_file.is_none()
+            && !shard_open
+        {
+            return Err(
+                "collectors.tokenFile: the collector shards only answer an identity with role \
+                 shard; give the scaler its token file, or open the shard service on purpose \
+                 with access.insecure: [shard]"
+                    .into(),
+            );
+        }
+        let grpc_mtls = self
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.files.client_ca.is_some());
+        let review = self.access.review(&serve_inputs(&self.inputs), grpc_mtls);
+        if review.errors.is_empty() {
+            Ok(review)
+        } else {
+            Err(review.errors.join("; "))
+        }
+    }
 }
 
 fn remote_write(
@@ -875,37 +891,39 @@ mod tests {
             error.to_string().contains("no `access:` section"),
             "{error}"
         );
+        let error =
+            ServeConfig::parse("c.yaml", "policies: p\naccess: {insecure: [all]}\n").unwrap_err();
+        assert!(error.to_string().contains("access.insecure"), "{error}");
+        let serve = |text: &str| ServeConfig::parse("c.yaml", text).unwrap().serve_access();
         // KEDA would be refused on every call: no certificate is verified, no token.
-        let error = ServeConfig::parse(
-            "c.yaml",
+        let error = serve(
             "policies: p\naccess: {identities: {keda: {role: keda}}, insecure: [status, metrics]}\n",
         )
         .unwrap_err();
-        assert!(
-            error.to_string().contains("no identity can use keda"),
-            "{error}"
-        );
+        assert!(error.contains("no identity can use keda"), "{error}");
         // With client certificates verified on the gRPC port, KEDA's CN is enough.
-        let config = ServeConfig::parse(
-            "c.yaml",
+        let review = serve(
             "policies: p\ntls: {certFile: a, keyFile: b, clientCaFile: c}\n\
              access: {identities: {keda: {role: keda}}}\n",
         )
         .unwrap();
-        assert_eq!(config.access.policy.identities.len(), 1);
+        assert!(review.open.is_empty());
+        assert_eq!(review.closed.len(), 2, "status and /metrics: closed to all");
         // Writes turned on need a writer, or to be open on purpose.
-        let error = ServeConfig::parse(
-            "c.yaml",
-            "policies: p\nremoteWrite: {}\naccess: {insecure: [keda]}\n",
+        let error =
+            serve("policies: p\nremoteWrite: {}\naccess: {insecure: [keda]}\n").unwrap_err();
+        assert!(error.contains("no identity can use write"), "{error}");
+        // Polling shards needs their token, or the shard service open on purpose.
+        let error = serve(
+            "policies: p\ncollectors: {shards: ['http://c:9091']}\naccess: {insecure: [keda]}\n",
         )
         .unwrap_err();
-        assert!(
-            error.to_string().contains("no identity can use write"),
-            "{error}"
+        assert!(error.contains("collectors.tokenFile"), "{error}");
+        let open = serve("policies: p\naccess: {insecure: [keda, metrics]}\n").unwrap();
+        assert_eq!(
+            open.open,
+            [crate::access::Input::Keda, crate::access::Input::Metrics]
         );
-        let error =
-            ServeConfig::parse("c.yaml", "policies: p\naccess: {insecure: [all]}\n").unwrap_err();
-        assert!(error.to_string().contains("access.insecure"), "{error}");
     }
 
     #[test]

@@ -862,6 +862,150 @@ async fn a_rotated_token_replaces_the_old_one_and_a_deleted_one_is_revoked() {
     assert_eq!(fixture.get("/api/v1/status", Some("sre")).await.0, 200);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_shard_answers_only_the_scalers_token() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let gateway =
+        spillway_tests::gateway::FakeGateway::start(spillway_tests::gateway::Mode::Healthy).await;
+    std::fs::create_dir_all(dir.path().join("tokens")).expect("token dir");
+    for identity in ["spillway-scaler", "grafana-acme", "sre"] {
+        tls::replace(
+            &token_path(dir.path(), identity),
+            token(identity).as_bytes(),
+        );
+    }
+    let access = "access:
+  identities:
+    spillway-scaler: { role: shard, tokenFile: tokens/spillway-scaler }
+    grafana-acme: { role: reader, tenants: [acme], tokenFile: tokens/grafana-acme }
+    sre: { role: admin, tokenFile: tokens/sre }
+";
+    let collector_dir = dir.path().join("collector");
+    std::fs::create_dir_all(&collector_dir).expect("collector dir");
+    std::fs::rename(dir.path().join("tokens"), collector_dir.join("tokens")).expect("tokens");
+    let collector_config = write_serve_config(
+        &collector_dir,
+        &[],
+        &format!(
+            "scrape: {{ interval: 200ms, timeout: 150ms, targets: [{}] }}\n{access}",
+            gateway.url()
+        ),
+    );
+    let collector = Spillway::collector(BIN, &collector_config, "0/1", "127.0.0.1:0");
+    let mut shard = spillway_proto::shard::shard_client::ShardClient::connect(format!(
+        "http://{}",
+        collector.grpc
+    ))
+    .await
+    .expect("connect to the shard");
+    let snapshot = |identity: Option<&str>| {
+        let mut request = Request::new(spillway_proto::shard::SnapshotRequest {
+            expected_index: 0,
+            expected_count: 1,
+        });
+        if let Some(identity) = identity {
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {}", token(identity))
+                    .parse()
+                    .expect("header"),
+            );
+        }
+        request
+    };
+    let refused = shard.snapshot(snapshot(None)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    let refused = shard
+        .snapshot(snapshot(Some("grafana-acme")))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    shard
+        .snapshot(snapshot(Some("spillway-scaler")))
+        .await
+        .expect("the scalers' token");
+    let http = spillway_tests::http();
+    let metrics = format!("http://{}/metrics", collector.http);
+    let status = |response: reqwest::Response| response.status().as_u16();
+    assert_eq!(status(http.get(&metrics).send().await.expect("GET")), 401);
+    assert_eq!(
+        status(
+            http.get(&metrics)
+                .bearer_auth(token("sre"))
+                .send()
+                .await
+                .expect("GET")
+        ),
+        200
+    );
+
+    // A scaler polling with the shard token counts the shard; one whose token is wrong
+    // sees it refused.
+    let scaler = |name: &str, token_file: &str| {
+        let scaler_dir = dir.path().join(name);
+        std::fs::create_dir_all(scaler_dir.join("tokens")).expect("scaler dir");
+        tls::replace(
+            &scaler_dir.join("tokens/shard"),
+            token(token_file).as_bytes(),
+        );
+        tls::replace(&token_path(&scaler_dir, "sre"), token("sre").as_bytes());
+        let acme = policy("acme", "    web: {}\n");
+        let config = write_serve_config(
+            &scaler_dir,
+            &[("acme.yaml", &acme)],
+            &format!(
+                "collectors: {{ shards: [http://{}], interval: 200ms, timeout: 150ms, tokenFile: tokens/shard }}
+access:
+  insecure: [keda]
+  identities:
+    sre: {{ role: admin, tokenFile: tokens/sre }}
+",
+                collector.grpc
+            ),
+        );
+        Spillway::serve(BIN, &config)
+    };
+    let good = scaler("good", "spillway-scaler");
+    let bad = scaler("bad", "grafana-acme");
+    let shard_status = |spillway: &Spillway| {
+        let http = http.clone();
+        let url = format!("http://{}/api/v1/status", spillway.http);
+        async move {
+            let body: serde_json::Value = http
+                .get(url)
+                .bearer_auth(token("sre"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            Some(body["shards"][0].clone())
+        }
+    };
+    wait::until(
+        "the scaler with the shard token to count the shard",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || async { shard_status(&good).await.filter(|s| s["up"] == true) },
+    )
+    .await;
+    let refused = wait::until(
+        "the scaler with a wrong token to be refused",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || async {
+            shard_status(&bad).await.filter(|s| {
+                s["lastError"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("PermissionDenied"))
+            })
+        },
+    )
+    .await;
+    assert_eq!(refused["up"], false, "{refused}");
+}
+
 /// Runs `spillway serve` on `config` and collects its stderr until `enough` says so
 /// or the process exits (bounded); returns the lines and the exit status, if it exited.
 fn serve_stderr(

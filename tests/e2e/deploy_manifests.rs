@@ -614,6 +614,9 @@ fn check_serve_config(
 ) {
     let config = spillway_scaler::config::ServeConfig::parse(source, text)
         .unwrap_or_else(|e| panic!("the serve config in {source} is refused: {e}"));
+    config
+        .serve_access()
+        .unwrap_or_else(|e| panic!("`serve` refuses the access rules in {source}: {e}"));
     let mounted = |path: &Path| mounts.iter().any(|m| path.starts_with(&m.mount_path));
     assert!(
         mounted(&config.policies),

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use spillway_scaler::access::Access;
 use spillway_scaler::app::{self, Listeners, PolicySource, ProcessConfig};
-use spillway_scaler::config::{ServeConfig, serve_inputs};
+use spillway_scaler::config::ServeConfig;
 use spillway_scaler::keda::ServerSettings;
 use spillway_scaler::keda::tls::ReloadingTls;
 use spillway_scaler::policy::PolicyStore;
@@ -41,9 +41,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let review = config
+        .serve_access()
+        .map_err(|error| anyhow::anyhow!("{}: {error}", args.config.display()))?;
     let access = Access::load(&config.access).context("reading the access token files")?;
-    let mtls = tls.as_ref().is_some_and(|t| t.mutual());
-    Access::warn_at_start(&config.access.review(&serve_inputs(&config.inputs), mtls));
+    Access::warn_at_start(&review);
     let shutdown = super::shutdown_on_signal()?;
     let grpc = TcpListener::bind(config.grpc)
         .await
