@@ -60,14 +60,22 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/v1/workloads/{tenant}/{app}", get(workload))
         .with_state(state);
     match (refusal, remote_write) {
-        (Some(refusal), _) => router.merge(
-            Router::new()
-                .route(
-                    "/api/v1/write",
-                    axum::routing::post(crate::ha::refuse_remote_write),
-                )
-                .with_state((refusal, refused_writes)),
-        ),
+        (Some(refusal), _) => {
+            // Who is writing comes first, as for every write: a caller that may not
+            // write learns nothing about the process's mode.
+            let access = writes.access().clone();
+            router.route(
+                "/api/v1/write",
+                post(move |headers: HeaderMap| async move {
+                    if let Err(refused) = access.authorize_http(Input::Write, &headers) {
+                        return refused.into_response();
+                    }
+                    crate::ha::refuse_remote_write(State((refusal, refused_writes)))
+                        .await
+                        .into_response()
+                }),
+            )
+        }
         (None, Some(receiver)) => router.merge(
             spillway_collector::remote_write::authorized_router(receiver, writes.remote_write()),
         ),

@@ -23,7 +23,8 @@ pub mod settings;
 pub mod tokens;
 pub mod writes;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -43,12 +44,20 @@ pub struct DenialLabels {
     pub reason: String,
 }
 
+/// Distinct client certificates whose caller is remembered; KEDA presents one, a
+/// cluster a handful. Past this the memo starts over, so a flood of certificates costs
+/// parsing time, not memory.
+const CERTIFICATE_MEMO: usize = 256;
+
 /// The access rules as the transports apply them.
 #[derive(Debug)]
 pub struct Access {
     policy: AccessPolicy,
     tokens: Arc<Tokens>,
     denied: Family<DenialLabels, Counter>,
+    /// Every KEDA call on an mTLS connection presents the same certificate: it is
+    /// parsed once, not once per call.
+    certificates: Mutex<HashMap<Box<[u8]>, Caller>>,
 }
 
 impl Access {
@@ -57,6 +66,7 @@ impl Access {
             policy,
             tokens,
             denied: Family::default(),
+            certificates: Mutex::default(),
         }
     }
 
@@ -125,13 +135,30 @@ impl Access {
         }
         match request.peer_certs() {
             Some(chain) => match chain.first() {
-                Some(leaf) => self
-                    .policy
-                    .certificate_caller(&certs::certificate_names(leaf)),
+                Some(leaf) => self.certificate_caller(leaf),
                 None => Caller::Anonymous,
             },
             None => Caller::Anonymous,
         }
+    }
+
+    /// The caller a verified client certificate (DER) names.
+    pub fn certificate_caller(&self, der: &[u8]) -> Caller {
+        let mut memo = self
+            .certificates
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(caller) = memo.get(der) {
+            return caller.clone();
+        }
+        let caller = self
+            .policy
+            .certificate_caller(&certs::certificate_names(der));
+        if memo.len() >= CERTIFICATE_MEMO {
+            memo.clear();
+        }
+        memo.insert(der.into(), caller.clone());
+        caller
     }
 
     /// Decides one call, counting a refusal.
@@ -297,5 +324,42 @@ mod tests {
         assert_eq!(count("write", "unauthenticated"), 1);
         assert_eq!(count("status", "forbidden"), 1);
         assert_eq!(count("keda", "unauthenticated"), 0);
+    }
+
+    #[test]
+    fn a_certificate_names_its_identity_and_is_parsed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut access = access(dir.path());
+        access.policy.identities.insert(
+            Arc::from("keda"),
+            Grant {
+                role: Role::Keda,
+                tenants: TenantScope::All,
+            },
+        );
+        let ca = spillway_tests::tls::Ca::new("client CA");
+        let keda = ca.client("keda");
+        let other = ca.client("someone");
+        assert_eq!(
+            access.certificate_caller(&keda.cert_der),
+            Caller::Identity("keda".into())
+        );
+        assert_eq!(
+            access.certificate_caller(&keda.cert_der),
+            Caller::Identity("keda".into())
+        );
+        assert_eq!(
+            access.certificate_caller(&other.cert_der),
+            Caller::Anonymous
+        );
+        assert_eq!(access.certificates.lock().unwrap().len(), 2);
+        for i in 0..CERTIFICATE_MEMO {
+            let garbage = format!("not a certificate {i}");
+            assert_eq!(
+                access.certificate_caller(garbage.as_bytes()),
+                Caller::Anonymous
+            );
+        }
+        assert!(access.certificates.lock().unwrap().len() <= CERTIFICATE_MEMO);
     }
 }

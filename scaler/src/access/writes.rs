@@ -31,6 +31,10 @@ impl WriteAuthority {
         }
     }
 
+    pub fn access(&self) -> &Arc<Access> {
+        &self.access
+    }
+
     /// The scope of one request, against the policies as they are now.
     pub fn scope(&self, permit: &Permit) -> WriteScope {
         WriteScope {
