@@ -259,6 +259,19 @@ pub fn without_retry(mut config: kube::Config) -> kube::Config {
     config
 }
 
+/// The planner as a real cluster needs it: one drain move at a time. Every burst pod of
+/// a move in flight carries the lowest deletion cost, and when one move hands its surge
+/// back the ReplicaSet removes *a* lowest-cost pod; with several moves in flight it may
+/// take one whose replacement is not Ready yet, and the moves then undo each other (seen
+/// behind the real ReplicaSet controller: pods stayed on the virtual node while moves
+/// were cancelled and surged again).
+fn cluster_planner() -> PlannerConfig {
+    let mut planner = PlannerConfig::default();
+    planner.drain.max_in_flight = 1;
+    planner.drain.max_moves_per_tick = 1;
+    planner
+}
+
 /// Runs until `shutdown` flips to true. `observed` is told once every bound workload's
 /// replica counts have been read for the first time (or failed to be).
 pub async fn run(
@@ -297,7 +310,7 @@ pub async fn run(
         lease,
         ControllerConfig {
             classifier: settings.classifier().map_err(ClusterError::Invalid)?,
-            planner: PlannerConfig::default(),
+            planner: cluster_planner(),
         },
     );
     let metrics_source: Arc<str> = "kubernetes-metrics".into();
