@@ -68,6 +68,9 @@ struct RawConfig {
     collectors: Option<RawCollectors>,
     #[serde(default)]
     ha: Option<crate::ha::HaSettings>,
+    /// Required: who may call each input, or which inputs are open on purpose.
+    #[serde(default)]
+    access: Option<crate::access::settings::RawAccess>,
 }
 
 /// Sharded collectors: the scaler polls these instead of scraping `scrape.targets`.
@@ -81,6 +84,9 @@ struct RawCollectors {
     timeout: Option<Duration>,
     #[serde(default, deserialize_with = "optional_duration")]
     lost_after: Option<Duration>,
+    /// The bearer token (role `shard` on the collectors) sent with every poll.
+    #[serde(default)]
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -247,7 +253,14 @@ pub struct ServeConfig {
     pub kubernetes: Option<crate::cluster::KubernetesSettings>,
     /// TLS on the gRPC port; plaintext when absent.
     pub tls: Option<TlsConfig>,
+    /// Who may do what (`access:`).
+    pub access: crate::access::AccessSettings,
 }
+
+const NO_ACCESS_SECTION: &str = "no `access:` section: without it every input would be open to \
+anyone who can reach the ports. Name who may call what (access.identities, each with a role and, \
+for writer and reader, its tenants), or open inputs on purpose for a demo or a loopback test, \
+e.g. `access: { insecure: [keda, write, status, metrics, shard] }`";
 
 /// The `tls:` section: PEM files (a mounted Secret) checked for changes every
 /// `reload_every`.
@@ -270,6 +283,20 @@ impl ServeConfig {
         }
         let text = std::fs::read_to_string(path).map_err(read)?;
         let mut config = Self::parse(&name, &text)?;
+        if let Some(dir) = path.parent() {
+            let outgoing = config.inputs.collectors_token_file.as_mut();
+            for file in config
+                .access
+                .token_files
+                .iter_mut()
+                .map(|(_, file)| file)
+                .chain(outgoing)
+            {
+                if file.is_relative() {
+                    *file = dir.join(&*file);
+                }
+            }
+        }
         if config.policies.is_relative() {
             // Relative to the config file, as people expect of a path written in it.
             if let Some(dir) = path.parent() {
@@ -364,6 +391,7 @@ impl ServeConfig {
                 })
             }
         };
+        let collectors_token_file = raw.collectors.as_ref().and_then(|c| c.token_file.clone());
         let collectors = raw
             .collectors
             .map(collectors)
@@ -382,9 +410,16 @@ impl ServeConfig {
                 .transpose()
                 .map_err(invalid)?,
             collectors,
+            collectors_token_file,
             ha: raw.ha,
         };
+        let access = raw
+            .access
+            .ok_or_else(|| invalid(NO_ACCESS_SECTION.into()))?
+            .resolve()
+            .map_err(invalid)?;
         Ok(Self {
+            access,
             inputs,
             grpc: raw.listen.grpc,
             http: raw.listen.http,
@@ -396,6 +431,48 @@ impl ServeConfig {
             kubernetes: raw.kubernetes,
             tls,
         })
+    }
+}
+
+/// The inputs `spillway serve` has on with these settings.
+pub fn serve_inputs(inputs: &CollectorInputs) -> Vec<crate::access::Input> {
+    use crate::access::Input;
+    let mut on = vec![Input::Keda, Input::Status, Input::Metrics];
+    if inputs.remote_write.is_some() || inputs.push.is_some() {
+        on.push(Input::Write);
+    }
+    on
+}
+
+impl ServeConfig {
+    /// What `spillway serve` needs of the access rules with these inputs: an error for
+    /// an input it has on that no identity could use (KEDA with neither client
+    /// certificates nor a token, writes without a writer, shards without the scaler's
+    /// token), else the review whose open inputs start-up names. `spillway collector`
+    /// reads the same file and reviews its own inputs.
+    pub fn serve_access(&self) -> Result<crate::access::Review, String> {
+        let shard_open = self.access.policy.is_open(crate::access::Input::Shard);
+        if self.inputs.collectors.is_some()
+            && self.inputs.collectors_token_file.is_none()
+            && !shard_open
+        {
+            return Err(
+                "collectors.tokenFile: the collector shards only answer an identity with role \
+                 shard; give the scaler its token file, or open the shard service on purpose \
+                 with access.insecure: [shard]"
+                    .into(),
+            );
+        }
+        let grpc_mtls = self
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.files.client_ca.is_some());
+        let review = self.access.review(&serve_inputs(&self.inputs), grpc_mtls);
+        if review.errors.is_empty() {
+            Ok(review)
+        } else {
+            Err(review.errors.join("; "))
+        }
     }
 }
 
@@ -589,7 +666,11 @@ mod tests {
 
     #[test]
     fn a_minimal_config_gets_defaults() {
-        let config = ServeConfig::parse("c.yaml", "policies: ./policies\n").unwrap();
+        let config = ServeConfig::parse(
+            "c.yaml",
+            "policies: ./policies\naccess: {insecure: [keda]}\n",
+        )
+        .unwrap();
         assert_eq!(config.grpc.port(), 9090);
         assert_eq!(config.scrape.interval, Duration::from_secs(5));
         assert_eq!(config.scrape.mapping.metric, "gateway_requests_total");
@@ -603,7 +684,7 @@ mod tests {
     fn pushed_inputs_are_turned_on_and_bounded_by_their_sections() {
         let config = ServeConfig::parse(
             "c.yaml",
-            "policies: p\n\
+            "policies: p\naccess: {insecure: [keda, write, status, metrics]}\n\
              remoteWrite:\n  maxPast: 2m\n  maxFuture: 10s\n  \
              ha: {clusterLabel: prometheus, replicaLabels: [prometheus_replica], failoverTimeout: 20s}\n\
              push: {maxFuture: 5s}\n",
@@ -623,7 +704,7 @@ mod tests {
         let push = config.inputs.push.unwrap();
         assert_eq!(push.bounds.max_future_ms, 5_000);
         assert_eq!(push.bounds.max_past_ms, TimeBounds::default().max_past_ms);
-        let on = ServeConfig::parse("c.yaml", "policies: p\nremoteWrite: {}\npush: {}\n").unwrap();
+        let on = ServeConfig::parse("c.yaml", "policies: p\naccess: {insecure: [keda, write, status, metrics]}\nremoteWrite: {}\npush: {}\n").unwrap();
         assert!(on.inputs.remote_write.is_some() && on.inputs.push.is_some());
         for (text, needle) in [
             ("remoteWrite: {maxPast: 0s}", "maxPast"),
@@ -635,30 +716,39 @@ mod tests {
             ("remoteWrite: {ha: {replicaLabels: ['']}}", "empty"),
             ("remoteWrite: {ha: {maxClusters: 0}}", "maxClusters"),
         ] {
-            let error =
-                ServeConfig::parse("c.yaml", &format!("policies: p\n{text}\n")).unwrap_err();
+            let error = ServeConfig::parse(
+                "c.yaml",
+                &format!(
+                    "policies: p\naccess: {{insecure: [keda, write, status, metrics]}}\n{text}\n"
+                ),
+            )
+            .unwrap_err();
             assert!(error.to_string().contains(needle), "{text}: {error}");
         }
     }
 
     #[test]
     fn bad_configs_say_what_is_wrong() {
-        let error = ServeConfig::parse("c.yaml", "policies: p\nscrape: {targets: [gw:9113]}\n")
+        let error = ServeConfig::parse("c.yaml", "policies: p\naccess: {insecure: [keda, write, status, metrics]}\nscrape: {targets: [gw:9113]}\n")
             .unwrap_err();
         assert!(error.to_string().contains("must be an http"), "{error}");
         let error = ServeConfig::parse(
             "c.yaml",
-            "policies: p\nscrape: {interval: 1s, timeout: 2s}\n",
+            "policies: p\naccess: {insecure: [keda, write, status, metrics]}\nscrape: {interval: 1s, timeout: 2s}\n",
         )
         .unwrap_err();
         assert!(error.to_string().contains("timeout"), "{error}");
-        let error = ServeConfig::parse("c.yaml", "policies: p\nunknown: 1\n").unwrap_err();
+        let error = ServeConfig::parse(
+            "c.yaml",
+            "policies: p\naccess: {insecure: [keda, write, status, metrics]}\nunknown: 1\n",
+        )
+        .unwrap_err();
         assert!(error.to_string().contains("c.yaml"), "{error}");
         let error =
-            ServeConfig::parse("c.yaml", "policies: p\nscrape: {interval: fast}\n").unwrap_err();
+            ServeConfig::parse("c.yaml", "policies: p\naccess: {insecure: [keda, write, status, metrics]}\nscrape: {interval: fast}\n").unwrap_err();
         assert!(error.to_string().contains("not a duration"), "{error}");
         let error =
-            ServeConfig::parse("c.yaml", "policies: p\ntls: {certFile: a.crt}\n").unwrap_err();
+            ServeConfig::parse("c.yaml", "policies: p\naccess: {insecure: [keda, write, status, metrics]}\ntls: {certFile: a.crt}\n").unwrap_err();
         assert!(error.to_string().contains("keyFile"), "{error}");
     }
 
@@ -666,7 +756,7 @@ mod tests {
     fn collector_shards_are_configured_and_checked() {
         let config = ServeConfig::parse(
             "c.yaml",
-            "policies: p\ncollectors:\n  shards: [http://c-0:9091, http://c-1:9091]\n  interval: 2s\n",
+            "policies: p\naccess: {insecure: [keda, write, status, metrics]}\ncollectors:\n  shards: [http://c-0:9091, http://c-1:9091]\n  interval: 2s\n",
         )
         .unwrap();
         let collectors = config.inputs.collectors.unwrap();
@@ -686,19 +776,36 @@ mod tests {
                 "timeout",
             ),
         ] {
-            let error =
-                ServeConfig::parse("c.yaml", &format!("policies: p\n{text}\n")).unwrap_err();
+            let error = ServeConfig::parse(
+                "c.yaml",
+                &format!(
+                    "policies: p\naccess: {{insecure: [keda, write, status, metrics]}}\n{text}\n"
+                ),
+            )
+            .unwrap_err();
             assert!(error.to_string().contains(needle), "{text}: {error}");
         }
     }
 
     #[test]
     fn ha_mode_is_a_section_of_its_own() {
-        let off = ServeConfig::parse("c.yaml", "policies: p\n").unwrap();
+        let off = ServeConfig::parse(
+            "c.yaml",
+            "policies: p\naccess: {insecure: [keda, write, status, metrics]}\n",
+        )
+        .unwrap();
         assert_eq!(off.inputs.ha, None);
-        let on = ServeConfig::parse("c.yaml", "policies: p\nha: {}\n").unwrap();
+        let on = ServeConfig::parse(
+            "c.yaml",
+            "policies: p\naccess: {insecure: [keda, write, status, metrics]}\nha: {}\n",
+        )
+        .unwrap();
         assert_eq!(on.inputs.ha, Some(crate::ha::HaSettings::default()));
-        let error = ServeConfig::parse("c.yaml", "policies: p\nha: {writes: all}\n").unwrap_err();
+        let error = ServeConfig::parse(
+            "c.yaml",
+            "policies: p\naccess: {insecure: [keda, write, status, metrics]}\nha: {writes: all}\n",
+        )
+        .unwrap_err();
         assert!(error.to_string().contains("writes"), "{error}");
     }
 
@@ -708,7 +815,7 @@ mod tests {
         let path = dir.path().join("serve.yaml");
         std::fs::write(
             &path,
-            "policies: p\ntls:\n  certFile: tls/tls.crt\n  keyFile: /abs/tls.key\n  clientCaFile: ca.crt\n  reloadInterval: 2s\n",
+            "policies: p\naccess: {insecure: [keda, write, status, metrics]}\ntls:\n  certFile: tls/tls.crt\n  keyFile: /abs/tls.key\n  clientCaFile: ca.crt\n  reloadInterval: 2s\n",
         )
         .unwrap();
         let config = ServeConfig::load(&path).unwrap();
@@ -718,10 +825,13 @@ mod tests {
         assert_eq!(tls.files.client_ca, Some(dir.path().join("ca.crt")));
         assert_eq!(tls.reload_every, Duration::from_secs(2));
         assert!(
-            ServeConfig::parse("c.yaml", "policies: p\n")
-                .unwrap()
-                .tls
-                .is_none()
+            ServeConfig::parse(
+                "c.yaml",
+                "policies: p\naccess: {insecure: [keda, write, status, metrics]}\n"
+            )
+            .unwrap()
+            .tls
+            .is_none()
         );
     }
 
@@ -729,7 +839,7 @@ mod tests {
     fn collector_inputs_are_configured_and_checked() {
         let config = ServeConfig::parse(
             "c.yaml",
-            "policies: p\n\
+            "policies: p\naccess: {insecure: [keda, write, status, metrics]}\n\
              remoteWrite: {maxSeries: 1000}\n\
              resources: {podLabel: pod, stripSegments: 1}\n\
              promql:\n  url: http://prometheus:9090\n  interval: 10s\n  queries:\n  \
@@ -756,21 +866,82 @@ mod tests {
 
         let error = ServeConfig::parse(
             "c.yaml",
-            "policies: p\npromql: {url: http://p, queries: [{signal: rps, expr: x}]}\n",
+            "policies: p\naccess: {insecure: [keda, write, status, metrics]}\npromql: {url: http://p, queries: [{signal: rps, expr: x}]}\n",
         )
         .unwrap_err();
         assert!(error.to_string().contains("rps"), "{error}");
         let error = ServeConfig::parse(
             "c.yaml",
-            "policies: p\nresources: {appLabel: app, podLabel: pod}\n",
+            "policies: p\naccess: {insecure: [keda, write, status, metrics]}\nresources: {appLabel: app, podLabel: pod}\n",
         )
         .unwrap_err();
         assert!(error.to_string().contains("not both"), "{error}");
         let error = ServeConfig::parse(
             "c.yaml",
-            "policies: p\npromql: {url: http://p, interval: 60s, queries: [{signal: qps, expr: x}]}\n",
+            "policies: p\naccess: {insecure: [keda, write, status, metrics]}\npromql: {url: http://p, interval: 60s, queries: [{signal: qps, expr: x}]}\n",
         )
         .unwrap_err();
         assert!(error.to_string().contains("staleness"), "{error}");
+    }
+
+    #[test]
+    fn access_is_required_and_an_input_no_one_could_use_is_refused() {
+        let error = ServeConfig::parse("c.yaml", "policies: p\n").unwrap_err();
+        assert!(
+            error.to_string().contains("no `access:` section"),
+            "{error}"
+        );
+        let error =
+            ServeConfig::parse("c.yaml", "policies: p\naccess: {insecure: [all]}\n").unwrap_err();
+        assert!(error.to_string().contains("access.insecure"), "{error}");
+        let serve = |text: &str| ServeConfig::parse("c.yaml", text).unwrap().serve_access();
+        // KEDA would be refused on every call: no certificate is verified, no token.
+        let error = serve(
+            "policies: p\naccess: {identities: {keda: {role: keda}}, insecure: [status, metrics]}\n",
+        )
+        .unwrap_err();
+        assert!(error.contains("no identity can use keda"), "{error}");
+        // With client certificates verified on the gRPC port, KEDA's CN is enough.
+        let review = serve(
+            "policies: p\ntls: {certFile: a, keyFile: b, clientCaFile: c}\n\
+             access: {identities: {keda: {role: keda}}}\n",
+        )
+        .unwrap();
+        assert!(review.open.is_empty());
+        assert_eq!(review.closed.len(), 2, "status and /metrics: closed to all");
+        // Writes turned on need a writer, or to be open on purpose.
+        let error =
+            serve("policies: p\nremoteWrite: {}\naccess: {insecure: [keda]}\n").unwrap_err();
+        assert!(error.contains("no identity can use write"), "{error}");
+        // Polling shards needs their token, or the shard service open on purpose.
+        let error = serve(
+            "policies: p\ncollectors: {shards: ['http://c:9091']}\naccess: {insecure: [keda]}\n",
+        )
+        .unwrap_err();
+        assert!(error.contains("collectors.tokenFile"), "{error}");
+        let open = serve("policies: p\naccess: {insecure: [keda, metrics]}\n").unwrap();
+        assert_eq!(
+            open.open,
+            [crate::access::Input::Keda, crate::access::Input::Metrics]
+        );
+    }
+
+    #[test]
+    fn token_files_are_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.yaml");
+        std::fs::write(
+            &path,
+            "policies: p\naccess:\n  insecure: [keda]\n  identities:\n    agent: {role: writer, tenants: [acme], tokenFile: tokens/agent}\n",
+        )
+        .unwrap();
+        let config = ServeConfig::load(&path).unwrap();
+        assert_eq!(
+            config.access.token_files,
+            vec![(
+                std::sync::Arc::from("agent"),
+                dir.path().join("tokens/agent")
+            )]
+        );
     }
 }

@@ -27,6 +27,9 @@
 //! - [`conditions`]: per-workload conditions the status API reports.
 //! - [`workloads`]: each workload's published decision, activity channel and history.
 //! - [`telemetry`]: `/metrics`; [`http`]: the HTTP side; [`status`]: the status report.
+//! - [`access`]: who may do what: identities (client certificates, bearer tokens),
+//!   roles, tenant-bound writes and reads; [`aliases`]: workloads scaled by another
+//!   app's borrowable policy entry, capped and expired.
 //! - [`ha`]: several replicas behind one Service: writes that would reach only one are refused.
 //! - [`app`]: one Spillway process wired together; [`demo`]: `spillway demo`'s
 //!   built-in gateway, traffic profile and policies; [`config`]: `spillway serve`'s file.
@@ -34,6 +37,8 @@
 //!   scrapes its hash shard of the targets and answers the scalers.
 #![forbid(unsafe_code)]
 
+pub mod access;
+pub mod aliases;
 pub mod app;
 pub mod cluster;
 pub mod conditions;

@@ -381,7 +381,7 @@ pub struct Workloads {
     entries: DashMap<WorkloadKey, Arc<WorkloadEntry>>,
     /// Workloads scaled by another app's policy entry (trigger metadata `policy`), e.g.
     /// a canary scaled like its main app: workload → the app entry in the policy.
-    aliases: DashMap<WorkloadKey, Arc<str>>,
+    aliases: crate::aliases::AliasBook,
 }
 
 impl Workloads {
@@ -400,19 +400,61 @@ impl Workloads {
             .clone()
     }
 
-    /// Records that `key` is scaled by its tenant's `policy_app` entry, and makes sure
-    /// the workload exists so the decision loop picks it up.
-    pub fn alias(&self, key: &WorkloadKey, policy_app: &str) -> Arc<WorkloadEntry> {
+    /// Records that a ScaledObject asked at `now_ms` for `key` scaled by its tenant's
+    /// `policy_app` entry, and makes sure the workload exists so the decision loop
+    /// picks it up. A new alias past the tenant's cap is refused.
+    pub fn alias(
+        &self,
+        key: &WorkloadKey,
+        policy_app: &str,
+        now_ms: i64,
+    ) -> Result<Arc<WorkloadEntry>, crate::aliases::AliasRefused> {
         if *key.app != *policy_app {
-            self.aliases.insert(key.clone(), policy_app.into());
+            self.aliases.ask(key, policy_app, now_ms)?;
         }
-        self.get_or_insert(key)
+        Ok(self.get_or_insert(key))
+    }
+
+    /// Caps and expiry of aliases (`access.aliases`).
+    pub fn set_alias_limits(&self, limits: crate::access::AliasLimits) {
+        self.aliases.set_limits(limits);
+    }
+
+    pub fn is_alias(&self, key: &WorkloadKey) -> bool {
+        self.aliases.contains(key)
+    }
+
+    /// Drops the aliases no ScaledObject asked for within the expiry (and no
+    /// `StreamIsActive` listens to), and those whose app got an entry of its own
+    /// (`has_own_entry`): their workloads go too, unless a policy names them.
+    /// Returns the workloads dropped.
+    pub fn expire_aliases(
+        &self,
+        now_ms: i64,
+        has_own_entry: impl Fn(&WorkloadKey) -> bool,
+    ) -> Vec<WorkloadKey> {
+        let dropped = self.aliases.expire(
+            now_ms,
+            |key| {
+                self.entries
+                    .get(key)
+                    .is_some_and(|entry| entry.active_subscribers() > 0)
+            },
+            &has_own_entry,
+        );
+        let mut gone = Vec::new();
+        for key in dropped {
+            if !has_own_entry(&key) && self.entries.remove(&key).is_some() {
+                gone.push(key);
+            }
+        }
+        gone
     }
 
     /// The policy entry a workload is decided by: its own app, or its alias.
     pub fn policy_key(&self, key: &WorkloadKey) -> WorkloadKey {
-        match self.aliases.get(key) {
-            Some(policy_app) => WorkloadKey::new(key.tenant.clone(), policy_app.clone()),
+        match self.aliases.policy_app(key) {
+            Some(policy_app) => WorkloadKey::new(key.tenant.clone(), policy_app),
             None => key.clone(),
         }
     }
@@ -420,10 +462,11 @@ impl Workloads {
     /// Every aliased workload with the policy entry it follows.
     pub fn aliased(&self) -> Vec<(WorkloadKey, WorkloadKey)> {
         self.aliases
-            .iter()
-            .map(|a| {
-                let policy = WorkloadKey::new(a.key().tenant.clone(), a.value().clone());
-                (a.key().clone(), policy)
+            .list()
+            .into_iter()
+            .map(|(key, policy_app)| {
+                let policy = WorkloadKey::new(key.tenant.clone(), policy_app);
+                (key, policy)
             })
             .collect()
     }
@@ -431,7 +474,7 @@ impl Workloads {
     /// Keeps exactly `keys`, adding new ones and dropping the rest (aliases included).
     pub fn retain_only(&self, keys: &std::collections::HashSet<WorkloadKey>) {
         self.entries.retain(|key, _| keys.contains(key));
-        self.aliases.retain(|key, _| keys.contains(key));
+        self.aliases.remove_where(|key, _| !keys.contains(key));
         for key in keys {
             self.get_or_insert(key);
         }
@@ -711,5 +754,51 @@ mod tests {
             3,
             "an unchanged decision is not history"
         );
+    }
+
+    #[test]
+    fn an_unused_alias_goes_with_its_workload_unless_listened_to() {
+        let workloads = Workloads::new();
+        workloads.set_alias_limits(crate::access::AliasLimits {
+            max_per_tenant: 2,
+            expire_after_ms: 10_000,
+        });
+        let web = WorkloadKey::new("acme", "web");
+        let canary = WorkloadKey::new("acme", "web-canary");
+        let streamed = WorkloadKey::new("acme", "web-blue");
+        workloads.alias(&web, "web", 0).unwrap();
+        workloads.alias(&canary, "web", 0).unwrap();
+        let listener = workloads
+            .alias(&streamed, "web", 0)
+            .unwrap()
+            .subscribe_active();
+        assert_eq!(workloads.policy_key(&canary), web);
+        assert!(
+            workloads
+                .alias(&WorkloadKey::new("acme", "web-green"), "web", 0)
+                .is_err(),
+            "a third alias is past the cap"
+        );
+        let named = |key: &WorkloadKey| *key == web;
+        assert!(workloads.expire_aliases(10_000, named).is_empty());
+        assert_eq!(
+            workloads.expire_aliases(10_001, named),
+            vec![canary.clone()]
+        );
+        assert!(workloads.get(&canary).is_none(), "its workload is gone too");
+        assert_eq!(workloads.policy_key(&canary), canary);
+        assert!(workloads.get(&streamed).is_some(), "a stream still listens");
+        assert!(workloads.get(&web).is_some(), "not an alias");
+        drop(listener);
+        assert_eq!(workloads.expire_aliases(10_001, named), vec![streamed]);
+        // An app that gets its own entry stops being an alias but keeps its workload.
+        workloads.alias(&canary, "web", 20_000).unwrap();
+        assert!(
+            workloads
+                .expire_aliases(20_000, |key| *key == canary)
+                .is_empty()
+        );
+        assert!(!workloads.is_alias(&canary));
+        assert!(workloads.get(&canary).is_some());
     }
 }

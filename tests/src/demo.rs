@@ -48,7 +48,8 @@ spec:
       up: { pods: 100, percent: 1000, per: 1s }
       down: { percent: 100, per: 1s }
   apps:
-    checkout: {}
+    # A canary's ScaledObject may scale by checkout's entry (`policy: checkout`).
+    checkout: { borrowable: true }
     search: {}
 ";
 

@@ -77,8 +77,9 @@ impl KedaService {
         let policy = self
             .policies
             .current()
-            .lookup(
+            .lookup_for(
                 &workload.key.tenant,
+                &workload.key.app,
                 &workload.policy_app,
                 &workload.namespace,
             )
@@ -90,7 +91,13 @@ impl KedaService {
     /// the first time, may not have reached the decision loop yet: the entry is created
     /// here and decided from the next tick on.
     fn entry(&self, workload: &WorkloadRef) -> Result<Arc<WorkloadEntry>, Status> {
-        Ok(self.workloads.alias(&workload.key, &workload.policy_app))
+        self.workloads
+            .alias(
+                &workload.key,
+                &workload.policy_app,
+                spillway_collector::clock::unix_ms(),
+            )
+            .map_err(|refused| Status::resource_exhausted(format!("{workload}: {refused}")))
     }
 
     fn timed<T>(
@@ -160,7 +167,13 @@ impl ExternalScaler for KedaService {
         let result = self.resolve(Some(request.get_ref())).map(|(workload, _)| {
             // KEDA asks for the spec before it asks for metrics: a workload named here
             // for the first time (an alias) is decided before its first GetMetrics.
-            self.workloads.alias(&workload.key, &workload.policy_app);
+            // An alias past the cap is refused by GetMetrics; the spec answers from the
+            // policy alone, so KEDA's fallback still applies.
+            let _ = self.workloads.alias(
+                &workload.key,
+                &workload.policy_app,
+                spillway_collector::clock::unix_ms(),
+            );
             #[allow(deprecated)]
             let spec = MetricSpec {
                 metric_name: METRIC_NAME.to_owned(),

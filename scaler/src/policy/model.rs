@@ -42,6 +42,10 @@ pub struct AppPolicy {
     /// ([`crate::hpa::serve`]). Read through [`crate::hpa::HpaView::from_policy`], until
     /// the HPA's real tolerance is read from the cluster.
     pub hpa_tolerance: f64,
+    /// Other workloads of the tenant may be scaled by this entry (trigger metadata
+    /// `policy: <this app>`, e.g. a canary scaled like its main app). Off unless the
+    /// tenant says so.
+    pub borrowable: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
