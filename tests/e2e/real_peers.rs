@@ -68,6 +68,33 @@ async fn desired(spillway: &Spillway, app: &str) -> Option<i64> {
     body.pointer("/latest/desired")?.as_i64()
 }
 
+/// A policy that follows the traffic within seconds (2 s window, no rate limits to
+/// speak of, 10 s down window, the HPA's tolerance at 0), 500m pods, burst on or off.
+fn fast_policy(burst: bool, apps: &[&str]) -> String {
+    acme_policy(
+        &format!(
+            "replicas: {{ min: 1, max: 60 }}
+signals:
+  window: 2s
+  qps: {{ targetPerReplica: 100 }}
+hpaTolerance: 0
+limits: {{ up: {{ pods: 100, percent: 1000, per: 1s }}, down: {{ percent: 100, per: 1s }} }}
+hysteresis: {{ downWindow: 10s }}
+placement: {{ burst: {{ enabled: {burst} }}, requests: {{ cpu: 500m, memory: 256Mi }} }}"
+        ),
+        apps,
+    )
+}
+
+/// What `spillway status` prints for the process at `http`.
+fn spillway_status(http: std::net::SocketAddr) -> String {
+    let out = std::process::Command::new(BIN)
+        .args(["status", "--url", &format!("http://{http}")])
+        .output()
+        .expect("spillway status runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Median and worst of a set of durations, in seconds.
 fn median_and_worst(samples: &[Duration]) -> (f64, f64) {
     let mut secs: Vec<f64> = samples.iter().map(Duration::as_secs_f64).collect();
@@ -85,17 +112,7 @@ async fn traffic_steps_reach_the_deployment_and_fill_regular_nodes_first() {
         return;
     };
     let mut stage = Stage::start(&peers, &logs("traffic_steps"), &repo(), 3, "4").await;
-    let policy = acme_policy(
-        "replicas: { min: 1, max: 60 }
-signals:
-  window: 2s
-  qps: { targetPerReplica: 100 }
-hpaTolerance: 0
-limits: { up: { pods: 100, percent: 1000, per: 1s }, down: { percent: 100, per: 1s } }
-hysteresis: { downWindow: 10s }
-placement: { burst: { enabled: true }, requests: { cpu: 500m, memory: 256Mi } }",
-        &["checkout", "search"],
-    );
+    let policy = fast_policy(true, &["checkout", "search"]);
     let dir = tempfile::tempdir().expect("temp dir");
     let spillway = stage.serve(
         BIN,
@@ -748,17 +765,7 @@ async fn drain_back_moves_burst_pods_home_when_room_frees() {
         return;
     };
     let mut stage = Stage::start(&peers, &logs("drain_back"), &repo(), 3, "4").await;
-    let policy = acme_policy(
-        "replicas: { min: 1, max: 60 }
-signals:
-  window: 2s
-  qps: { targetPerReplica: 100 }
-hpaTolerance: 0
-limits: { up: { pods: 100, percent: 1000, per: 1s }, down: { percent: 100, per: 1s } }
-hysteresis: { downWindow: 10s }
-placement: { burst: { enabled: true }, requests: { cpu: 500m, memory: 256Mi } }",
-        &["checkout"],
-    );
+    let policy = fast_policy(true, &["checkout"]);
     let dir = tempfile::tempdir().expect("temp dir");
     let spillway = stage.serve(
         BIN,
@@ -1048,11 +1055,7 @@ async fn only_the_lease_holder_writes_and_a_missing_rule_is_named() {
         .unwrap_or_else(|e| panic!("{e}"));
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
-        let out = std::process::Command::new(BIN)
-            .args(["status", "--url", &format!("http://{}", survivor.http)])
-            .output()
-            .expect("spillway status runs");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let text = spillway_status(survivor.http);
         if text.contains("horizontalpodautoscalers") && text.contains("forbidden") {
             break text;
         }
@@ -1075,16 +1078,7 @@ async fn with_burst_off_extra_pods_stay_pending_and_the_shortfall_is_reported() 
         return;
     };
     let mut stage = Stage::start(&peers, &logs("burst_off"), &repo(), 1, "4").await;
-    let policy = acme_policy(
-        "replicas: { min: 1, max: 60 }
-signals:
-  window: 2s
-  qps: { targetPerReplica: 100 }
-hpaTolerance: 0
-limits: { up: { pods: 100, percent: 1000, per: 1s } }
-placement: { burst: { enabled: false }, requests: { cpu: 500m, memory: 256Mi } }",
-        &["capped"],
-    );
+    let policy = fast_policy(false, &["capped"]);
     let dir = tempfile::tempdir().expect("temp dir");
     let spillway = stage.serve(
         BIN,
@@ -1141,11 +1135,7 @@ placement: { burst: { enabled: false }, requests: { cpu: 500m, memory: 256Mi } }
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let out = std::process::Command::new(BIN)
-        .args(["status", "--url", &format!("http://{}", spillway.http)])
-        .output()
-        .expect("spillway status runs");
-    let status = String::from_utf8_lossy(&out.stdout);
+    let status = spillway_status(spillway.http);
     assert!(
         status.contains("BurstShortfall"),
         "spillway status names the shortfall:\n{status}"
