@@ -23,6 +23,9 @@ pub struct IngestStats {
     /// Sums the store cannot hold (negative, NaN, or beyond `f32`'s range, as only a
     /// hostile input's can be): never recorded, so never decided on.
     pub values_out_of_range: AtomicU64,
+    /// Values an input could not tie to a tenant a policy names (PodMetrics from a
+    /// namespace no policy lists): ignored.
+    pub values_unmapped: AtomicU64,
 }
 
 #[derive(Debug)]

@@ -735,6 +735,11 @@ impl prometheus_client::collector::Collector for CollectorStats {
                 "out_of_range",
                 ingest.stats.values_out_of_range.load(Relaxed),
             ));
+            dropped.push((
+                "reason",
+                "unlisted_namespace",
+                ingest.stats.values_unmapped.load(Relaxed),
+            ));
         }
         family(
             "collector_samples",
