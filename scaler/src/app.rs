@@ -292,8 +292,15 @@ pub async fn run_with_cluster(
                     _ = ticker.tick() => {
                         let store = policies.clone();
                         let dir = path.clone();
-                        let outcome = tokio::task::spawn_blocking(move || store.reload(&dir)).await?;
-                        metrics.record_reload(&outcome);
+                        // The store catches its own panics; a failed task is only
+                        // logged, so the policies in force keep serving either way.
+                        match tokio::task::spawn_blocking(move || store.reload(&dir)).await {
+                            Ok(outcome) => metrics.record_reload(&outcome),
+                            Err(error) => {
+                                metrics.policy_reload_panics.inc();
+                                tracing::error!(%error, "policy reload failed; the policies in force keep serving");
+                            }
+                        }
                     }
                     _ = reload_shutdown.changed() => return Ok(()),
                 }

@@ -128,6 +128,7 @@ pub struct Metrics {
     pub workloads: Gauge<i64, AtomicI64>,
     pub policy_reloads: Counter,
     pub policy_reload_errors: Counter,
+    pub policy_reload_panics: Counter,
     pub hpa_passthrough: Family<WorkloadLabels, Gauge<i64, AtomicI64>>,
     pub hpa_findings: Family<HpaFindingLabels, Gauge<i64, AtomicI64>>,
     pub hpa_tolerance: Family<HpaToleranceLabels, FloatGauge>,
@@ -326,6 +327,12 @@ impl Metrics {
             "Policy files refused on reload (the last good version keeps serving)",
             policy_reload_errors.clone(),
         );
+        let policy_reload_panics = Counter::default();
+        registry.register(
+            "policy_reload_panics",
+            "Panics caught while reloading policies (the file, or the whole reload, is refused; what serves keeps serving)",
+            policy_reload_panics.clone(),
+        );
         let hpa_passthrough = Family::default();
         registry.register(
             "hpa_passthrough",
@@ -383,6 +390,7 @@ impl Metrics {
             workloads,
             policy_reloads,
             policy_reload_errors,
+            policy_reload_panics,
             hpa_passthrough,
             hpa_findings,
             hpa_tolerance,
@@ -460,6 +468,11 @@ impl Metrics {
     pub fn record_reload(&self, outcome: &ReloadOutcome) {
         if !outcome.changed.is_empty() || outcome.dir_error.is_some() {
             self.policy_reloads.inc();
+        }
+        self.policy_reload_panics
+            .inc_by(outcome.file_panics + u64::from(outcome.panicked.is_some()));
+        if let Some(message) = &outcome.panicked {
+            tracing::error!(%message, "policy reload panicked; the policies in force keep serving");
         }
         // A file that stays bad is reported by every reload; count and log it when its
         // content changes, and let `policy_files_refused` show that it is still bad.
