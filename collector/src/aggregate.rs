@@ -112,9 +112,12 @@ impl Contributions {
         let mut emptied = Vec::new();
         for mut entry in self.by_workload.iter_mut() {
             let before = entry.value().len();
-            entry
-                .value_mut()
-                .retain(|_, c| now_ms.saturating_sub(c.at_ms) <= max_age_ms);
+            // A contribution dated ahead of now was stamped before the clock went back:
+            // it ages from now, instead of staying fresh until the clock catches up.
+            entry.value_mut().retain(|_, c| {
+                c.at_ms = c.at_ms.min(now_ms);
+                now_ms.saturating_sub(c.at_ms) <= max_age_ms
+            });
             if entry.value().len() != before {
                 if entry.value().is_empty() {
                     emptied.push(entry.key().clone());

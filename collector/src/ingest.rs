@@ -188,4 +188,51 @@ mod tests {
         );
         assert_eq!(view.max(Signal::CpuCores, 5, 1), None);
     }
+
+    #[test]
+    fn a_clock_jump_back_and_forward_neither_freezes_nor_grows_the_store() {
+        const HOUR_MS: i64 = 3_600_000;
+        let ingest = Ingest::new(StoreLimits {
+            horizon_secs: 900,
+            max_windows: 100,
+        });
+        let web = WorkloadKey::new("acme", "web");
+        let (gw_a, gw_b): (Arc<str>, Arc<str>) = ("gw-a".into(), "gw-b".into());
+        let t = 1_800_000_000_000;
+        // Both gateways report every second for ten minutes.
+        let tick = |now_ms: i64, sources: &[&Arc<str>]| {
+            for source in sources {
+                ingest.apply(source, Signal::Qps, vec![(web.clone(), 10.0)], now_ms);
+            }
+            ingest.expire(now_ms, 30_000);
+        };
+        for s in 0..600 {
+            tick(t + s * 1000, &[&gw_a, &gw_b]);
+        }
+        let bytes = ingest.store().approximate_bytes();
+        let view = |now_s: i64| ingest.store().view(&web).mean(Signal::Qps, now_s, 5);
+        assert_eq!(view((t + 599_000) / 1000), Some(20.0));
+
+        // The clock goes back an hour; gateway b has died meanwhile.
+        let back = t + 600_000 - HOUR_MS;
+        for s in 0..120 {
+            tick(back + s * 1000, &[&gw_a]);
+            // Not frozen: every value is recorded and read back at the new time.
+            assert!(view((back + s * 1000) / 1000).is_some(), "at +{s}s");
+        }
+        // b's last contribution ages from the jump: gone a staleness limit later.
+        assert_eq!(view((back + 119_000) / 1000), Some(10.0));
+        assert_eq!(ingest.stats.values_refused.load(Ordering::Relaxed), 0);
+        assert_eq!(ingest.store().window_count(), 1);
+        assert_eq!(ingest.store().approximate_bytes(), bytes);
+
+        // And forward again, past where it was before the jump.
+        let forward = t + 700_000;
+        for s in 0..60 {
+            tick(forward + s * 1000, &[&gw_a, &gw_b]);
+        }
+        assert_eq!(view((forward + 59_000) / 1000), Some(20.0));
+        assert_eq!(ingest.stats.values_refused.load(Ordering::Relaxed), 0);
+        assert_eq!(ingest.store().approximate_bytes(), bytes);
+    }
 }

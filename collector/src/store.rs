@@ -45,12 +45,6 @@ pub enum RecordError {
         signal: Signal,
         max: usize,
     },
-    #[error("value for {workload} {signal} at second {second} is older than the window's horizon")]
-    TooOld {
-        workload: WorkloadKey,
-        signal: Signal,
-        second: i64,
-    },
 }
 
 /// A ring of per-second values.
@@ -81,9 +75,16 @@ impl Window {
     /// Records `value` for `second`; a later write to the same second replaces it, since
     /// each write carries the freshest aggregate for that second. `lower_bound` marks a
     /// sum known to be incomplete.
-    fn record(&mut self, second: i64, value: f64, lower_bound: bool) -> bool {
+    fn record(&mut self, second: i64, value: f64, lower_bound: bool) {
         if second <= self.newest - self.horizon() {
-            return false;
+            // Further back than any input's accepted past and skew together (config
+            // keeps them inside the horizon), so not a late sample: the clock that
+            // stamped `newest` went back. Refusing would freeze the window until the
+            // clock caught up; its values are from a future that did not happen, so
+            // the window starts over here.
+            self.slots.fill(f32::NAN);
+            self.newest = second;
+            self.oldest = second;
         }
         if second > self.newest {
             let gap = (second - self.newest).min(self.horizon());
@@ -97,7 +98,6 @@ impl Window {
         let index = self.index(second);
         let magnitude = (value as f32).abs();
         self.slots[index] = if lower_bound { -magnitude } else { magnitude };
-        true
     }
 
     /// Raw slots in `(now - window, now]` that are still held, newest last; the sign bit
@@ -191,15 +191,8 @@ impl Store {
         lower_bound: bool,
     ) -> Result<(), RecordError> {
         if let Some(mut window) = self.windows.get_mut(&(workload.clone(), signal)) {
-            return if window.record(second, value, lower_bound) {
-                Ok(())
-            } else {
-                Err(RecordError::TooOld {
-                    workload: workload.clone(),
-                    signal,
-                    second,
-                })
-            };
+            window.record(second, value, lower_bound);
+            return Ok(());
         }
         if self.windows.len() >= self.limits.max_windows {
             return Err(RecordError::Full {
@@ -347,10 +340,25 @@ mod tests {
         let view = store.view(&workload);
         assert_eq!(view.mean(Signal::Qps, 115, 100), Some(1.0));
         assert_eq!(view.oldest(Signal::Qps), Some(106));
-        assert!(matches!(
-            store.record(&key(), Signal::Qps, 100, 1.0),
-            Err(RecordError::TooOld { .. })
-        ));
+    }
+
+    #[test]
+    fn a_write_beyond_the_horizon_behind_restarts_the_window() {
+        let store = small_store();
+        for second in 3_600..3_610 {
+            store.record(&key(), Signal::Qps, second, 7.0).unwrap();
+        }
+        // The clock went back an hour: the window restarts rather than refusing.
+        store.record(&key(), Signal::Qps, 0, 1.0).unwrap();
+        let workload = key();
+        let view = store.view(&workload);
+        assert_eq!(view.newest(Signal::Qps), Some(0));
+        assert_eq!(view.oldest(Signal::Qps), Some(0));
+        assert_eq!(view.max(Signal::Qps, 0, 10), Some(1.0));
+        // Within the horizon behind, a late value still lands in its slot.
+        store.record(&key(), Signal::Qps, 5, 3.0).unwrap();
+        store.record(&key(), Signal::Qps, 2, 2.0).unwrap();
+        assert_eq!(view.max(Signal::Qps, 2, 1), Some(2.0));
     }
 
     #[test]

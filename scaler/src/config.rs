@@ -384,6 +384,25 @@ impl ServeConfig {
             collectors,
             ha: raw.ha,
         };
+        // A sample the bounds accept must land inside every window's horizon: the store
+        // takes a write further back than that for the clock having gone back.
+        let horizon_ms = i64::from(store.horizon_secs) * 1000;
+        for (section, bounds) in [
+            (
+                "remoteWrite",
+                inputs.remote_write.as_ref().map(|r| r.bounds),
+            ),
+            ("push", inputs.push.as_ref().map(|p| p.bounds)),
+        ] {
+            if let Some(b) = bounds
+                && b.max_past_ms.saturating_add(b.max_future_ms) >= horizon_ms
+            {
+                return Err(invalid(format!(
+                    "{section}.maxPast + {section}.maxFuture must be below store.horizon ({}s)",
+                    store.horizon_secs
+                )));
+            }
+        }
         Ok(Self {
             inputs,
             grpc: raw.listen.grpc,
@@ -634,6 +653,14 @@ mod tests {
             ),
             ("remoteWrite: {ha: {replicaLabels: ['']}}", "empty"),
             ("remoteWrite: {ha: {maxClusters: 0}}", "maxClusters"),
+            (
+                "remoteWrite: {maxPast: 14m, maxFuture: 1m}",
+                "remoteWrite.maxPast + remoteWrite.maxFuture must be below store.horizon (900s)",
+            ),
+            (
+                "store: {horizon: 2m}\npush: {}",
+                "push.maxPast + push.maxFuture must be below store.horizon (120s)",
+            ),
         ] {
             let error =
                 ServeConfig::parse("c.yaml", &format!("policies: p\n{text}\n")).unwrap_err();
