@@ -13,13 +13,16 @@ use tokio::sync::Notify;
 
 use crate::aggregate::{Contributions, Total};
 use crate::signal::{Signal, WorkloadKey};
-use crate::store::{Store, StoreLimits};
+use crate::store::{RecordError, Store, StoreLimits};
 
 /// Counters describing what ingest did, for /metrics.
 #[derive(Debug, Default)]
 pub struct IngestStats {
     pub values_recorded: AtomicU64,
+    /// Values for a new window the store had no room for.
     pub values_refused: AtomicU64,
+    /// Values for a new window of a tenant at its quota.
+    pub values_refused_tenant_quota: AtomicU64,
     /// Sums the store cannot hold (negative, NaN, or beyond `f32`'s range, as only a
     /// hostile input's can be): never recorded, so never decided on.
     pub values_out_of_range: AtomicU64,
@@ -60,8 +63,49 @@ impl Ingest {
         values: Vec<(WorkloadKey, f64)>,
         at_ms: i64,
     ) {
+        let values = self.admit(signal, values, at_ms);
         let totals = self.contributions.replace(source, signal, values, at_ms);
         self.record(totals, at_ms);
+    }
+
+    /// Keeps the values the store has (or can make) a window for; the others are
+    /// refused and counted before they reach the contributions, so no table grows
+    /// for a workload the store cannot hold.
+    fn admit(
+        &self,
+        signal: Signal,
+        mut values: Vec<(WorkloadKey, f64)>,
+        at_ms: i64,
+    ) -> Vec<(WorkloadKey, f64)> {
+        let second = at_ms.div_euclid(1000);
+        values.retain(
+            |(workload, _)| match self.store.ensure(workload, signal, second) {
+                Ok(()) => true,
+                Err(error) => {
+                    self.count_refused(&error);
+                    false
+                }
+            },
+        );
+        values
+    }
+
+    fn count_refused(&self, error: &RecordError) {
+        let counter = match error {
+            RecordError::Full { .. } => &self.stats.values_refused,
+            RecordError::TenantFull { .. } => &self.stats.values_refused_tenant_quota,
+        };
+        // Counted, not logged one by one: a flood would be a log flood.
+        if counter.fetch_add(1, Ordering::Relaxed) % 10_000 == 0 {
+            tracing::warn!(%error, "signal value not stored (logged once per 10,000)");
+        }
+    }
+
+    /// Evicts store windows with nothing left to read and those of workloads nobody
+    /// wants that were not written for `idle_ms` (see [`Store::evict_idle`]).
+    pub fn evict_idle(&self, now_ms: i64, idle_ms: i64) -> usize {
+        self.store
+            .evict_idle(now_ms.div_euclid(1000), idle_ms.div_euclid(1000))
     }
 
     /// [`Self::apply`] for a source that knows whether its values are complete; while
@@ -74,10 +118,21 @@ impl Ingest {
         at_ms: i64,
         complete: bool,
     ) {
+        let values = self.admit(signal, values, at_ms);
         let totals = self
             .contributions
             .replace_with(source, signal, values, at_ms, !complete);
         self.record(totals, at_ms);
+    }
+
+    /// (source, signal) pairs holding a contribution (see [`Contributions::source_count`]).
+    pub fn contributions_sources(&self) -> usize {
+        self.contributions.source_count()
+    }
+
+    /// Values refused because their workload sums the most sources already.
+    pub fn refused_sources(&self) -> u64 {
+        self.contributions.refused_sources()
     }
 
     /// Every workload's current summed signals.
@@ -132,10 +187,7 @@ impl Ingest {
                     self.stats.values_recorded.fetch_add(1, Ordering::Relaxed);
                     dirty.insert(total.workload);
                 }
-                Err(error) => {
-                    self.stats.values_refused.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%error, "signal value not stored");
-                }
+                Err(error) => self.count_refused(&error),
             }
         }
         drop(dirty);
@@ -195,6 +247,7 @@ mod tests {
         let ingest = Ingest::new(StoreLimits {
             horizon_secs: 900,
             max_windows: 100,
+            max_windows_per_tenant: 100,
         });
         let web = WorkloadKey::new("acme", "web");
         let (gw_a, gw_b): (Arc<str>, Arc<str>) = ("gw-a".into(), "gw-b".into());

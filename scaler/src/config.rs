@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use spillway_collector::budget::MemoryBudget;
 use spillway_collector::scrape::{QpsMapping, ScrapeConfig, Target};
 use spillway_collector::store::StoreLimits;
 
@@ -50,6 +51,9 @@ struct RawConfig {
     qps: Option<RawMapping>,
     #[serde(default)]
     store: RawStore,
+    /// One memory budget the tables' and in-flight limits derive from.
+    #[serde(default)]
+    memory: RawMemory,
     #[serde(default)]
     kubernetes: Option<crate::cluster::KubernetesSettings>,
     #[serde(default)]
@@ -219,11 +223,50 @@ struct RawMapping {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawMemory {
+    /// A Kubernetes quantity: `512Mi`, `1Gi`.
+    #[serde(default)]
+    budget: Option<String>,
+    /// Fraction (0, 1] of each table one tenant may fill.
+    #[serde(default)]
+    tenant_share: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawStore {
     #[serde(default, deserialize_with = "optional_duration")]
     horizon: Option<Duration>,
     #[serde(default)]
     max_windows: Option<usize>,
+}
+
+fn memory_budget(raw: &RawMemory) -> Result<MemoryBudget, String> {
+    let defaults = MemoryBudget::default();
+    let bytes = match &raw.budget {
+        Some(text) => {
+            crate::policy::parse_memory_bytes(text).map_err(|e| format!("memory.budget: {e}"))?
+        }
+        None => defaults.bytes,
+    };
+    if bytes < 16 << 20 {
+        return Err("memory.budget must be at least 16Mi".into());
+    }
+    let tenant_share = raw.tenant_share.unwrap_or(defaults.tenant_share);
+    if !(tenant_share > 0.0 && tenant_share <= 1.0) {
+        return Err(format!(
+            "memory.tenantShare must be above 0 and at most 1, found {tenant_share}"
+        ));
+    }
+    Ok(MemoryBudget {
+        bytes,
+        tenant_share,
+    })
+}
+
+/// A tenant's quota of `total` at `share` (at least one).
+fn per_tenant(total: usize, share: f64) -> usize {
+    ((total as f64 * share).ceil() as usize).clamp(1, total.max(1))
 }
 
 fn optional_duration<'de, D: serde::Deserializer<'de>>(
@@ -337,12 +380,19 @@ impl ServeConfig {
             }
             targets.push(Target::new(url));
         }
-        let store_defaults = StoreLimits::default();
-        let store = StoreLimits {
-            horizon_secs: raw.store.horizon.map_or(store_defaults.horizon_secs, |h| {
-                h.as_secs().clamp(60, 86_400) as u32
-            }),
-            max_windows: raw.store.max_windows.unwrap_or(store_defaults.max_windows),
+        let memory = memory_budget(&raw.memory).map_err(invalid)?;
+        let horizon_secs = raw
+            .store
+            .horizon
+            .map_or(900, |h| h.as_secs().clamp(60, 86_400) as u32);
+        let derived = memory.derive(horizon_secs);
+        let store = match raw.store.max_windows {
+            Some(max_windows) => StoreLimits {
+                horizon_secs,
+                max_windows,
+                max_windows_per_tenant: per_tenant(max_windows, memory.tenant_share),
+            },
+            None => memory.store(horizon_secs),
         };
         if let Some(k) = &raw.kubernetes {
             k.validate().map_err(invalid)?;

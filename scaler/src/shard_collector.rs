@@ -65,6 +65,8 @@ pub async fn run(
     let ingest = Ingest::new(StoreLimits {
         horizon_secs: SHARD_HORIZON_SECS,
         max_windows: process.max_windows,
+        // A shard holds what its scaler asks of every tenant; quotas are the scaler's.
+        max_windows_per_tenant: process.max_windows,
     });
     let client = scrape_client(&process.scrape).map_err(RunError::Client)?;
     let scrape_stats = Arc::new(ScrapeStats::new());

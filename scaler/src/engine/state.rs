@@ -151,9 +151,15 @@ mod tests {
         // jump counts as of the jump, so at most one window of it stays on top.
         for now in (T - 3_600..T).chain(T + 600..T + 1_200) {
             tick(&mut state, now);
-            assert!(state.recommendations.len() <= 2 * keep as usize + 1, "at {now}");
+            assert!(
+                state.recommendations.len() <= 2 * keep as usize + 1,
+                "at {now}"
+            );
             assert!(state.recommendations.iter().all(|(t, _)| *t <= now));
-            assert!(state.scale_events.len() <= 2 * events as usize + 1, "at {now}");
+            assert!(
+                state.scale_events.len() <= 2 * events as usize + 1,
+                "at {now}"
+            );
         }
         assert!(state.recommendations.len() <= keep as usize + 1);
         assert!(state.first_seen.is_some_and(|t| t <= T - 3_600));
