@@ -37,6 +37,12 @@ pub enum PolicySource {
     Fixed,
 }
 
+/// How often store windows are checked for eviction.
+const EVICT_EVERY: Duration = Duration::from_secs(30);
+/// A window of a workload no policy names and KEDA did not ask for goes after this long
+/// without a write.
+const UNWANTED_IDLE_MS: i64 = 10 * 60_000;
+
 /// Everything a process needs besides its listeners.
 pub struct ProcessConfig {
     pub scrape: ScrapeConfig,
@@ -53,6 +59,8 @@ pub struct ProcessConfig {
     /// Where decided replicas run (the demo's simulated pool); `None`: not tracked.
     pub replicas: Option<Arc<dyn ReplicaSource>>,
     pub inputs: CollectorInputs,
+    /// The HTTP port's connection and timeout limits.
+    pub http: crate::listener::HttpLimits,
 }
 
 /// Inputs besides scraping, each off unless configured: anyone who can reach a port
@@ -132,6 +140,12 @@ pub async fn run_with_cluster(
     workloads.set_hold_until_warm(config.hold_until_warm);
     let hpa_views = Arc::new(crate::cluster::hpa::HpaViews::new());
     let ingest = Ingest::new(config.store);
+    // Workloads a policy names or KEDA asked for keep their windows; the others make
+    // way for them when the store is full, and go once idle.
+    let wanted = workloads.clone();
+    ingest
+        .store()
+        .set_wanted(Arc::new(move |key| wanted.get(key).is_some()));
     let client = scrape_client(&config.scrape).map_err(RunError::Client)?;
     let remote_write = config
         .inputs
@@ -224,7 +238,12 @@ pub async fn run_with_cluster(
         hpa: hpa_views.clone(),
         write_refusal,
     };
-    let http_server = http::serve(listeners.http, http_state, wait(shutdown.clone()));
+    let http_server = http::serve(
+        listeners.http,
+        http_state,
+        config.http.clone(),
+        wait(shutdown.clone()),
+    );
     tasks.spawn(async move { http_server.await.map_err(RunError::from) });
 
     // Sharded collectors scrape the targets and the gateway pods; this process then
@@ -265,6 +284,24 @@ pub async fn run_with_cluster(
             Ok(())
         });
     }
+
+    let evict_ingest = ingest.clone();
+    let mut evict_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        let mut ticker = tokio::time::interval(EVICT_EVERY);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    let now_ms = spillway_collector::clock::unix_ms();
+                    let evicted = evict_ingest.evict_idle(now_ms, UNWANTED_IDLE_MS);
+                    if evicted > 0 {
+                        tracing::debug!(evicted, "store windows evicted (idle and unwanted, or empty)");
+                    }
+                }
+                _ = evict_shutdown.changed() => return Ok(()),
+            }
+        }
+    });
 
     let decisions = DecisionLoop {
         policies: config.policies.clone(),

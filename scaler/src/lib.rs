@@ -42,6 +42,7 @@ pub mod engine;
 pub mod ha;
 pub mod http;
 pub mod keda;
+pub mod listener;
 pub mod placement;
 pub mod policy;
 pub mod replicas;

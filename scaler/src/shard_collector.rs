@@ -119,10 +119,16 @@ pub async fn run(
         .with_state(state);
     let http_shutdown = wait(shutdown.clone());
     tasks.spawn(async move {
-        axum::serve(listeners.http, router)
-            .with_graceful_shutdown(http_shutdown)
-            .await
-            .map_err(RunError::from)
+        let stats = Arc::new(crate::listener::HttpStats::default());
+        crate::listener::serve(
+            listeners.http,
+            router,
+            crate::listener::HttpLimits::default(),
+            stats,
+            http_shutdown,
+        )
+        .await
+        .map_err(RunError::from)
     });
 
     crate::app::spawn_scraping(&mut tasks, scraper, owned, follower, &shutdown);

@@ -129,6 +129,8 @@ pub struct Metrics {
     pub policy_reloads: Counter,
     pub policy_reload_errors: Counter,
     pub policy_reload_panics: Counter,
+    /// The HTTP port's connections: refused at the cap, and open.
+    pub http: crate::listener::HttpStats,
     pub hpa_passthrough: Family<WorkloadLabels, Gauge<i64, AtomicI64>>,
     pub hpa_findings: Family<HpaFindingLabels, Gauge<i64, AtomicI64>>,
     pub hpa_tolerance: Family<HpaToleranceLabels, FloatGauge>,
@@ -327,6 +329,17 @@ impl Metrics {
             "Policy files refused on reload (the last good version keeps serving)",
             policy_reload_errors.clone(),
         );
+        let http = crate::listener::HttpStats::default();
+        registry.register(
+            "http_connections_refused",
+            "HTTP connections closed on arrival because the connection cap was reached",
+            http.connections_refused.clone(),
+        );
+        registry.register(
+            "http_connections",
+            "HTTP connections open",
+            http.connections_open.clone(),
+        );
         let policy_reload_panics = Counter::default();
         registry.register(
             "policy_reload_panics",
@@ -391,6 +404,7 @@ impl Metrics {
             policy_reloads,
             policy_reload_errors,
             policy_reload_panics,
+            http,
             hpa_passthrough,
             hpa_findings,
             hpa_tolerance,

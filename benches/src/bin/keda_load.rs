@@ -253,6 +253,7 @@ async fn start_spillway(
         hold_until_warm: false,
         replicas: None,
         inputs: Default::default(),
+        http: Default::default(),
     };
     tokio::spawn(async move {
         if let Err(e) = app::run(config, Listeners { grpc, http }, shutdown).await {

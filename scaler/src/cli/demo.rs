@@ -185,6 +185,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         observer,
         replicas: pool.map(|p| Arc::new(p) as Arc<dyn ReplicaSource>),
         inputs: Default::default(),
+        http: Default::default(),
     };
     app::run(config, Listeners { grpc, http }, shutdown).await?;
     gateway_task.await??;
