@@ -712,6 +712,7 @@ impl prometheus_client::collector::Collector for CollectorStats {
                 s.out_of_order.load(Relaxed),
             ));
             for (reason, counter) in [
+                ("remote_write_tenant_quota", &s.samples_dropped_tenant_quota),
                 ("remote_write_too_old", &s.too_old),
                 ("remote_write_too_new", &s.too_new),
                 ("remote_write_invalid_value", &s.invalid_value),
@@ -724,6 +725,8 @@ impl prometheus_client::collector::Collector for CollectorStats {
             refused.push(("reason", "bad_request", s.bad_requests.load(Relaxed)));
             refused.push(("reason", "too_large", s.too_large.load(Relaxed)));
             refused.push(("reason", "unsupported", s.unsupported.load(Relaxed)));
+            refused.push(("reason", "busy", s.busy.load(Relaxed)));
+            refused.push(("reason", "body_timeout", s.body_timeouts.load(Relaxed)));
         }
         if let Some(push) = &self.push {
             samples.push(("source", "push", push.samples_accepted.load(Relaxed)));
@@ -767,6 +770,12 @@ impl prometheus_client::collector::Collector for CollectorStats {
                 "unlisted_namespace",
                 ingest.stats.values_unmapped.load(Relaxed),
             ));
+            dropped.push((
+                "reason",
+                "store_tenant_quota",
+                ingest.stats.values_refused_tenant_quota.load(Relaxed),
+            ));
+            dropped.push(("reason", "too_many_sources", ingest.refused_sources()));
         }
         family(
             "collector_samples",
@@ -788,7 +797,7 @@ impl prometheus_client::collector::Collector for CollectorStats {
         )?;
         family(
             "remote_write_refused_requests",
-            "Remote-write requests refused, by reason (400, 413, 415)",
+            "Remote-write requests refused, by reason (400, 413, 415; busy 503, body_timeout 408)",
             MetricType::Counter,
             refused,
         )?;
