@@ -23,6 +23,7 @@
 //! - [`shard`]: sharded collectors: target ownership, the shard service, and the
 //!   scalers' fan-out and merge.
 //! - [`timestamps`]: how far a pushed sample's timestamp may be from now.
+//! - [`write_scope`]: what one authenticated writer may write, checked per sample.
 //! - [`clock`]: the only place wall-clock time is read.
 #![forbid(unsafe_code)]
 
@@ -41,5 +42,6 @@ pub mod shard;
 pub mod signal;
 pub mod store;
 pub mod timestamps;
+pub mod write_scope;
 
 pub use signal::{Signal, SignalView, WorkloadKey};

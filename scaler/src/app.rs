@@ -17,6 +17,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::access::Access;
+use crate::access::tokens::OutgoingToken;
+use crate::access::writes::WriteAuthority;
 use crate::http::{self, HttpState};
 use crate::keda::{self, KedaService, ServerSettings};
 use crate::policy::PolicyStore;
@@ -42,6 +45,10 @@ const EVICT_EVERY: Duration = Duration::from_secs(30);
 /// A window of a workload no policy names and KEDA did not ask for goes after this long
 /// without a write.
 const UNWANTED_IDLE_MS: i64 = 10 * 60_000;
+/// How long the first answers wait for the Kubernetes side's first read of replica
+/// counts. KEDA's calls queue on the connection meanwhile; its HPA path gives up after
+/// 3 s.
+const FIRST_OBSERVATION: Duration = Duration::from_secs(2);
 
 /// Everything a process needs besides its listeners.
 pub struct ProcessConfig {
@@ -49,9 +56,6 @@ pub struct ProcessConfig {
     pub targets: Vec<Target>,
     pub store: StoreLimits,
     pub decision_tick: Duration,
-    /// Without replica counts from a cluster, answer nothing for a workload until a full
-    /// scale-down window of data exists, so a restart cannot scale anything down.
-    pub hold_until_warm: bool,
     pub server: ServerSettings,
     pub policies: Arc<PolicyStore>,
     pub policy_source: PolicySource,
@@ -61,6 +65,8 @@ pub struct ProcessConfig {
     pub inputs: CollectorInputs,
     /// The HTTP port's connection and timeout limits.
     pub http: crate::listener::HttpLimits,
+    /// Who may call each input.
+    pub access: Arc<Access>,
 }
 
 /// Inputs besides scraping, each off unless configured: anyone who can reach a port
@@ -77,6 +83,8 @@ pub struct CollectorInputs {
     /// Sharded collectors polled and merged; they scrape, so the process's own target
     /// list should be empty.
     pub collectors: Option<FanOutConfig>,
+    /// The token sent to the collector shards (`collectors.tokenFile`).
+    pub collectors_token_file: Option<PathBuf>,
     /// One of several replicas behind one Service: writes are refused unless they reach
     /// every replica (see [`crate::ha`]).
     pub ha: Option<crate::ha::HaSettings>,
@@ -100,6 +108,8 @@ pub enum RunError {
     Cluster(#[from] crate::cluster::ClusterError),
     #[error("collector shards: {0}")]
     Collectors(#[from] spillway_collector::shard::fanout::FanOutError),
+    #[error("collector shards' token: {0}")]
+    Token(#[from] crate::access::TokenError),
     #[error("a task of the process panicked: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -136,8 +146,9 @@ pub async fn run_with_cluster(
     shutdown: watch::Receiver<bool>,
     kubernetes: Option<crate::cluster::KubernetesSettings>,
 ) -> Result<(), RunError> {
+    let access = config.access.clone();
     let workloads = Arc::new(Workloads::new());
-    workloads.set_hold_until_warm(config.hold_until_warm);
+    workloads.set_alias_limits(access.policy().aliases);
     let hpa_views = Arc::new(crate::cluster::hpa::HpaViews::new());
     let ingest = Ingest::new(config.store);
     // Workloads a policy names or KEDA asked for keep their windows; the others make
@@ -173,9 +184,17 @@ pub async fn run_with_cluster(
         .clone()
         .map(|collectors| FanOut::new(collectors, ingest.clone()))
         .transpose()?;
+    let fanout = match (fanout, &config.inputs.collectors_token_file) {
+        (Some(fanout), Some(path)) => {
+            let token = Arc::new(OutgoingToken::load(path.clone())?);
+            Some(fanout.with_bearer(Arc::new(move || token.current())))
+        }
+        (fanout, _) => fanout,
+    };
     let shards = fanout.as_ref().map(FanOut::stats);
     let scrape_stats = Arc::new(spillway_collector::scrape::ScrapeStats::new());
     let mut metrics = Metrics::new();
+    metrics.register_access(&access);
     metrics.register_collector_stats(CollectorStats {
         scrape: Some(scrape_stats.clone()),
         ingest: Some(ingest.clone()),
@@ -199,6 +218,45 @@ pub async fn run_with_cluster(
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
+    // The Kubernetes side reads every bound workload's spec.replicas first, so the first
+    // answers can already hold at what runs; bounded, so an unreachable API server
+    // delays KEDA's first calls by at most that (they wait on the connection, they do
+    // not fail).
+    if let Some(settings) = kubernetes.clone() {
+        let (observed, first_pass) = tokio::sync::oneshot::channel();
+        let cluster = crate::cluster::runner::run(
+            settings,
+            workloads.clone(),
+            ingest.clone(),
+            config.policies.clone(),
+            hpa_views.clone(),
+            shutdown.clone(),
+            Some(observed),
+        );
+        tasks.spawn(async move { cluster.await.map_err(RunError::from) });
+        if tokio::time::timeout(FIRST_OBSERVATION, first_pass)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "replica counts not read within {FIRST_OBSERVATION:?} of start; serving without them meanwhile"
+            );
+        }
+    }
+
+    // Every configured workload has a decision before the gRPC port takes a call, so
+    // GetMetrics answers from the start.
+    let decisions = DecisionLoop {
+        policies: config.policies.clone(),
+        ingest: ingest.clone(),
+        workloads: workloads.clone(),
+        metrics: metrics.clone(),
+        observer: config.observer,
+        tick: config.decision_tick,
+        replicas: config.replicas,
+    };
+    decisions.prime();
+
     let service = KedaService::new(
         config.policies.clone(),
         workloads.clone(),
@@ -210,12 +268,20 @@ pub async fn run_with_cluster(
         .ha
         .as_ref()
         .and_then(crate::ha::HaSettings::write_refusal);
+    let writes = Arc::new(WriteAuthority::new(
+        access.clone(),
+        config.policies.clone(),
+        workloads.clone(),
+    ));
     let grpc_server = keda::serve(
         listeners.grpc,
         service,
         config.server.clone(),
         wait(shutdown.clone()),
-        push.map(|push| crate::ha::PushGate::new(push, write_refusal.clone(), metrics.clone())),
+        push.map(|push| {
+            crate::ha::PushGate::new(push, write_refusal.clone(), metrics.clone(), writes.clone())
+        }),
+        access.clone(),
     );
     tasks.spawn(async move { grpc_server.await.map_err(RunError::from) });
 
@@ -237,6 +303,8 @@ pub async fn run_with_cluster(
         shards,
         hpa: hpa_views.clone(),
         write_refusal,
+        access: access.clone(),
+        writes,
     };
     let http_server = http::serve(
         listeners.http,
@@ -259,17 +327,6 @@ pub async fn run_with_cluster(
         crate::cluster::gateways::follow(discovery, fixed, Arc::new(|_| true)).await?;
     spawn_scraping(&mut tasks, scraper, scrape_targets, follower, &shutdown);
 
-    if let Some(settings) = kubernetes {
-        let cluster = crate::cluster::runner::run(
-            settings,
-            workloads.clone(),
-            ingest.clone(),
-            config.policies.clone(),
-            hpa_views.clone(),
-            shutdown.clone(),
-        );
-        tasks.spawn(async move { cluster.await.map_err(RunError::from) });
-    }
     if let Some(fanout) = fanout {
         let fanout_shutdown = shutdown.clone();
         tasks.spawn(async move {
@@ -303,15 +360,15 @@ pub async fn run_with_cluster(
         }
     });
 
-    let decisions = DecisionLoop {
-        policies: config.policies.clone(),
-        ingest: ingest.clone(),
-        workloads,
-        metrics: metrics.clone(),
-        observer: config.observer,
-        tick: config.decision_tick,
-        replicas: config.replicas,
-    };
+    spawn_access_upkeep(
+        &mut tasks,
+        &access,
+        &workloads,
+        &config.policies,
+        &metrics,
+        &shutdown,
+    );
+
     let decision_shutdown = shutdown.clone();
     tasks.spawn(async move {
         decisions.run(decision_shutdown).await;
@@ -346,6 +403,55 @@ pub async fn run_with_cluster(
     }
 
     join_parts(tasks).await
+}
+
+/// Token files re-read when they change, and aliases no ScaledObject asks for any more
+/// dropped with their workloads.
+fn spawn_access_upkeep(
+    tasks: &mut JoinSet<Result<(), RunError>>,
+    access: &Arc<Access>,
+    workloads: &Arc<Workloads>,
+    policies: &Arc<PolicyStore>,
+    metrics: &Arc<Metrics>,
+    shutdown: &watch::Receiver<bool>,
+) {
+    if let Some(watch) = access.tokens().spawn_watch() {
+        let mut token_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let _ = token_shutdown.wait_for(|stop| *stop).await;
+            watch.abort();
+            Ok(())
+        });
+    }
+    let limits = access.policy().aliases;
+    // A few checks per expiry period: an alias outlives its last call by at most a
+    // quarter more.
+    let every = Duration::from_millis(u64::try_from(limits.expire_after_ms / 4).unwrap_or(60_000))
+        .clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let (workloads, policies, metrics) = (workloads.clone(), policies.clone(), metrics.clone());
+    let mut alias_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    let current = policies.current();
+                    let gone = workloads.expire_aliases(spillway_collector::clock::unix_ms(), |key| {
+                        current.names(&key.tenant, &key.app)
+                    });
+                    for key in &gone {
+                        tracing::info!(workload = %key, "alias dropped: no ScaledObject asked for it within access.aliases.expireAfter");
+                        metrics.forget_workload(&crate::telemetry::WorkloadLabels::from(key));
+                    }
+                    if !gone.is_empty() {
+                        metrics.workloads.set(workloads.len() as i64);
+                    }
+                }
+                _ = alias_shutdown.changed() => return Ok(()),
+            }
+        }
+    });
 }
 
 /// The scrape loop over a target list, and the gateway follower that keeps the list

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::workloads::Published;
+use crate::workloads::{Basis, Published};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConditionType {
@@ -25,16 +25,21 @@ pub enum ConditionType {
     /// stricter policies, `AverageValue` 1, no clipping min/max). Probed when the
     /// Kubernetes side reads the HPA, so absent without it.
     HpaPassThrough,
+    /// Less than a full scale-down window of data since start, or no data at all: what
+    /// is served may not go below what runs (or, with no replica count known, below the
+    /// highest count the data asked for since start).
+    WarmingUp,
 }
 
 impl ConditionType {
     /// The conditions every decision probes, in display order.
-    pub const ALL: [ConditionType; 5] = [
+    pub const ALL: [ConditionType; 6] = [
         ConditionType::Active,
         ConditionType::ScalingLimited,
         ConditionType::DataFresh,
         ConditionType::PolicyValid,
         ConditionType::BurstShortfall,
+        ConditionType::WarmingUp,
     ];
     /// The conditions the Kubernetes side probes, shown after [`Self::ALL`].
     pub const CLUSTER: [ConditionType; 1] = [ConditionType::HpaPassThrough];
@@ -132,16 +137,8 @@ pub fn probes(decision: &Published, policy_error: Option<&str>) -> Vec<Probe> {
     out.push(Probe {
         kind: ConditionType::Active,
         status: if decision.active { True } else { False },
-        reason: if decision.active {
-            "AboveActivation"
-        } else {
-            "Idle"
-        },
-        message: if decision.active {
-            "load is above the activation threshold (IsActive answers true)".to_owned()
-        } else {
-            "nothing above the activation threshold (IsActive answers false)".to_owned()
-        },
+        reason: decision.activity.reason(),
+        message: decision.activity.describe().to_owned(),
     });
     let limited = match decision.rule {
         "rate_limited" => Some("RateLimited"),
@@ -149,6 +146,7 @@ pub fn probes(decision: &Published, policy_error: Option<&str>) -> Vec<Probe> {
         "min_replicas" => Some("MinReplicas"),
         "stabilized" => Some("Stabilized"),
         "schedule" => Some("Schedule"),
+        "hpa_tolerance" => Some("HpaTolerance"),
         _ => None,
     };
     out.push(Probe {
@@ -228,7 +226,50 @@ pub fn probes(decision: &Published, policy_error: Option<&str>) -> Vec<Probe> {
             message: "no placement source: replicas are placed by the cluster".to_owned(),
         },
     });
+    out.push(warming_up(decision));
     out
+}
+
+/// Why the served number may be held up after a start.
+fn warming_up(decision: &Published) -> Probe {
+    use ConditionStatus::{False, True};
+    let (status, reason, message) = match (decision.basis, decision.plan.warming_up) {
+        (Basis::Nothing, _) => (
+            True,
+            "NoDataYet",
+            format!(
+                "no data and no replica count since start: serving the effective minimum {}",
+                decision.served
+            ),
+        ),
+        (Basis::Observed, true) => (
+            True,
+            "RestartWarmup",
+            format!(
+                "less than a full scale-down window of data since start: never below the {} replicas spec.replicas asks for; scale-ups are served at once",
+                decision.scale.spec
+            ),
+        ),
+        (_, true) => (
+            True,
+            "CurrentReplicasUnknown",
+            format!(
+                "less than a full scale-down window of data since start and no replica count (no kubernetes section): serving the highest count the data asked for since start ({}); a restart may lower a workload to it, so KEDA's fallback must be currentReplicasIfHigher or currentReplicas",
+                decision.served
+            ),
+        ),
+        (_, false) => (
+            False,
+            "Warm",
+            "a full scale-down window of data since start".to_owned(),
+        ),
+    };
+    Probe {
+        kind: ConditionType::WarmingUp,
+        status,
+        reason,
+        message,
+    }
 }
 
 #[cfg(test)]

@@ -72,6 +72,9 @@ struct RawConfig {
     collectors: Option<RawCollectors>,
     #[serde(default)]
     ha: Option<crate::ha::HaSettings>,
+    /// Required: who may call each input, or which inputs are open on purpose.
+    #[serde(default)]
+    access: Option<crate::access::settings::RawAccess>,
 }
 
 /// Sharded collectors: the scaler polls these instead of scraping `scrape.targets`.
@@ -85,6 +88,9 @@ struct RawCollectors {
     timeout: Option<Duration>,
     #[serde(default, deserialize_with = "optional_duration")]
     lost_after: Option<Duration>,
+    /// The bearer token (role `shard` on the collectors) sent with every poll.
+    #[serde(default)]
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -305,7 +311,14 @@ pub struct ServeConfig {
     /// The memory budget the limits above were derived from.
     pub memory: MemoryBudget,
     pub http_limits: crate::listener::HttpLimits,
+    /// Who may do what (`access:`).
+    pub access: crate::access::AccessSettings,
 }
+
+const NO_ACCESS_SECTION: &str = "no `access:` section: without it every input would be open to \
+anyone who can reach the ports. Name who may call what (access.identities, each with a role and, \
+for writer and reader, its tenants), or open inputs on purpose for a demo or a loopback test, \
+e.g. `access: { insecure: [keda, write, status, metrics, shard] }`";
 
 /// The `tls:` section: PEM files (a mounted Secret) checked for changes every
 /// `reload_every`.
@@ -328,6 +341,20 @@ impl ServeConfig {
         }
         let text = std::fs::read_to_string(path).map_err(read)?;
         let mut config = Self::parse(&name, &text)?;
+        if let Some(dir) = path.parent() {
+            let outgoing = config.inputs.collectors_token_file.as_mut();
+            for file in config
+                .access
+                .token_files
+                .iter_mut()
+                .map(|(_, file)| file)
+                .chain(outgoing)
+            {
+                if file.is_relative() {
+                    *file = dir.join(&*file);
+                }
+            }
+        }
         if config.policies.is_relative() {
             // Relative to the config file, as people expect of a path written in it.
             if let Some(dir) = path.parent() {
@@ -429,6 +456,7 @@ impl ServeConfig {
                 })
             }
         };
+        let collectors_token_file = raw.collectors.as_ref().and_then(|c| c.token_file.clone());
         let collectors = raw
             .collectors
             .map(collectors)
@@ -451,6 +479,7 @@ impl ServeConfig {
                 .transpose()
                 .map_err(invalid)?,
             collectors,
+            collectors_token_file,
             ha: raw.ha,
         };
         // A sample the bounds accept must land inside every window's horizon: the store
@@ -472,7 +501,13 @@ impl ServeConfig {
                 )));
             }
         }
+        let access = raw
+            .access
+            .ok_or_else(|| invalid(NO_ACCESS_SECTION.into()))?
+            .resolve()
+            .map_err(invalid)?;
         Ok(Self {
+            access,
             inputs,
             grpc: raw.listen.grpc,
             http: raw.listen.http,
@@ -515,6 +550,48 @@ fn http_limits(
         ));
     }
     Ok(limits)
+}
+
+/// The inputs `spillway serve` has on with these settings.
+pub fn serve_inputs(inputs: &CollectorInputs) -> Vec<crate::access::Input> {
+    use crate::access::Input;
+    let mut on = vec![Input::Keda, Input::Status, Input::Metrics];
+    if inputs.remote_write.is_some() || inputs.push.is_some() {
+        on.push(Input::Write);
+    }
+    on
+}
+
+impl ServeConfig {
+    /// What `spillway serve` needs of the access rules with these inputs: an error for
+    /// an input it has on that no identity could use (KEDA with neither client
+    /// certificates nor a token, writes without a writer, shards without the scaler's
+    /// token), else the review whose open inputs start-up names. `spillway collector`
+    /// reads the same file and reviews its own inputs.
+    pub fn serve_access(&self) -> Result<crate::access::Review, String> {
+        let shard_open = self.access.policy.is_open(crate::access::Input::Shard);
+        if self.inputs.collectors.is_some()
+            && self.inputs.collectors_token_file.is_none()
+            && !shard_open
+        {
+            return Err(
+                "collectors.tokenFile: the collector shards only answer an identity with role \
+                 shard; give the scaler its token file, or open the shard service on purpose \
+                 with access.insecure: [shard]"
+                    .into(),
+            );
+        }
+        let grpc_mtls = self
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.files.client_ca.is_some());
+        let review = self.access.review(&serve_inputs(&self.inputs), grpc_mtls);
+        if review.errors.is_empty() {
+            Ok(review)
+        } else {
+            Err(review.errors.join("; "))
+        }
+    }
 }
 
 fn remote_write(
@@ -725,7 +802,11 @@ mod tests {
 
     #[test]
     fn a_minimal_config_gets_defaults() {
-        let config = ServeConfig::parse("c.yaml", "policies: ./policies\n").unwrap();
+        let config = ServeConfig::parse(
+            "c.yaml",
+            "policies: ./policies\naccess: {insecure: [keda]}\n",
+        )
+        .unwrap();
         assert_eq!(config.grpc.port(), 9090);
         assert_eq!(config.scrape.interval, Duration::from_secs(5));
         assert_eq!(config.scrape.mapping.metric, "gateway_requests_total");
@@ -739,12 +820,12 @@ mod tests {
     fn one_memory_budget_sets_every_limit_unless_one_is_set_itself() {
         let small = ServeConfig::parse(
             "c.yaml",
-            "policies: p\nmemory: { budget: 128Mi, tenantShare: 0.5 }\nremoteWrite: {}\npush: {}\n",
+            "policies: p\naccess: {insecure: [keda, write, status, metrics]}\nmemory: { budget: 128Mi, tenantShare: 0.5 }\nremoteWrite: {}\npush: {}\n",
         )
         .unwrap();
         let big = ServeConfig::parse(
             "c.yaml",
-            "policies: p\nmemory: { budget: 2Gi }\nremoteWrite: {}\npush: {}\n",
+            "policies: p\naccess: {insecure: [keda, write, status, metrics]}\nmemory: { budget: 2Gi }\nremoteWrite: {}\npush: {}\n",
         )
         .unwrap();
         assert_eq!(small.memory.bytes, 128 << 20);
@@ -764,7 +845,7 @@ mod tests {
         // An explicit limit wins; the tenant's share follows it.
         let set = ServeConfig::parse(
             "c.yaml",
-            "policies: p\nstore: { maxWindows: 1000 }\nremoteWrite: { maxSeries: 400 }\nlisten: { grpc: '127.0.0.1:0', http: '127.0.0.1:0', maxConnections: 7 }\n",
+            "policies: p\naccess: {insecure: [keda, write, status, metrics]}\nstore: { maxWindows: 1000 }\nremoteWrite: { maxSeries: 400 }\nlisten: { grpc: '127.0.0.1:0', http: '127.0.0.1:0', maxConnections: 7 }\n",
         )
         .unwrap();
         assert_eq!(
@@ -779,8 +860,11 @@ mod tests {
             ("memory: { budget: lots }", "memory.budget"),
             ("memory: { tenantShare: 0 }", "tenantShare"),
         ] {
-            let error =
-                ServeConfig::parse("c.yaml", &format!("policies: p\n{text}\n")).unwrap_err();
+            let error = ServeConfig::parse(
+                "c.yaml",
+                &format!("policies: p\n{text}\naccess: {{insecure: [keda]}}\n"),
+            )
+            .unwrap_err();
             assert!(error.to_string().contains(needle), "{text}: {error}");
         }
     }
@@ -789,7 +873,7 @@ mod tests {
     fn pushed_inputs_are_turned_on_and_bounded_by_their_sections() {
         let config = ServeConfig::parse(
             "c.yaml",
-            "policies: p\n\
+            "policies: p\naccess: {insecure: [keda, write, status, metrics]}\n\
              remoteWrite:\n  maxPast: 2m\n  maxFuture: 10s\n  \
              ha: {clusterLabel: prometheus, replicaLabels: [prometheus_replica], failoverTimeout: 20s}\n\
              push: {maxFuture: 5s}\n",
@@ -809,7 +893,7 @@ mod tests {
         let push = config.inputs.push.unwrap();
         assert_eq!(push.bounds.max_future_ms, 5_000);
         assert_eq!(push.bounds.max_past_ms, TimeBounds::default().max_past_ms);
-        let on = ServeConfig::parse("c.yaml", "policies: p\nremoteWrite: {}\npush: {}\n").unwrap();
+        let on = ServeConfig::parse("c.yaml", "policies: p\naccess: {insecure: [keda, write, status, metrics]}\nremoteWrite: {}\npush: {}\n").unwrap();
         assert!(on.inputs.remote_write.is_some() && on.inputs.push.is_some());
         for (text, needle) in [
             ("remoteWrite: {maxPast: 0s}", "maxPast"),
@@ -829,30 +913,39 @@ mod tests {
                 "push.maxPast + push.maxFuture must be below store.horizon (120s)",
             ),
         ] {
-            let error =
-                ServeConfig::parse("c.yaml", &format!("policies: p\n{text}\n")).unwrap_err();
+            let error = ServeConfig::parse(
+                "c.yaml",
+                &format!(
+                    "policies: p\naccess: {{insecure: [keda, write, status, metrics]}}\n{text}\n"
+                ),
+            )
+            .unwrap_err();
             assert!(error.to_string().contains(needle), "{text}: {error}");
         }
     }
 
     #[test]
     fn bad_configs_say_what_is_wrong() {
-        let error = ServeConfig::parse("c.yaml", "policies: p\nscrape: {targets: [gw:9113]}\n")
+        let error = ServeConfig::parse("c.yaml", "policies: p\naccess: {insecure: [keda, write, status, metrics]}\nscrape: {targets: [gw:9113]}\n")
             .unwrap_err();
         assert!(error.to_string().contains("must be an http"), "{error}");
         let error = ServeConfig::parse(
             "c.yaml",
-            "policies: p\nscrape: {interval: 1s, timeout: 2s}\n",
+            "policies: p\naccess: {insecure: [keda, write, status, metrics]}\nscrape: {interval: 1s, timeout: 2s}\n",
         )
         .unwrap_err();
         assert!(error.to_string().contains("timeout"), "{error}");
-        let error = ServeConfig::parse("c.yaml", "policies: p\nunknown: 1\n").unwrap_err();
+        let error = ServeConfig::parse(
+            "c.yaml",
+            "policies: p\naccess: {insecure: [keda, write, status, metrics]}\nunknown: 1\n",
+        )
+        .unwrap_err();
         assert!(error.to_string().contains("c.yaml"), "{error}");
         let error =
-            ServeConfig::parse("c.yaml", "policies: p\nscrape: {interval: fast}\n").unwrap_err();
+            ServeConfig::parse("c.yaml", "policies: p\naccess: {insecure: [keda, write, status, metrics]}\nscrape: {interval: fast}\n").unwrap_err();
         assert!(error.to_string().contains("not a duration"), "{error}");
         let error =
-            ServeConfig::parse("c.yaml", "policies: p\ntls: {certFile: a.crt}\n").unwrap_err();
+            ServeConfig::parse("c.yaml", "policies: p\naccess: {insecure: [keda, write, status, metrics]}\ntls: {certFile: a.crt}\n").unwrap_err();
         assert!(error.to_string().contains("keyFile"), "{error}");
     }
 
@@ -860,7 +953,7 @@ mod tests {
     fn collector_shards_are_configured_and_checked() {
         let config = ServeConfig::parse(
             "c.yaml",
-            "policies: p\ncollectors:\n  shards: [http://c-0:9091, http://c-1:9091]\n  interval: 2s\n",
+            "policies: p\naccess: {insecure: [keda, write, status, metrics]}\ncollectors:\n  shards: [http://c-0:9091, http://c-1:9091]\n  interval: 2s\n",
         )
         .unwrap();
         let collectors = config.inputs.collectors.unwrap();
@@ -880,19 +973,36 @@ mod tests {
                 "timeout",
             ),
         ] {
-            let error =
-                ServeConfig::parse("c.yaml", &format!("policies: p\n{text}\n")).unwrap_err();
+            let error = ServeConfig::parse(
+                "c.yaml",
+                &format!(
+                    "policies: p\naccess: {{insecure: [keda, write, status, metrics]}}\n{text}\n"
+                ),
+            )
+            .unwrap_err();
             assert!(error.to_string().contains(needle), "{text}: {error}");
         }
     }
 
     #[test]
     fn ha_mode_is_a_section_of_its_own() {
-        let off = ServeConfig::parse("c.yaml", "policies: p\n").unwrap();
+        let off = ServeConfig::parse(
+            "c.yaml",
+            "policies: p\naccess: {insecure: [keda, write, status, metrics]}\n",
+        )
+        .unwrap();
         assert_eq!(off.inputs.ha, None);
-        let on = ServeConfig::parse("c.yaml", "policies: p\nha: {}\n").unwrap();
+        let on = ServeConfig::parse(
+            "c.yaml",
+            "policies: p\naccess: {insecure: [keda, write, status, metrics]}\nha: {}\n",
+        )
+        .unwrap();
         assert_eq!(on.inputs.ha, Some(crate::ha::HaSettings::default()));
-        let error = ServeConfig::parse("c.yaml", "policies: p\nha: {writes: all}\n").unwrap_err();
+        let error = ServeConfig::parse(
+            "c.yaml",
+            "policies: p\naccess: {insecure: [keda, write, status, metrics]}\nha: {writes: all}\n",
+        )
+        .unwrap_err();
         assert!(error.to_string().contains("writes"), "{error}");
     }
 
@@ -902,7 +1012,7 @@ mod tests {
         let path = dir.path().join("serve.yaml");
         std::fs::write(
             &path,
-            "policies: p\ntls:\n  certFile: tls/tls.crt\n  keyFile: /abs/tls.key\n  clientCaFile: ca.crt\n  reloadInterval: 2s\n",
+            "policies: p\naccess: {insecure: [keda, write, status, metrics]}\ntls:\n  certFile: tls/tls.crt\n  keyFile: /abs/tls.key\n  clientCaFile: ca.crt\n  reloadInterval: 2s\n",
         )
         .unwrap();
         let config = ServeConfig::load(&path).unwrap();
@@ -912,10 +1022,13 @@ mod tests {
         assert_eq!(tls.files.client_ca, Some(dir.path().join("ca.crt")));
         assert_eq!(tls.reload_every, Duration::from_secs(2));
         assert!(
-            ServeConfig::parse("c.yaml", "policies: p\n")
-                .unwrap()
-                .tls
-                .is_none()
+            ServeConfig::parse(
+                "c.yaml",
+                "policies: p\naccess: {insecure: [keda, write, status, metrics]}\n"
+            )
+            .unwrap()
+            .tls
+            .is_none()
         );
     }
 
@@ -923,7 +1036,7 @@ mod tests {
     fn collector_inputs_are_configured_and_checked() {
         let config = ServeConfig::parse(
             "c.yaml",
-            "policies: p\n\
+            "policies: p\naccess: {insecure: [keda, write, status, metrics]}\n\
              remoteWrite: {maxSeries: 1000}\n\
              resources: {podLabel: pod, stripSegments: 1}\n\
              promql:\n  url: http://prometheus:9090\n  interval: 10s\n  queries:\n  \
@@ -950,21 +1063,82 @@ mod tests {
 
         let error = ServeConfig::parse(
             "c.yaml",
-            "policies: p\npromql: {url: http://p, queries: [{signal: rps, expr: x}]}\n",
+            "policies: p\naccess: {insecure: [keda, write, status, metrics]}\npromql: {url: http://p, queries: [{signal: rps, expr: x}]}\n",
         )
         .unwrap_err();
         assert!(error.to_string().contains("rps"), "{error}");
         let error = ServeConfig::parse(
             "c.yaml",
-            "policies: p\nresources: {appLabel: app, podLabel: pod}\n",
+            "policies: p\naccess: {insecure: [keda, write, status, metrics]}\nresources: {appLabel: app, podLabel: pod}\n",
         )
         .unwrap_err();
         assert!(error.to_string().contains("not both"), "{error}");
         let error = ServeConfig::parse(
             "c.yaml",
-            "policies: p\npromql: {url: http://p, interval: 60s, queries: [{signal: qps, expr: x}]}\n",
+            "policies: p\naccess: {insecure: [keda, write, status, metrics]}\npromql: {url: http://p, interval: 60s, queries: [{signal: qps, expr: x}]}\n",
         )
         .unwrap_err();
         assert!(error.to_string().contains("staleness"), "{error}");
+    }
+
+    #[test]
+    fn access_is_required_and_an_input_no_one_could_use_is_refused() {
+        let error = ServeConfig::parse("c.yaml", "policies: p\n").unwrap_err();
+        assert!(
+            error.to_string().contains("no `access:` section"),
+            "{error}"
+        );
+        let error =
+            ServeConfig::parse("c.yaml", "policies: p\naccess: {insecure: [all]}\n").unwrap_err();
+        assert!(error.to_string().contains("access.insecure"), "{error}");
+        let serve = |text: &str| ServeConfig::parse("c.yaml", text).unwrap().serve_access();
+        // KEDA would be refused on every call: no certificate is verified, no token.
+        let error = serve(
+            "policies: p\naccess: {identities: {keda: {role: keda}}, insecure: [status, metrics]}\n",
+        )
+        .unwrap_err();
+        assert!(error.contains("no identity can use keda"), "{error}");
+        // With client certificates verified on the gRPC port, KEDA's CN is enough.
+        let review = serve(
+            "policies: p\ntls: {certFile: a, keyFile: b, clientCaFile: c}\n\
+             access: {identities: {keda: {role: keda}}}\n",
+        )
+        .unwrap();
+        assert!(review.open.is_empty());
+        assert_eq!(review.closed.len(), 2, "status and /metrics: closed to all");
+        // Writes turned on need a writer, or to be open on purpose.
+        let error =
+            serve("policies: p\nremoteWrite: {}\naccess: {insecure: [keda]}\n").unwrap_err();
+        assert!(error.contains("no identity can use write"), "{error}");
+        // Polling shards needs their token, or the shard service open on purpose.
+        let error = serve(
+            "policies: p\ncollectors: {shards: ['http://c:9091']}\naccess: {insecure: [keda]}\n",
+        )
+        .unwrap_err();
+        assert!(error.contains("collectors.tokenFile"), "{error}");
+        let open = serve("policies: p\naccess: {insecure: [keda, metrics]}\n").unwrap();
+        assert_eq!(
+            open.open,
+            [crate::access::Input::Keda, crate::access::Input::Metrics]
+        );
+    }
+
+    #[test]
+    fn token_files_are_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.yaml");
+        std::fs::write(
+            &path,
+            "policies: p\naccess:\n  insecure: [keda]\n  identities:\n    agent: {role: writer, tenants: [acme], tokenFile: tokens/agent}\n",
+        )
+        .unwrap();
+        let config = ServeConfig::load(&path).unwrap();
+        assert_eq!(
+            config.access.token_files,
+            vec![(
+                std::sync::Arc::from("agent"),
+                dir.path().join("tokens/agent")
+            )]
+        );
     }
 }

@@ -29,6 +29,7 @@ use spillway_proto::ingest::ingest_server::{Ingest as IngestRpc, IngestServer};
 use spillway_proto::ingest::{PushSummary, SampleBatch};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::access::writes::WriteAuthority;
 use crate::telemetry::Metrics;
 
 /// The `ha:` section of the serve config.
@@ -54,20 +55,27 @@ source from every replica (scrape.targets or kubernetes.gateways), or send every
 every replica's own address (the headless Service spillway-replicas lists them) and set \
 ha.writesReachEveryReplica: true";
 
-/// Spillway's push ingest, or its refusal in HA mode.
+/// Spillway's push ingest for authorized writers, or its refusal in HA mode.
 #[derive(Clone)]
 pub struct PushGate {
     push: PushService,
     refusal: Option<Arc<str>>,
     metrics: Arc<Metrics>,
+    writes: Arc<WriteAuthority>,
 }
 
 impl PushGate {
-    pub fn new(push: PushService, refusal: Option<Arc<str>>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        push: PushService,
+        refusal: Option<Arc<str>>,
+        metrics: Arc<Metrics>,
+        writes: Arc<WriteAuthority>,
+    ) -> Self {
         Self {
             push,
             refusal,
             metrics,
+            writes,
         }
     }
 
@@ -84,12 +92,14 @@ impl IngestRpc for PushGate {
         &self,
         request: Request<Streaming<SampleBatch>>,
     ) -> Result<Response<PushSummary>, Status> {
+        // Who is writing comes first: a caller that may not write learns nothing more.
+        let scope = self.writes.authorize_push(&request)?;
         match &self.refusal {
             Some(refusal) => {
                 self.metrics.count_refused_write("push");
                 Err(Status::failed_precondition(refusal.to_string()))
             }
-            None => IngestRpc::push(&self.push, request).await,
+            None => self.push.push_as(request, Some(scope)).await,
         }
     }
 }

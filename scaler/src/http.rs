@@ -15,6 +15,8 @@ use spillway_collector::ingest::Ingest;
 use spillway_collector::scrape::TargetHealth;
 use tokio::net::TcpListener;
 
+use crate::access::writes::WriteAuthority;
+use crate::access::{Access, Input, TenantScope};
 use crate::cluster::hpa::HpaViews;
 use crate::policy::PolicyStore;
 use crate::status::{StatusReport, TargetStatus, WorkloadStatus};
@@ -39,12 +41,17 @@ pub struct HttpState {
     pub hpa: Arc<HpaViews>,
     /// HA mode refuses writes that would reach only this replica; `None`: accepted.
     pub write_refusal: Option<Arc<str>>,
+    /// Who may read what (`/metrics`, the status API).
+    pub access: Arc<Access>,
+    /// Who may write what (remote-write).
+    pub writes: Arc<WriteAuthority>,
 }
 
 pub fn router(state: HttpState) -> Router {
     let remote_write = state.remote_write.clone();
     let refusal = state.write_refusal.clone();
     let refused_writes = state.metrics.clone();
+    let writes = state.writes.clone();
     let router = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -53,15 +60,25 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/v1/workloads/{tenant}/{app}", get(workload))
         .with_state(state);
     match (refusal, remote_write) {
-        (Some(refusal), _) => router.merge(
-            Router::new()
-                .route(
-                    "/api/v1/write",
-                    axum::routing::post(crate::ha::refuse_remote_write),
-                )
-                .with_state((refusal, refused_writes)),
+        (Some(refusal), _) => {
+            // Who is writing comes first, as for every write: a caller that may not
+            // write learns nothing about the process's mode.
+            let access = writes.access().clone();
+            router.route(
+                "/api/v1/write",
+                post(move |headers: HeaderMap| async move {
+                    if let Err(refused) = access.authorize_http(Input::Write, &headers) {
+                        return refused.into_response();
+                    }
+                    crate::ha::refuse_remote_write(State((refusal, refused_writes)))
+                        .await
+                        .into_response()
+                }),
+            )
+        }
+        (None, Some(receiver)) => router.merge(
+            spillway_collector::remote_write::authorized_router(receiver, writes.remote_write()),
         ),
-        (None, Some(receiver)) => router.merge(spillway_collector::remote_write::router(receiver)),
         (None, None) => router.route("/api/v1/write", post(remote_write_off)),
     }
 }
@@ -91,6 +108,9 @@ pub async fn serve(
 /// OpenMetrics for scrapers that ask for it (Prometheus does), the 0.0.4 text format
 /// for everyone else (curl, promtool).
 async fn metrics(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+    if let Err(refused) = state.access.authorize_http(Input::Metrics, &headers) {
+        return refused.into_response();
+    }
     refresh_gauges(&state);
     metrics_response(&state.metrics, &headers)
 }
@@ -170,36 +190,67 @@ pub(crate) fn refresh_target_gauges(metrics: &Metrics, targets: &DashMap<Arc<str
     }
 }
 
-fn report(state: &HttpState) -> StatusReport {
+/// The status a caller may see: its tenants' workloads; the scrape targets, policy
+/// errors and shards (shared by every tenant) only for a caller that reads them all.
+fn report(state: &HttpState, tenants: &TenantScope) -> StatusReport {
+    let everything = tenants.is_all();
     StatusReport {
         workloads: state
             .workloads
             .all()
             .iter()
+            .filter(|entry| tenants.allows(&entry.key.tenant))
             .map(|entry| workload_status(state, entry))
             .collect(),
-        targets: state
-            .targets
-            .iter()
-            .map(|t| TargetStatus::from_health(t.key(), t.value()))
-            .collect(),
-        policy_errors: (state.policy_status)(),
-        shards: state
-            .shards
-            .as_ref()
-            .map(|shards| shards.shards())
-            .unwrap_or_default(),
+        targets: if everything {
+            state
+                .targets
+                .iter()
+                .map(|t| TargetStatus::from_health(t.key(), t.value()))
+                .collect()
+        } else {
+            Vec::new()
+        },
+        policy_errors: if everything {
+            (state.policy_status)()
+        } else {
+            Vec::new()
+        },
+        shards: match &state.shards {
+            Some(shards) if everything => shards.shards(),
+            _ => Vec::new(),
+        },
     }
 }
 
-async fn status(State(state): State<HttpState>) -> Response {
-    axum::Json(report(&state)).into_response()
+async fn status(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+    match state.access.authorize_http(Input::Status, &headers) {
+        Ok(permit) => axum::Json(report(&state, &permit.tenants)).into_response(),
+        Err(refused) => refused.into_response(),
+    }
 }
 
 async fn workload(
     State(state): State<HttpState>,
+    headers: HeaderMap,
     Path((tenant, app)): Path<(String, String)>,
 ) -> Response {
+    let permit = match state.access.authorize_http(Input::Status, &headers) {
+        Ok(permit) => permit,
+        Err(refused) => return refused.into_response(),
+    };
+    // Said the same whether or not the workload exists, so a reader cannot probe
+    // another tenant's apps.
+    if !permit.tenants.allows(&tenant) {
+        return (
+            StatusCode::FORBIDDEN,
+            format!(
+                "identity `{}` may not read tenant `{tenant}`\n",
+                permit.name()
+            ),
+        )
+            .into_response();
+    }
     match state
         .workloads
         .get(&WorkloadKey::new(tenant.as_str(), app.as_str()))

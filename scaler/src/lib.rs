@@ -12,6 +12,8 @@
 //!   [`engine::Decision`] with its rule and reason out.
 //! - [`placement`]: the placement planner. Pure: desired replicas + free node capacity in,
 //!   a regular / burst split out.
+//! - [`hpa`]: the HPA KEDA creates, as Spillway's answers meet it: its tolerance rule and
+//!   the number `GetMetrics` serves so the HPA applies the decision. Pure.
 //!
 //! - [`simulate`]: `spillway simulate`: a recorded trace replayed through the engine and
 //!   the placement simulator, next to the HPA, KEDA + HPA and fixed provisioning.
@@ -25,6 +27,9 @@
 //! - [`conditions`]: per-workload conditions the status API reports.
 //! - [`workloads`]: each workload's published decision, activity channel and history.
 //! - [`telemetry`]: `/metrics`; [`http`]: the HTTP side; [`status`]: the status report.
+//! - [`access`]: who may do what: identities (client certificates, bearer tokens),
+//!   roles, tenant-bound writes and reads; [`aliases`]: workloads scaled by another
+//!   app's borrowable policy entry, capped and expired.
 //! - [`ha`]: several replicas behind one Service: writes that would reach only one are refused.
 //! - [`app`]: one Spillway process wired together; [`demo`]: `spillway demo`'s
 //!   built-in gateway, traffic profile and policies; [`config`]: `spillway serve`'s file.
@@ -32,6 +37,8 @@
 //!   scrapes its hash shard of the targets and answers the scalers.
 #![forbid(unsafe_code)]
 
+pub mod access;
+pub mod aliases;
 pub mod app;
 pub mod cluster;
 pub mod conditions;
@@ -40,6 +47,7 @@ pub mod demo;
 pub mod durations;
 pub mod engine;
 pub mod ha;
+pub mod hpa;
 pub mod http;
 pub mod keda;
 pub mod listener;

@@ -11,11 +11,22 @@ use spillway_collector::{Signal, SignalView, WorkloadKey, clock};
 use tokio::sync::watch;
 
 use crate::conditions;
-use crate::engine::{self, Decision, ReplicaCounts};
+use crate::engine::{self, Decision, ReplicaCounts, Rule, WorkloadState};
+use crate::hpa::{HpaView, ScaleCounts};
 use crate::policy::{AppPolicy, PolicySet, PolicyStore};
 use crate::replicas::{Placed, ReplicaSource, ReplicaSync};
 use crate::telemetry::{DecisionLabels, Metrics, WorkloadLabels};
-use crate::workloads::{BandView, ProposalView, Published, WorkloadEntry, Workloads};
+use crate::workloads::{
+    BandView, Basis, Known, ProposalView, Published, ServePlan, WorkloadEntry, Workloads,
+    serve_plan,
+};
+
+fn settled(replicas: u32) -> ReplicaCounts {
+    ReplicaCounts {
+        current: replicas,
+        ready: replicas,
+    }
+}
 
 /// Called with every decision that changed something (desired, activity or rule).
 pub type DecisionObserver = Arc<dyn Fn(&WorkloadKey, &Published, Option<&Published>) + Send + Sync>;
@@ -112,6 +123,23 @@ impl DecisionLoop {
         self.decide_with_refused(entry, policy, now_ms, &refused);
     }
 
+    /// Decides every workload once, so KEDA's first calls (the gRPC server may take them
+    /// the moment it listens) find a decision for every configured workload.
+    pub fn prime(&self) {
+        let index = PolicyIndex::build(self.policies.current());
+        self.sync_workloads(&index);
+        let refused = self.refused_tenants();
+        let now_ms = clock::unix_ms();
+        for entry in self.workloads.all() {
+            if let Some(policy) = index
+                .by_workload
+                .get(&self.workloads.policy_key(&entry.key))
+            {
+                self.decide_with_refused(&entry, policy, now_ms, &refused);
+            }
+        }
+    }
+
     /// [`Self::decide`] with the tenants whose latest policy file was refused, and why.
     fn decide_with_refused(
         &self,
@@ -123,58 +151,106 @@ impl DecisionLoop {
         let now = now_ms.div_euclid(1000);
         let view = self.ingest.store().view(&entry.key);
         let has_data = Signal::ALL.iter().any(|s| view.newest(*s).is_some());
-        let decision = entry.decide_with(|state, start| match start {
-            Some(replicas) => Some((
-                engine::decide(policy, &view, replicas, now, state),
-                replicas,
-            )),
-            // Nothing known about the workload: publishing a number now would be a guess
-            // KEDA applies, so GetMetrics keeps answering UNAVAILABLE instead.
-            None if !has_data => None,
-            // Data but no replica count, and less than a scale-down window of it: this
-            // process (re)started and cannot tell whether the data asks for fewer
-            // replicas than run now. Answering would let a restart scale down, so hold:
-            // KEDA's HPA keeps its replicas while GetMetrics is UNAVAILABLE.
-            None if self.workloads.holds_until_warm()
-                && Signal::ALL
-                    .iter()
-                    .filter_map(|s| view.oldest(*s))
-                    .max()
-                    .is_some_and(|start| {
-                        now - start < i64::from(policy.hysteresis.down_window_secs)
-                    }) =>
-            {
-                None
-            }
-            // Data but no replica count (first decision after a start without cluster
-            // access): start from what the data asks for, so no limit is applied against
-            // an invented starting point.
-            None => {
-                let probe = engine::decide(
-                    policy,
-                    &view,
-                    ReplicaCounts::default(),
+        let hpa = entry
+            .hpa_view()
+            .unwrap_or_else(|| HpaView::from_policy(policy));
+        let adjustment = entry.adjustment();
+        let decided = entry.decide_with(|state, known| {
+            let (decision, start, scale, basis) = match known {
+                Known {
+                    observed: Some(observed),
+                    ..
+                } => (
+                    engine::decide(policy, &view, observed.counts, now, state),
+                    observed.counts,
+                    observed.scale,
+                    Basis::Observed,
+                ),
+                // Nothing reads the replica counts: the HPA applied what it was expected
+                // to after the previous answer.
+                Known {
+                    expected: Some(expected),
+                    ..
+                } => {
+                    let start = settled(expected.saturating_sub(adjustment.surge));
+                    (
+                        engine::decide(policy, &view, start, now, state),
+                        start,
+                        ScaleCounts::settled(expected),
+                        Basis::Expected,
+                    )
+                }
+                // No data and no counts: the effective minimum (0 with `min: 0`, so an
+                // idle app at zero gets 0, not an error). Decided on a scratch state so
+                // that the first decision on data starts from the data.
+                Known { .. } if !has_data => {
+                    let start = settled(engine::effective_min(policy, now));
+                    let mut scratch = WorkloadState::new(now);
+                    (
+                        engine::decide(policy, &view, start, now, &mut scratch),
+                        start,
+                        ScaleCounts::settled(start.current),
+                        Basis::Nothing,
+                    )
+                }
+                // Data but no counts (a start without the Kubernetes side): start from
+                // what the data asks for, so no limit is applied against an invented
+                // starting point. From here warm-up holds the highest count asked for.
+                Known { .. } => {
+                    let start = settled(engine::first_ask(policy, &view, now));
+                    (
+                        engine::decide(policy, &view, start, now, state),
+                        start,
+                        ScaleCounts::settled(start.current),
+                        Basis::FirstData,
+                    )
+                }
+            };
+            let plan = ServePlan {
+                desired: decision.desired,
+                ceiling: decision.ceiling,
+                max: policy.replicas.max,
+                warming_up: decision.warming_up,
+            };
+            let served = serve_plan(plan, adjustment, scale, basis == Basis::Observed, hpa);
+            if basis != Basis::Nothing {
+                state.record_served(
                     now,
-                    &mut Default::default(),
+                    start.current,
+                    served.expected.saturating_sub(adjustment.surge),
                 );
-                let start = ReplicaCounts {
-                    current: probe.desired,
-                    ready: probe.desired,
-                };
-                Some((engine::decide(policy, &view, start, now, state), start))
             }
+            (decision, start, scale, basis, plan, served)
         });
-        let Some((decision, start)) = decision else {
-            return;
-        };
+        let (decision, start, scale, basis, plan, served) = decided;
         let qps = view.mean(Signal::Qps, now, 5);
-        let placement = self.place(entry, policy, decision.desired, qps, now_ms);
+        // A count from nothing (no data, no replica count) is only what KEDA is told
+        // meanwhile; nothing is placed for it.
+        let placement = if basis == Basis::Nothing {
+            None
+        } else {
+            self.place(entry, policy, served.expected, qps, now_ms)
+        };
+        let (rule, reason) = match served.explain(hpa.tolerance, scale) {
+            Some(note) => (
+                Rule::HpaTolerance.label(),
+                format!("{}; {note}", decision.reason),
+            ),
+            None => (decision.rule.label(), decision.reason.to_string()),
+        };
         let published = Published {
             desired: decision.desired,
             active: decision.active,
-            rule: decision.rule.label(),
-            reason: decision.reason.to_string(),
+            rule,
+            reason,
+            activity: decision.activity,
             current: start.current,
+            basis,
+            scale,
+            plan,
+            hpa,
+            served: served.replicas,
+            expected: served.expected,
             at_ms: now_ms,
             qps,
             cpu_cores: view.mean(Signal::CpuCores, now, 5),
@@ -220,8 +296,8 @@ impl DecisionLoop {
         }
     }
 
-    /// Hands the desired count to the replica source, feeds what runs back to the next
-    /// decision and ingests the pod usage it measured.
+    /// Hands the count the HPA will run to the replica source, feeds what runs back to
+    /// the next decision and ingests the pod usage it measured.
     fn place(
         &self,
         entry: &WorkloadEntry,
@@ -471,5 +547,159 @@ spec:
         }
         let kinds: Vec<_> = entry.conditions().iter().map(|c| c.kind).collect();
         assert_eq!(kinds, crate::conditions::ConditionType::ALL.to_vec());
+    }
+
+    /// A loop with no replica source over one tenant file, and its `web` policy.
+    fn bare_loop(defaults: &str) -> (DecisionLoop, Arc<AppPolicy>, WorkloadKey) {
+        let text = format!(
+            "apiVersion: spillway.io/v1\nkind: ScalingPolicy\nmetadata: {{ tenant: acme }}\nspec:\n  namespaces: [acme]\n  defaults:\n{}  apps:\n    web: {{}}\n",
+            defaults
+                .lines()
+                .map(|l| format!("    {l}\n"))
+                .collect::<String>()
+        );
+        let set = PolicySet::from_policies(vec![
+            parse_policy("acme.yaml", &text).expect("test policy parses"),
+        ])
+        .expect("test policy is valid");
+        let policies = Arc::new(PolicyStore::from_set(set));
+        let key = WorkloadKey::new("acme", "web");
+        let policy = policies
+            .current()
+            .workloads()
+            .find(|(k, _)| *k == key)
+            .map(|(_, p)| p)
+            .expect("web is in the policy");
+        let decisions = DecisionLoop {
+            policies,
+            ingest: Ingest::new(StoreLimits::default()),
+            workloads: Arc::new(Workloads::new()),
+            metrics: Arc::new(Metrics::new()),
+            observer: None,
+            tick: Duration::from_secs(1),
+            replicas: None,
+        };
+        (decisions, policy, key)
+    }
+
+    const T0: i64 = 1_800_000_000_000;
+
+    fn feed(decisions: &DecisionLoop, key: &WorkloadKey, qps: f64, from_s: i64, to_s: i64) {
+        let source: Arc<str> = Arc::from("gateway");
+        for s in from_s..to_s {
+            decisions.ingest.apply(
+                &source,
+                Signal::Qps,
+                vec![(key.clone(), qps)],
+                T0 + s * 1000,
+            );
+        }
+    }
+
+    const WEB: &str = "replicas: { min: 1, max: 200 }
+signals: { window: 2s, qps: { targetPerReplica: 100 } }
+hysteresis: { upWindow: 0s, downWindow: 60s }
+panic: { enabled: false }
+limits: { up: { percent: 1000, per: 1s }, down: { percent: 100, per: 1s } }";
+
+    #[test]
+    fn the_decision_holds_on_spec_and_is_served_against_status() {
+        let (decisions, policy, key) = bare_loop(WEB);
+        let entry = decisions.workloads.get_or_insert(&key);
+        feed(&decisions, &key, 9_650.0, 0, 120);
+        // A rollout: spec 100, status 125.
+        entry.set_observed_scale(
+            ReplicaCounts {
+                current: 100,
+                ready: 100,
+            },
+            ScaleCounts {
+                spec: 100,
+                status: 125,
+            },
+        );
+        decisions.decide(&entry, &policy, T0 + 119_000);
+        let d = entry.latest().expect("decided");
+        assert_eq!(
+            (d.current, d.desired, d.served, d.expected),
+            (100, 100, 100, 100)
+        );
+        assert_eq!(
+            entry.serve(&d).replicas,
+            100,
+            "GetMetrics answers spec's 100"
+        );
+        // Status within the HPA's tolerance: the HPA will write 105 whatever is
+        // answered; the decision says so.
+        entry.set_observed_scale(
+            ReplicaCounts {
+                current: 100,
+                ready: 100,
+            },
+            ScaleCounts {
+                spec: 100,
+                status: 105,
+            },
+        );
+        decisions.decide(&entry, &policy, T0 + 119_500);
+        let d = entry.latest().expect("decided");
+        assert_eq!((d.served, d.expected, d.rule), (100, 105, "hpa_tolerance"));
+        assert!(d.reason.contains("rollout"), "{}", d.reason);
+    }
+
+    #[test]
+    fn with_no_data_and_no_counts_the_effective_minimum_is_served() {
+        let (decisions, policy, key) = bare_loop(&WEB.replace("min: 1", "min: 3"));
+        let entry = decisions.workloads.get_or_insert(&key);
+        decisions.decide(&entry, &policy, T0);
+        let d = entry.latest().expect("a decision from the start");
+        assert_eq!((d.served, d.active, d.basis), (3, true, Basis::Nothing));
+        let warming = entry
+            .conditions()
+            .into_iter()
+            .find(|c| c.kind == crate::conditions::ConditionType::WarmingUp)
+            .expect("a WarmingUp condition");
+        assert_eq!(warming.reason, "NoDataYet");
+        // The first data decides from the data, not from the 3 served meanwhile.
+        feed(&decisions, &key, 1_150.0, 0, 3);
+        decisions.decide(&entry, &policy, T0 + 2_000);
+        let d = entry.latest().expect("decided");
+        assert_eq!((d.served, d.basis), (12, Basis::FirstData));
+        // Then warm-up holds the highest count asked for since the start...
+        feed(&decisions, &key, 450.0, 3, 10);
+        decisions.decide(&entry, &policy, T0 + 9_000);
+        let d = entry.latest().expect("decided");
+        assert_eq!((d.served, d.rule), (12, "restart_warmup"));
+        // ...and never holds a scale-up back.
+        feed(&decisions, &key, 2_050.0, 10, 13);
+        decisions.decide(&entry, &policy, T0 + 12_000);
+        assert_eq!(entry.latest().expect("decided").served, 21);
+    }
+
+    #[test]
+    fn with_min_zero_and_no_data_zero_is_served_and_idle() {
+        let (decisions, policy, key) = bare_loop(&WEB.replace("min: 1", "min: 0"));
+        let entry = decisions.workloads.get_or_insert(&key);
+        decisions.decide(&entry, &policy, T0);
+        let d = entry.latest().expect("a decision from the start");
+        assert_eq!((d.served, d.active), (0, false));
+    }
+
+    #[test]
+    fn during_warm_up_what_runs_is_a_floor_when_it_is_observed() {
+        let (decisions, policy, key) = bare_loop(WEB);
+        let entry = decisions.workloads.get_or_insert(&key);
+        entry.set_observed_scale(
+            ReplicaCounts {
+                current: 20,
+                ready: 20,
+            },
+            ScaleCounts::settled(20),
+        );
+        // 5 s of data asking for 8: warming up, so 20 stays.
+        feed(&decisions, &key, 750.0, 0, 6);
+        decisions.decide(&entry, &policy, T0 + 5_000);
+        let d = entry.latest().expect("decided");
+        assert_eq!((d.served, d.rule), (20, "restart_warmup"));
     }
 }

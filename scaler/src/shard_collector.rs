@@ -23,9 +23,11 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::access::{Access, Input};
 use crate::app::{Listeners, RunError, scrape_client};
 use crate::status::TargetStatus;
 use crate::telemetry::{CollectorStats, Metrics};
+use tonic::service::interceptor::InterceptedService;
 
 /// A shard only sums its targets' latest values; the scalers keep the history.
 const SHARD_HORIZON_SECS: u32 = 60;
@@ -38,6 +40,8 @@ pub struct ShardProcess {
     /// Gateway pods discovered (and followed) from here, also kept by ownership.
     pub kubernetes: Option<crate::cluster::KubernetesSettings>,
     pub max_windows: usize,
+    /// Who may poll the shard service, read `/metrics` and the status.
+    pub access: Arc<Access>,
 }
 
 #[derive(Clone)]
@@ -46,6 +50,7 @@ struct ShardHttp {
     targets: Arc<DashMap<Arc<str>, TargetHealth>>,
     server: ShardServer,
     shard: ShardSpec,
+    access: Arc<Access>,
 }
 
 /// Runs the shard until `shutdown` flips to true.
@@ -78,7 +83,9 @@ pub async fn run(
         .with_stats(scrape_stats.clone());
     let targets = scraper.health();
     let server = ShardServer::new(process.shard, ingest.clone(), targets.clone(), warm_at_ms);
+    let access = process.access.clone();
     let mut metrics = Metrics::new();
+    metrics.register_access(&access);
     metrics.register_collector_stats(CollectorStats {
         scrape: Some(scrape_stats),
         ingest: Some(ingest.clone()),
@@ -96,9 +103,26 @@ pub async fn run(
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
+    // Every workload's totals: only a scaler (role shard) or an admin may read them.
+    let gate = access.clone();
+    let snapshot = InterceptedService::new(
+        server.clone().into_service(),
+        move |request: tonic::Request<()>| {
+            gate.authorize_grpc(Input::Shard, &request)?;
+            Ok(request)
+        },
+    );
+    if let Some(watch) = access.tokens().spawn_watch() {
+        let mut token_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let _ = token_shutdown.wait_for(|stop| *stop).await;
+            watch.abort();
+            Ok(())
+        });
+    }
     let grpc = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(server.clone().into_service())
+        .add_service(snapshot)
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(listeners.grpc),
             wait(shutdown.clone()),
@@ -110,6 +134,7 @@ pub async fn run(
         targets,
         server,
         shard: process.shard,
+        access,
     };
     let router = Router::new()
         .route("/metrics", get(metrics_handler))
@@ -137,6 +162,9 @@ pub async fn run(
 }
 
 async fn metrics_handler(State(state): State<ShardHttp>, headers: HeaderMap) -> Response {
+    if let Err(refused) = state.access.authorize_http(Input::Metrics, &headers) {
+        return refused.into_response();
+    }
     crate::http::refresh_target_gauges(&state.metrics, &state.targets);
     crate::http::metrics_response(&state.metrics, &headers)
 }
@@ -165,15 +193,25 @@ struct ShardStatusReport {
     targets: Vec<TargetStatus>,
 }
 
-async fn status(State(state): State<ShardHttp>) -> Response {
-    axum::Json(ShardStatusReport {
-        shard: state.shard.to_string(),
-        warm: state.server.is_warm(spillway_collector::clock::unix_ms()),
-        targets: state
+async fn status(State(state): State<ShardHttp>, headers: HeaderMap) -> Response {
+    let permit = match state.access.authorize_http(Input::Status, &headers) {
+        Ok(permit) => permit,
+        Err(refused) => return refused.into_response(),
+    };
+    // The targets serve every tenant: only a reader of all of them sees the list.
+    let targets = if permit.tenants.is_all() {
+        state
             .targets
             .iter()
             .map(|t| TargetStatus::from_health(t.key(), t.value()))
-            .collect(),
+            .collect()
+    } else {
+        Vec::new()
+    };
+    axum::Json(ShardStatusReport {
+        shard: state.shard.to_string(),
+        warm: state.server.is_warm(spillway_collector::clock::unix_ms()),
+        targets,
     })
     .into_response()
 }

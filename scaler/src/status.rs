@@ -22,7 +22,18 @@ pub struct StatusReport {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DecisionView {
     pub desired: u32,
+    /// What `GetMetrics` answered for the decision (after placement and the HPA's
+    /// tolerance), and what the HPA runs after it.
+    #[serde(default)]
+    pub served: u32,
+    #[serde(default)]
+    pub expected: u32,
+    /// `spec.replicas` the decision started from.
     pub current: u32,
+    /// `status.replicas` as the HPA reads it (assumed equal to spec without the
+    /// Kubernetes side).
+    #[serde(default)]
+    pub status_replicas: u32,
     #[serde(default)]
     pub ready: u32,
     pub active: bool,
@@ -52,7 +63,10 @@ impl From<&Published> for DecisionView {
     fn from(p: &Published) -> Self {
         Self {
             desired: p.desired,
+            served: p.served,
+            expected: p.expected,
             current: p.current,
+            status_replicas: p.scale.status,
             ready: p.ready,
             active: p.active,
             rule: p.rule.to_owned(),

@@ -662,6 +662,15 @@ pub struct CollectorStats {
 
 impl Metrics {
     /// Adds the collector's counters to the registry (call before sharing `Metrics`).
+    /// Calls refused by the access rules, by input and reason.
+    pub fn register_access(&mut self, access: &crate::access::Access) {
+        self.registry.register(
+            "access_denied",
+            "Calls refused by the access rules, by input (keda, write, status, metrics, shard) and reason (unauthenticated, bad_credential, forbidden)",
+            access.denials(),
+        );
+    }
+
     pub fn register_collector_stats(&mut self, stats: CollectorStats) {
         self.registry.register_collector(Box::new(stats));
     }
@@ -718,6 +727,8 @@ impl prometheus_client::collector::Collector for CollectorStats {
                 ("remote_write_invalid_value", &s.invalid_value),
                 ("remote_write_ha_not_elected", &s.ha_not_elected),
                 ("remote_write_ha_too_many_clusters", &s.ha_too_many_clusters),
+                ("remote_write_tenant_not_allowed", &s.tenant_not_allowed),
+                ("remote_write_unknown_workload", &s.unknown_workload),
             ] {
                 dropped.push(("reason", reason, counter.load(Relaxed)));
             }
@@ -735,6 +746,8 @@ impl prometheus_client::collector::Collector for CollectorStats {
                 ("push_too_new", &push.rejected_too_new),
                 ("push_invalid_value", &push.rejected_invalid_value),
                 ("push_malformed", &push.rejected_malformed),
+                ("push_tenant_not_allowed", &push.rejected_tenant_not_allowed),
+                ("push_unknown_workload", &push.rejected_unknown_workload),
             ] {
                 dropped.push(("reason", reason, counter.load(Relaxed)));
             }

@@ -1,6 +1,11 @@
 //! The live state of every workload Spillway decides for: the latest decision KEDA is
 //! served from, the activity channel `StreamIsActive` subscribers wait on, the engine's
 //! per-workload history and the recent decisions the status API explains.
+//!
+//! The number `GetMetrics` answers is [`serve_plan`]: the decision, adjusted for
+//! placement (burst cap, drain surge), floored during warm-up at what runs, then passed
+//! through the HPA's tolerance ([`crate::hpa::serve`]). It is computed when the decision
+//! is made and again on every `GetMetrics`, with the newest replica counts.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -10,7 +15,8 @@ use spillway_collector::WorkloadKey;
 use tokio::sync::watch;
 
 use crate::conditions::{Condition, Conditions, Probe};
-use crate::engine::{ReplicaCounts, WorkloadState};
+use crate::engine::{Activity, ReplicaCounts, WorkloadState};
+use crate::hpa::{HpaView, ScaleCounts, ServeInput, Served};
 use crate::replicas::Placed;
 
 /// How many past decisions each workload keeps for `spillway explain`.
@@ -23,8 +29,23 @@ pub struct Published {
     pub active: bool,
     pub rule: &'static str,
     pub reason: String,
-    /// The replica count the decision started from.
+    /// Why `active` is what it is.
+    pub activity: Activity,
+    /// The replica count the decision started from (`spec.replicas` when observed).
     pub current: u32,
+    /// What the decision started from.
+    pub basis: Basis,
+    /// The scale subresource the served number was computed against (assumed from the
+    /// previous answer when nothing observes it).
+    pub scale: ScaleCounts,
+    /// How to serve this decision again with newer counts.
+    pub plan: ServePlan,
+    /// The HPA view the served number assumed.
+    pub hpa: HpaView,
+    /// What `GetMetrics` answered when the decision was made.
+    pub served: u32,
+    /// What the HPA runs after that answer (its tolerance may keep `status.replicas`).
+    pub expected: u32,
     /// Unix milliseconds when it was made.
     pub at_ms: i64,
     /// The value per signal the engine saw (for logs and status), if any.
@@ -82,12 +103,90 @@ pub struct WorkloadEntry {
     engine: Mutex<EngineSlot>,
     conditions: Mutex<Conditions>,
     adjustment: Mutex<PlacementAdjustment>,
+    hpa: Mutex<Option<HpaView>>,
 }
 
 #[derive(Debug, Default)]
 struct EngineSlot {
     state: WorkloadState,
-    observed: Option<ReplicaCounts>,
+    observed: Option<Observed>,
+}
+
+/// Replica counts read from where the workload runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Observed {
+    /// What the engine starts from (`spec.replicas` less Spillway's own drain surge).
+    pub counts: ReplicaCounts,
+    /// The scale subresource as the HPA reads it.
+    pub scale: ScaleCounts,
+}
+
+/// What a decision started from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Basis {
+    /// Replica counts read from the cluster (or the demo's pool).
+    Observed,
+    /// Nothing reads the counts: what the HPA was expected to run after the previous
+    /// answer.
+    Expected,
+    /// The first data since start, with no replica count known: what the data asks for.
+    FirstData,
+    /// No data and no replica count: the effective minimum (0 with `min: 0`).
+    Nothing,
+}
+
+/// What serving a decision needs besides the counts of the moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ServePlan {
+    pub desired: u32,
+    /// See [`crate::engine::Decision::ceiling`].
+    pub ceiling: u32,
+    /// `replicas.max`: the warm-up floor never goes past it.
+    pub max: u32,
+    pub warming_up: bool,
+}
+
+/// The number `GetMetrics` answers for `plan`: the decision, capped and surged for
+/// placement; during warm-up never below `spec.replicas` when that is observed (warm-up
+/// may forbid lowering a workload, never raising one); then through the HPA's tolerance.
+pub fn serve_plan(
+    plan: ServePlan,
+    adjustment: PlacementAdjustment,
+    scale: ScaleCounts,
+    observed: bool,
+    hpa: HpaView,
+) -> Served {
+    let placed = adjustment.serve(plan.desired);
+    let floor = if plan.warming_up && observed {
+        scale.spec.min(plan.max.saturating_add(adjustment.surge))
+    } else {
+        0
+    };
+    let replicas = placed.max(floor);
+    // The controller writes a drain surge into spec itself; a raise on top of it would
+    // be pods nobody decided, so none is made while a move surges.
+    let ceiling = if adjustment.surge > 0 {
+        replicas
+    } else {
+        adjustment.serve(plan.ceiling).max(replicas)
+    };
+    crate::hpa::serve(
+        ServeInput {
+            replicas,
+            ceiling,
+            scale,
+        },
+        hpa.tolerance,
+    )
+}
+
+/// What the engine may start the next decision from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Known {
+    pub observed: Option<Observed>,
+    /// What the HPA is expected to run after the previous answer, unless that answer
+    /// came from nothing (no data, no counts).
+    pub expected: Option<u32>,
 }
 
 /// How placement on a real cluster changes the replica count KEDA is served. The HPA
@@ -121,7 +220,26 @@ impl WorkloadEntry {
             engine: Mutex::new(EngineSlot::default()),
             conditions: Mutex::new(Conditions::default()),
             adjustment: Mutex::new(PlacementAdjustment::default()),
+            hpa: Mutex::new(None),
         }
+    }
+
+    /// The HPA in front of this workload as read from the cluster; it wins over the
+    /// policy's `hpaTolerance` from the next decision and the next `GetMetrics` on.
+    pub fn set_hpa_view(&self, view: Option<HpaView>) {
+        *self.hpa.lock().unwrap_or_else(PoisonError::into_inner) = view;
+    }
+
+    /// The HPA view read from the cluster, if any.
+    pub fn hpa_view(&self) -> Option<HpaView> {
+        *self.hpa.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn adjustment(&self) -> PlacementAdjustment {
+        *self
+            .adjustment
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Records what the cluster placement needs the served count to include.
@@ -132,12 +250,26 @@ impl WorkloadEntry {
             .unwrap_or_else(PoisonError::into_inner) = adjustment;
     }
 
-    /// The replica count `GetMetrics` answers: the decision, adjusted for placement.
-    pub fn served_replicas(&self, decision: &Published) -> u32 {
-        self.adjustment
+    /// What `GetMetrics` answers for `decision` now: [`serve_plan`] with the newest
+    /// placement adjustment, replica counts and HPA view.
+    pub fn serve(&self, decision: &Published) -> Served {
+        let observed = self.observed();
+        let scale = observed.map_or(decision.scale, |o| o.scale);
+        let hpa = self.hpa_view().unwrap_or(decision.hpa);
+        serve_plan(
+            decision.plan,
+            self.adjustment(),
+            scale,
+            observed.is_some(),
+            hpa,
+        )
+    }
+
+    fn observed(&self) -> Option<Observed> {
+        self.engine
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .serve(decision.desired)
+            .observed
     }
 
     /// The decision KEDA is currently served, if one has been made.
@@ -167,12 +299,18 @@ impl WorkloadEntry {
             .collect()
     }
 
-    /// Replica counts observed in the cluster (or the simulated pool), when known.
+    /// Replica counts of a pool where spec and status are the same (the demo's).
     pub fn set_observed(&self, replicas: ReplicaCounts) {
+        self.set_observed_scale(replicas, ScaleCounts::settled(replicas.current));
+    }
+
+    /// Replica counts observed in the cluster: what the engine starts from, and the
+    /// scale subresource as the HPA reads it.
+    pub fn set_observed_scale(&self, counts: ReplicaCounts, scale: ScaleCounts) {
         self.engine
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .observed = Some(replicas);
+            .observed = Some(Observed { counts, scale });
     }
 
     /// Records one round of condition checks.
@@ -193,20 +331,19 @@ impl WorkloadEntry {
             .list()
     }
 
-    /// Runs `decide` with the engine state and the replica counts to start from: the
-    /// observed ones, else the last desired count (KEDA's HPA applies it as is), else
-    /// none (the caller decides what a first decision starts from).
-    pub fn decide_with<T>(
-        &self,
-        decide: impl FnOnce(&mut WorkloadState, Option<ReplicaCounts>) -> T,
-    ) -> T {
-        let last_desired = self.latest().map(|p| ReplicaCounts {
-            current: p.desired,
-            ready: p.desired,
-        });
+    /// Runs `decide` with the engine state and what is known to start from: the
+    /// observed counts, and what the HPA is expected to run after the previous answer.
+    pub fn decide_with<T>(&self, decide: impl FnOnce(&mut WorkloadState, Known) -> T) -> T {
+        let expected = self
+            .latest()
+            .filter(|p| p.basis != Basis::Nothing)
+            .map(|p| p.expected);
         let mut slot = self.engine.lock().unwrap_or_else(PoisonError::into_inner);
-        let start = slot.observed.or(last_desired);
-        decide(&mut slot.state, start)
+        let known = Known {
+            observed: slot.observed,
+            expected,
+        };
+        decide(&mut slot.state, known)
     }
 
     /// Publishes a decision. Returns the previous one so callers can tell what changed.
@@ -244,24 +381,12 @@ pub struct Workloads {
     entries: DashMap<WorkloadKey, Arc<WorkloadEntry>>,
     /// Workloads scaled by another app's policy entry (trigger metadata `policy`), e.g.
     /// a canary scaled like its main app: workload → the app entry in the policy.
-    aliases: DashMap<WorkloadKey, Arc<str>>,
-    hold_until_warm: std::sync::atomic::AtomicBool,
+    aliases: crate::aliases::AliasBook,
 }
 
 impl Workloads {
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// See `ProcessConfig::hold_until_warm`.
-    pub fn set_hold_until_warm(&self, hold: bool) {
-        self.hold_until_warm
-            .store(hold, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    pub fn holds_until_warm(&self) -> bool {
-        self.hold_until_warm
-            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn get(&self, key: &WorkloadKey) -> Option<Arc<WorkloadEntry>> {
@@ -275,19 +400,61 @@ impl Workloads {
             .clone()
     }
 
-    /// Records that `key` is scaled by its tenant's `policy_app` entry, and makes sure
-    /// the workload exists so the decision loop picks it up.
-    pub fn alias(&self, key: &WorkloadKey, policy_app: &str) -> Arc<WorkloadEntry> {
+    /// Records that a ScaledObject asked at `now_ms` for `key` scaled by its tenant's
+    /// `policy_app` entry, and makes sure the workload exists so the decision loop
+    /// picks it up. A new alias past the tenant's cap is refused.
+    pub fn alias(
+        &self,
+        key: &WorkloadKey,
+        policy_app: &str,
+        now_ms: i64,
+    ) -> Result<Arc<WorkloadEntry>, crate::aliases::AliasRefused> {
         if *key.app != *policy_app {
-            self.aliases.insert(key.clone(), policy_app.into());
+            self.aliases.ask(key, policy_app, now_ms)?;
         }
-        self.get_or_insert(key)
+        Ok(self.get_or_insert(key))
+    }
+
+    /// Caps and expiry of aliases (`access.aliases`).
+    pub fn set_alias_limits(&self, limits: crate::access::AliasLimits) {
+        self.aliases.set_limits(limits);
+    }
+
+    pub fn is_alias(&self, key: &WorkloadKey) -> bool {
+        self.aliases.contains(key)
+    }
+
+    /// Drops the aliases no ScaledObject asked for within the expiry (and no
+    /// `StreamIsActive` listens to), and those whose app got an entry of its own
+    /// (`has_own_entry`): their workloads go too, unless a policy names them.
+    /// Returns the workloads dropped.
+    pub fn expire_aliases(
+        &self,
+        now_ms: i64,
+        has_own_entry: impl Fn(&WorkloadKey) -> bool,
+    ) -> Vec<WorkloadKey> {
+        let dropped = self.aliases.expire(
+            now_ms,
+            |key| {
+                self.entries
+                    .get(key)
+                    .is_some_and(|entry| entry.active_subscribers() > 0)
+            },
+            &has_own_entry,
+        );
+        let mut gone = Vec::new();
+        for key in dropped {
+            if !has_own_entry(&key) && self.entries.remove(&key).is_some() {
+                gone.push(key);
+            }
+        }
+        gone
     }
 
     /// The policy entry a workload is decided by: its own app, or its alias.
     pub fn policy_key(&self, key: &WorkloadKey) -> WorkloadKey {
-        match self.aliases.get(key) {
-            Some(policy_app) => WorkloadKey::new(key.tenant.clone(), policy_app.clone()),
+        match self.aliases.policy_app(key) {
+            Some(policy_app) => WorkloadKey::new(key.tenant.clone(), policy_app),
             None => key.clone(),
         }
     }
@@ -295,10 +462,11 @@ impl Workloads {
     /// Every aliased workload with the policy entry it follows.
     pub fn aliased(&self) -> Vec<(WorkloadKey, WorkloadKey)> {
         self.aliases
-            .iter()
-            .map(|a| {
-                let policy = WorkloadKey::new(a.key().tenant.clone(), a.value().clone());
-                (a.key().clone(), policy)
+            .list()
+            .into_iter()
+            .map(|(key, policy_app)| {
+                let policy = WorkloadKey::new(key.tenant.clone(), policy_app);
+                (key, policy)
             })
             .collect()
     }
@@ -306,7 +474,7 @@ impl Workloads {
     /// Keeps exactly `keys`, adding new ones and dropping the rest (aliases included).
     pub fn retain_only(&self, keys: &std::collections::HashSet<WorkloadKey>) {
         self.entries.retain(|key, _| keys.contains(key));
-        self.aliases.retain(|key, _| keys.contains(key));
+        self.aliases.remove_where(|key, _| !keys.contains(key));
         for key in keys {
             self.get_or_insert(key);
         }
@@ -330,6 +498,32 @@ impl Workloads {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hpa::{HpaSource, HpaTolerance, ServeOutcome};
+
+    const PASS_THROUGH: HpaView = HpaView {
+        tolerance: HpaTolerance {
+            scale_up: 0.0,
+            scale_down: 0.0,
+        },
+        source: HpaSource::Policy,
+    };
+
+    const TEN: HpaView = HpaView {
+        tolerance: HpaTolerance {
+            scale_up: 0.1,
+            scale_down: 0.1,
+        },
+        source: HpaSource::Policy,
+    };
+
+    fn plan(desired: u32) -> ServePlan {
+        ServePlan {
+            desired,
+            ceiling: 200,
+            max: 200,
+            warming_up: false,
+        }
+    }
 
     fn published(desired: u32, active: bool) -> Published {
         Published {
@@ -337,7 +531,18 @@ mod tests {
             active,
             rule: "test",
             reason: String::new(),
+            activity: if active {
+                Activity::Load
+            } else {
+                Activity::Idle
+            },
             current: 0,
+            basis: Basis::Expected,
+            scale: ScaleCounts::settled(desired),
+            plan: plan(desired),
+            hpa: PASS_THROUGH,
+            served: desired,
+            expected: desired,
             at_ms: 0,
             qps: None,
             cpu_cores: None,
@@ -377,12 +582,158 @@ mod tests {
         );
         let entry = WorkloadEntry::new(WorkloadKey::new("acme", "web"));
         let decision = published(12, true);
-        assert_eq!(entry.served_replicas(&decision), 12);
+        assert_eq!(entry.serve(&decision).replicas, 12);
         entry.set_adjustment(PlacementAdjustment {
             cap: Some(10),
             surge: 1,
         });
-        assert_eq!(entry.served_replicas(&decision), 11);
+        assert_eq!(entry.serve(&decision).replicas, 11);
+    }
+
+    #[test]
+    fn the_tolerance_applies_to_the_number_after_cap_and_surge() {
+        // Decided 130 from 100, capped at 105 by the burst cap: 105 is within the HPA's
+        // tolerance of 100 and would be swallowed; the cap also bounds the raise, so
+        // the HPA keeps 100 and says so, rather than place past the cap.
+        let capped = PlacementAdjustment {
+            cap: Some(105),
+            surge: 0,
+        };
+        let s = serve_plan(plan(130), capped, ScaleCounts::settled(100), true, TEN);
+        assert_eq!(
+            (s.replicas, s.expected, s.outcome),
+            (105, 100, ServeOutcome::Kept { status: 100 })
+        );
+        // With room up to 125, 115 (within the tolerance of 110) is raised to 122.
+        let s = serve_plan(
+            plan(115),
+            PlacementAdjustment {
+                cap: Some(125),
+                surge: 0,
+            },
+            ScaleCounts::settled(110),
+            true,
+            TEN,
+        );
+        assert_eq!((s.replicas, s.expected), (122, 122));
+        // A drain surge is written to spec by the controller itself: the served number
+        // carries it and is never raised on top of it.
+        let surging = PlacementAdjustment {
+            cap: None,
+            surge: 3,
+        };
+        let s = serve_plan(plan(100), surging, ScaleCounts::settled(103), true, TEN);
+        assert_eq!((s.replicas, s.expected), (103, 103));
+        let s = serve_plan(plan(100), surging, ScaleCounts::settled(100), true, TEN);
+        assert_eq!(s.replicas, 103, "not raised while the surge pod is created");
+    }
+
+    #[test]
+    fn during_a_rollout_the_served_number_holds_on_spec() {
+        // spec 100, status 125: the decision 100 is served, and the HPA keeps 100.
+        let s = serve_plan(
+            plan(100),
+            PlacementAdjustment::default(),
+            ScaleCounts {
+                spec: 100,
+                status: 125,
+            },
+            true,
+            TEN,
+        );
+        assert_eq!((s.replicas, s.expected), (100, 100));
+    }
+
+    #[test]
+    fn warm_up_never_serves_below_what_runs_and_never_holds_a_raise_back() {
+        let warming = ServePlan {
+            warming_up: true,
+            ..plan(8)
+        };
+        let runs = ScaleCounts::settled(20);
+        let s = serve_plan(
+            warming,
+            PlacementAdjustment::default(),
+            runs,
+            true,
+            PASS_THROUGH,
+        );
+        assert_eq!(s.replicas, 20, "never below spec.replicas during warm-up");
+        let s = serve_plan(
+            ServePlan {
+                desired: 30,
+                ..warming
+            },
+            PlacementAdjustment::default(),
+            runs,
+            true,
+            PASS_THROUGH,
+        );
+        assert_eq!(s.replicas, 30, "a scale-up is served at once");
+        // Counts that are only assumed (no cluster) are no floor: the engine's own
+        // warm-up rule holds its answers instead.
+        let s = serve_plan(
+            warming,
+            PlacementAdjustment::default(),
+            runs,
+            false,
+            PASS_THROUGH,
+        );
+        assert_eq!(s.replicas, 8);
+        // Warm: the decision is served.
+        let s = serve_plan(
+            plan(8),
+            PlacementAdjustment::default(),
+            runs,
+            true,
+            PASS_THROUGH,
+        );
+        assert_eq!(s.replicas, 8);
+        // The floor stops at replicas.max.
+        let s = serve_plan(
+            ServePlan { max: 15, ..warming },
+            PlacementAdjustment::default(),
+            runs,
+            true,
+            PASS_THROUGH,
+        );
+        assert_eq!(s.replicas, 15);
+    }
+
+    #[test]
+    fn get_metrics_serves_with_the_newest_counts_and_hpa_view() {
+        let entry = WorkloadEntry::new(WorkloadKey::new("acme", "web"));
+        let mut decision = published(105, true);
+        decision.hpa = TEN;
+        decision.plan.ceiling = 200;
+        // Assumed: as the decision saw it.
+        decision.scale = ScaleCounts::settled(100);
+        assert_eq!(entry.serve(&decision).replicas, 111);
+        // A view read from the cluster wins over the policy's.
+        entry.set_hpa_view(Some(HpaView {
+            source: HpaSource::Cluster,
+            ..PASS_THROUGH
+        }));
+        assert_eq!(entry.serve(&decision).replicas, 105);
+        entry.set_hpa_view(None);
+        // Observed counts win over the assumed ones: against 104 running, the first
+        // count the HPA applies above 105 is 115.
+        entry.set_observed(ReplicaCounts {
+            current: 104,
+            ready: 104,
+        });
+        assert_eq!(entry.serve(&decision).replicas, 115);
+    }
+
+    #[test]
+    fn an_answer_from_nothing_is_not_a_starting_point() {
+        let entry = WorkloadEntry::new(WorkloadKey::new("acme", "web"));
+        let mut nothing = published(2, true);
+        nothing.basis = Basis::Nothing;
+        entry.publish(nothing);
+        assert_eq!(entry.decide_with(|_, known| known), Known::default());
+        entry.publish(published(7, true));
+        assert_eq!(entry.decide_with(|_, known| known.expected), Some(7));
     }
 
     #[tokio::test]
@@ -403,5 +754,51 @@ mod tests {
             3,
             "an unchanged decision is not history"
         );
+    }
+
+    #[test]
+    fn an_unused_alias_goes_with_its_workload_unless_listened_to() {
+        let workloads = Workloads::new();
+        workloads.set_alias_limits(crate::access::AliasLimits {
+            max_per_tenant: 2,
+            expire_after_ms: 10_000,
+        });
+        let web = WorkloadKey::new("acme", "web");
+        let canary = WorkloadKey::new("acme", "web-canary");
+        let streamed = WorkloadKey::new("acme", "web-blue");
+        workloads.alias(&web, "web", 0).unwrap();
+        workloads.alias(&canary, "web", 0).unwrap();
+        let listener = workloads
+            .alias(&streamed, "web", 0)
+            .unwrap()
+            .subscribe_active();
+        assert_eq!(workloads.policy_key(&canary), web);
+        assert!(
+            workloads
+                .alias(&WorkloadKey::new("acme", "web-green"), "web", 0)
+                .is_err(),
+            "a third alias is past the cap"
+        );
+        let named = |key: &WorkloadKey| *key == web;
+        assert!(workloads.expire_aliases(10_000, named).is_empty());
+        assert_eq!(
+            workloads.expire_aliases(10_001, named),
+            vec![canary.clone()]
+        );
+        assert!(workloads.get(&canary).is_none(), "its workload is gone too");
+        assert_eq!(workloads.policy_key(&canary), canary);
+        assert!(workloads.get(&streamed).is_some(), "a stream still listens");
+        assert!(workloads.get(&web).is_some(), "not an alias");
+        drop(listener);
+        assert_eq!(workloads.expire_aliases(10_001, named), vec![streamed]);
+        // An app that gets its own entry stops being an alias but keeps its workload.
+        workloads.alias(&canary, "web", 20_000).unwrap();
+        assert!(
+            workloads
+                .expire_aliases(20_000, |key| *key == canary)
+                .is_empty()
+        );
+        assert!(!workloads.is_alias(&canary));
+        assert!(workloads.get(&canary).is_some());
     }
 }

@@ -5,6 +5,7 @@ mod support;
 use proptest::prelude::*;
 use spillway_collector::signal::Signal;
 use spillway_scaler::engine::{ReplicaCounts, WorkloadState, decide};
+use spillway_scaler::hpa::{HpaView, ScaleCounts, ServeInput, hpa_proposal, serve};
 use support::{VecSignals, app_policy};
 
 const T0: i64 = 1_790_000_000;
@@ -194,8 +195,11 @@ proptest! {
         }
     }
 
-    /// With the HPA's 10 % tolerance in force, no answer is a change the HPA would
-    /// silently swallow (unless min/max force it, which the HPA enforces on its own).
+    /// With the HPA's 10 % tolerance in force, every served number is one the HPA
+    /// applies as is, or one it answers with `status.replicas` because no larger step is
+    /// allowed or the change is a scale-down: the count that runs next is always what
+    /// the HPA makes of the answer, by its own rule (replica_calculator.go
+    /// GetExternalPerPodMetricReplicas).
     #[test]
     fn no_change_the_hpa_would_swallow(
         loads in prop::collection::vec(0.0f64..50_000.0, 5..60),
@@ -204,6 +208,7 @@ proptest! {
         let p = app_policy(
             "replicas: { min: 1, max: 400 }\nsignals: { window: 15s, qps: { targetPerReplica: 100 } }\nhysteresis: { downWindow: 30s }\nhpaTolerance: 0.1",
         );
+        let tolerance = HpaView::from_policy(&p).tolerance;
         let mut s = VecSignals::new();
         let mut st = WorkloadState::new(T0 - 10_000);
         let mut current = start;
@@ -211,14 +216,28 @@ proptest! {
             let t = T0 + 15 * i as i64;
             s.fill(Signal::Qps, t - 15, t + 1, *load);
             let d = decide(&p, &s, rc(current), t, &mut st);
-            if d.desired != current && current > 0 && (1..=400).contains(&current) {
-                let ratio = f64::from(d.desired) / f64::from(current);
-                prop_assert!(
-                    (ratio - 1.0).abs() > 0.1,
-                    "{} → {} is inside the HPA's tolerance: {}", current, d.desired, d.reason
-                );
+            let served = serve(
+                ServeInput { replicas: d.desired, ceiling: d.ceiling, scale: ScaleCounts::settled(current) },
+                tolerance,
+            );
+            st.record_served(t, current, served.expected);
+            let applied = hpa_proposal(served.replicas, current, tolerance);
+            prop_assert_eq!(applied, served.expected, "the served function predicts the HPA");
+            if d.desired > current {
+                if applied == current {
+                    // Swallowed only when no count up to the ceiling would be applied.
+                    let reachable = (d.desired..=d.ceiling)
+                        .find(|&n| hpa_proposal(n, current, tolerance) == n);
+                    prop_assert!(
+                        reachable.is_none(),
+                        "{} → {} swallowed although {:?} was allowed: {}",
+                        current, d.desired, reachable, d.reason
+                    );
+                } else {
+                    prop_assert!(applied >= d.desired && applied <= d.ceiling);
+                }
             }
-            current = d.desired;
+            current = applied;
         }
     }
 }

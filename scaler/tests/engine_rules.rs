@@ -3,7 +3,11 @@
 mod support;
 
 use spillway_collector::signal::Signal;
-use spillway_scaler::engine::{ReplicaCounts, Rule, WorkloadState, decide, is_active};
+use spillway_scaler::engine::{
+    Activity, ReplicaCounts, Rule, WorkloadState, activity, decide, effective_min, first_ask,
+    is_active,
+};
+use spillway_scaler::hpa::{HpaView, ScaleCounts, ServeInput, serve};
 use support::{VecSignals, app_policy, bare_qps};
 
 const T0: i64 = 1_790_000_000;
@@ -336,6 +340,30 @@ fn panic_jumps_at_once_and_forbids_scale_down_until_stable() {
 }
 
 #[test]
+fn panic_follows_a_burst_that_is_still_ramping_once_replicas_are_ready() {
+    // A step from 150/s to 1,950/s seen through a 6 s window as it fills: the first
+    // decision crosses 2 × ready, the next ones no longer do once the added replicas are
+    // ready, and the short window must still carry the floor up (Knative's maxPanicPods)
+    // instead of leaving the rest to the 60 s stable window.
+    let p = bare_qps("panic: { window: 6s, threshold: 2.0, stableWindow: 60s }");
+    let mut st = warm();
+    let mut s = qps(150.0, T0);
+    assert_eq!(decide(&p, &s, rc(2), T0, &mut st).desired, 2);
+    s.fill(Signal::Qps, T0 + 1, T0 + 61, 1_950.0);
+    let mut current = 2;
+    let mut seen = Vec::new();
+    for t in T0 + 1..=T0 + 7 {
+        let d = decide(&p, &s, rc(current), t, &mut st);
+        current = d.desired;
+        seen.push(current);
+    }
+    assert_eq!(
+        current, 20,
+        "the panic floor followed the short window to 1,950/s: {seen:?}"
+    );
+}
+
+#[test]
 fn no_panic_below_the_threshold() {
     let p = bare_qps(
         "hysteresis: { upWindow: 120s, downWindow: 0s }\npanic: { window: 6s, threshold: 2.0 }",
@@ -468,40 +496,163 @@ fn no_scale_down_until_a_full_down_window_of_fresh_data_after_restart() {
 }
 
 #[test]
-fn hpa_tolerance_is_never_silently_swallowed() {
+fn the_engine_decides_and_the_hpa_tolerance_is_left_to_the_served_number() {
+    // The engine says what the load needs; whether the HPA would swallow it is decided
+    // on the final number (spillway_scaler::hpa::serve), after placement.
     let p = bare_qps("replicas: { min: 1, max: 500 }\nhpaTolerance: 0.1");
-    // 100 → 105 would be swallowed by the HPA: raised to 111, the smallest step it acts on.
     let d = decide(&p, &qps(10_450.0, T0), rc(100), T0, &mut warm());
-    assert_eq!((d.desired, d.rule), (111, Rule::HpaTolerance));
-    // 100 → 95 would be swallowed: held, and said so.
-    let d = decide(
-        &p,
-        &qps(9_450.0 * 0.8 / 0.8 - 1_500.0 + 1_500.0, T0),
-        rc(100),
-        T0,
-        &mut warm(),
-    );
-    assert_eq!(d.desired, 100);
-    let d = decide(&p, &qps(7_500.0, T0), rc(100), T0, &mut warm());
-    assert_eq!((d.desired, d.rule), (75, Rule::ScaledDown));
-    let p = bare_qps(
-        "replicas: { min: 1, max: 500 }\nhysteresis: { scaleDownBelow: 0.99, downWindow: 0s }\nhpaTolerance: 0.1",
-    );
-    let d = decide(&p, &qps(9_450.0, T0), rc(100), T0, &mut warm());
-    assert_eq!((d.desired, d.rule), (100, Rule::HpaTolerance));
-    assert!(
-        d.reason
-            .to_string()
-            .contains("within the HPA's 10% tolerance"),
-        "{}",
-        d.reason
-    );
-    // With the HPA configured as a pass-through nothing is adjusted.
-    let p = bare_qps("replicas: { min: 1, max: 500 }\nhpaTolerance: 0");
+    assert_eq!((d.desired, d.rule), (105, Rule::ScaledUp));
     assert_eq!(
-        decide(&p, &qps(10_450.0, T0), rc(100), T0, &mut warm()).desired,
-        105
+        d.ceiling, 500,
+        "a raise past the tolerance may go up to max"
     );
+    let served = serve(
+        ServeInput {
+            replicas: d.desired,
+            ceiling: d.ceiling,
+            scale: ScaleCounts::settled(100),
+        },
+        HpaView::from_policy(&p).tolerance,
+    );
+    assert_eq!(served.replicas, 111);
+}
+
+#[test]
+fn the_ceiling_is_the_rate_limit_unless_a_minimum_raised_past_it() {
+    let p = bare_qps(
+        "replicas: { min: 1, max: 500 }\nlimits: { up: { pods: 4, per: 15s }, down: { percent: 100, per: 1s } }",
+    );
+    let d = decide(&p, &qps(15_000.0, T0), rc(100), T0, &mut warm());
+    assert_eq!(
+        (d.desired, d.rule, d.ceiling),
+        (104, Rule::RateLimited, 104)
+    );
+    // A schedule raises the minimum from 95 to 100: rate limits do not bind a minimum,
+    // so the raise that makes the HPA act on it may go to max.
+    let p = bare_qps(
+        "replicas: { min: 1, max: 500 }\nlimits: { up: { pods: 2, per: 15s }, down: { percent: 100, per: 1s } }\nschedules: [ { name: peak, cron: \"* * * * *\", duration: 2m, minReplicas: 100 } ]",
+    );
+    let d = decide(&p, &qps(9_500.0, T0), rc(95), T0, &mut warm());
+    assert_eq!((d.desired, d.rule, d.ceiling), (100, Rule::Schedule, 500));
+}
+
+#[test]
+fn is_active_whenever_the_effective_minimum_is_above_zero() {
+    let idle = qps(0.0, T0);
+    let p = bare_qps(
+        "replicas: { min: 2, max: 10 }\nsignals: { window: 10s, qps: { targetPerReplica: 100, activation: 1 } }",
+    );
+    assert_eq!(activity(&p, &idle, T0), Activity::Minimum);
+    assert!(is_active(&p, &idle, T0));
+    assert!(
+        is_active(&p, &VecSignals::new(), T0),
+        "no data at all: still active"
+    );
+    assert_eq!(effective_min(&p, T0), 2);
+    let d = decide(&p, &idle, rc(2), T0, &mut warm());
+    assert!(
+        d.active,
+        "KEDA must never deactivate a min-2 app: {}",
+        d.reason
+    );
+    let zero = bare_qps(
+        "replicas: { min: 0, max: 10 }\nsignals: { window: 10s, qps: { targetPerReplica: 100, activation: 1 } }",
+    );
+    assert_eq!(activity(&zero, &idle, T0), Activity::Idle);
+    assert_eq!(effective_min(&zero, T0), 0);
+    let scheduled = bare_qps(
+        "replicas: { min: 0, max: 10 }\nschedules: [ { name: always, cron: \"* * * * *\", duration: 2m, minReplicas: 3 } ]",
+    );
+    assert_eq!(activity(&scheduled, &idle, T0), Activity::Schedule);
+    assert_eq!(effective_min(&scheduled, T0), 3);
+    let busy = qps(500.0, T0);
+    assert_eq!(activity(&p, &busy, T0), Activity::Load);
+}
+
+#[test]
+fn scale_to_zero_follows_the_down_limits_to_one_then_zero() {
+    let p = bare_qps(
+        "replicas: { min: 0, max: 50 }\nsignals: { window: 10s, qps: { targetPerReplica: 100, activation: 1 } }\nactivation: { window: 30s }\nlimits: { up: { percent: 10000, per: 1s }, down: { percent: 50, per: 10s } }",
+    );
+    let idle = qps(0.0, T0 + 1_000);
+    let mut st = warm();
+    let mut current = 20;
+    let mut path = vec![current];
+    let mut t = T0;
+    while current > 0 && path.len() < 20 {
+        let d = decide(&p, &idle, rc(current), t, &mut st);
+        assert!(!d.active);
+        assert!(
+            d.desired >= 1 || current <= 1,
+            "{current} → {} jumps to zero: {}",
+            d.desired,
+            d.reason
+        );
+        current = d.desired;
+        path.push(current);
+        t += 10;
+    }
+    // 50 % per 10 s from 20: 10, 5, 2 (truncated), 1, then 0 from 1.
+    assert_eq!(path, vec![20, 10, 5, 2, 1, 0]);
+    let d = decide(&p, &idle, rc(0), t, &mut st);
+    assert_eq!(
+        (d.desired, d.rule),
+        (0, Rule::ScaledToZero),
+        "at zero it answers 0"
+    );
+}
+
+#[test]
+fn the_last_step_to_zero_keeps_the_down_limit_too() {
+    // From 2 to 1, then 1 → 0 only once the limit's period has passed, so the HPA
+    // (which never goes below 1) is served 1 for a while before 0.
+    let p = bare_qps(
+        "replicas: { min: 0, max: 50 }\nsignals: { window: 10s, qps: { targetPerReplica: 100, activation: 1 } }\nlimits: { up: { percent: 10000, per: 1s }, down: { percent: 50, per: 10s } }",
+    );
+    let idle = qps(0.0, T0 + 1_000);
+    let mut st = warm();
+    assert_eq!(decide(&p, &idle, rc(2), T0, &mut st).desired, 1);
+    let d = decide(&p, &idle, rc(1), T0 + 1, &mut st);
+    assert_eq!((d.desired, d.rule), (1, Rule::RateLimited), "{}", d.reason);
+    let d = decide(&p, &idle, rc(1), T0 + 11, &mut st);
+    assert_eq!((d.desired, d.rule), (0, Rule::ScaledToZero), "{}", d.reason);
+}
+
+#[test]
+fn warm_up_forbids_going_toward_zero_but_never_a_scale_up() {
+    let p = bare_qps(
+        "replicas: { min: 0, max: 50 }\nsignals: { window: 10s, qps: { targetPerReplica: 100, activation: 1 } }\nhysteresis: { downWindow: 300s }",
+    );
+    let mut s = VecSignals::new();
+    s.fill(Signal::Qps, T0, T0 + 1_000, 0.0);
+    let mut st = WorkloadState::new(T0);
+    let d = decide(&p, &s, rc(12), T0 + 30, &mut st);
+    assert_eq!((d.desired, d.rule), (12, Rule::RestartWarmup));
+    assert!(d.warming_up);
+    let mut busy = VecSignals::new();
+    busy.fill(Signal::Qps, T0, T0 + 1_000, 2_000.0);
+    let d = decide(&p, &busy, rc(12), T0 + 40, &mut WorkloadState::new(T0));
+    assert_eq!((d.desired, d.warming_up), (20, true), "{}", d.reason);
+    let d = decide(&p, &s, rc(12), T0 + 400, &mut st);
+    assert!(!d.warming_up);
+    assert!(d.desired < 12);
+}
+
+#[test]
+fn the_first_ask_is_what_the_data_alone_needs() {
+    let p = bare_qps("replicas: { min: 2, max: 50 }");
+    assert_eq!(first_ask(&p, &qps(950.0, T0), T0), 10);
+    assert_eq!(first_ask(&p, &qps(10.0, T0), T0), 2, "at least the minimum");
+    assert_eq!(
+        first_ask(&p, &qps(90_000.0, T0), T0),
+        50,
+        "at most the maximum"
+    );
+    let zero = bare_qps(
+        "replicas: { min: 0, max: 50 }\nsignals: { window: 10s, qps: { targetPerReplica: 100, activation: 1 } }",
+    );
+    assert_eq!(first_ask(&zero, &qps(0.0, T0), T0), 0);
+    assert_eq!(first_ask(&zero, &qps(30.0, T0), T0), 1);
 }
 
 #[test]

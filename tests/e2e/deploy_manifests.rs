@@ -548,7 +548,32 @@ fn pod_template_checks(
             if args.first().map(String::as_str) == Some("collector") {
                 check_collector_args(source, text, &args);
             }
+            check_token_files_mounted(source, text, &mounts);
         }
+    }
+}
+
+/// Every token file the process reads (its identities', and the one it sends to the
+/// collector shards) is in a mounted volume: a missing one stops the process at start.
+fn check_token_files_mounted(
+    source: &str,
+    text: &str,
+    mounts: &[k8s_openapi::api::core::v1::VolumeMount],
+) {
+    let config = spillway_scaler::config::ServeConfig::parse(source, text)
+        .unwrap_or_else(|e| panic!("the config in {source} is refused: {e}"));
+    let files = config
+        .access
+        .token_files
+        .iter()
+        .map(|(_, file)| file)
+        .chain(config.inputs.collectors_token_file.as_ref());
+    for file in files {
+        assert!(
+            mounts.iter().any(|m| file.starts_with(&m.mount_path)),
+            "{source}: token file {} is in no mount",
+            file.display()
+        );
     }
 }
 
@@ -589,6 +614,9 @@ fn check_serve_config(
 ) {
     let config = spillway_scaler::config::ServeConfig::parse(source, text)
         .unwrap_or_else(|e| panic!("the serve config in {source} is refused: {e}"));
+    config
+        .serve_access()
+        .unwrap_or_else(|e| panic!("`serve` refuses the access rules in {source}: {e}"));
     let mounted = |path: &Path| mounts.iter().any(|m| path.starts_with(&m.mount_path));
     assert!(
         mounted(&config.policies),

@@ -248,7 +248,8 @@ async fn sigterm_shuts_down_cleanly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workload_can_follow_another_apps_policy_entry() {
     // A canary has no entry of its own in the policy; its ScaledObject names the entry
-    // to scale by (`policy: checkout`) and its own traffic (`app: checkout-canary`).
+    // to scale by (`policy: checkout`, which the policy marks borrowable) and its own
+    // traffic (`app: checkout-canary`).
     let profile = "apps:
   - { tenant: acme, app: checkout, cycle: [{ for: 1h, qps: 0 }] }
   - { tenant: acme, app: checkout-canary, cycle: [{ for: 1h, qps: 700 }] }

@@ -31,8 +31,8 @@ fn policy() -> String {
 signals:
   window: 10s
   qps: { targetPerReplica: 100 }
-# `serve` without cluster access publishes nothing until it holds a full scale-down
-# window of data (a restart must not scale down); keep that wait short here.
+# `serve` without cluster access never lowers its answer during its first scale-down
+# window of data (warm-up); keep that short here.
 hysteresis: { downWindow: 2s }",
         &["web", "api"],
     )

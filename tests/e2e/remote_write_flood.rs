@@ -23,13 +23,25 @@ fn policy() -> String {
 signals:
   window: 2s
   qps: { targetPerReplica: 100 }
-# `serve` without cluster access holds until a full scale-down window of data.
+# `serve` without cluster access never lowers its answer during its first scale-down
+# window of data (warm-up); keep that short here.
 hysteresis: { downWindow: 1s }",
         &["web"],
     )
 }
 
-/// One request of distinct series from a noisy sender (a tenant with no policy).
+/// The noisy tenant's policy: its 50 apps exist, so its series are admitted and fill
+/// the series table (samples of workloads no policy names never take a place there).
+fn noisy_policy() -> String {
+    let apps: String = (0..50).map(|i| format!("    app-{i}: {{}}\n")).collect();
+    format!(
+        "apiVersion: spillway.io/v1\nkind: ScalingPolicy\nmetadata: {{ tenant: noisy }}\n\
+         spec:\n  namespaces: [noisy]\n  defaults:\n    signals:\n      qps: {{ targetPerReplica: 100 }}\n  \
+         apps:\n{apps}"
+    )
+}
+
+/// One request of distinct series from a noisy sender.
 fn flood_body(request: usize, timestamp: i64) -> Vec<u8> {
     let timeseries = (0..SERIES_PER_REQUEST)
         .map(|i| TimeSeries {
@@ -71,7 +83,10 @@ async fn a_remote_write_flood_is_capped_and_does_not_disturb_other_workloads() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = write_serve_config(
         dir.path(),
-        &[("acme.yaml", policy().as_str())],
+        &[
+            ("acme.yaml", policy().as_str()),
+            ("noisy.yaml", noisy_policy().as_str()),
+        ],
         &format!(
             "scrape: {{ interval: 250ms, timeout: 200ms, targets: [{}] }}
 remoteWrite: {{ maxSeries: {MAX_SERIES} }}

@@ -16,7 +16,8 @@ fn policy() -> String {
 signals:
   window: 2s
   qps: { targetPerReplica: 100 }
-# `serve` answers nothing until a scale-down window of data exists (restart hold).
+# `serve` never lowers its answer during its first scale-down window of data
+# (warm-up); keep that short here.
 hysteresis: { downWindow: 1s }",
         &["web"],
     )

@@ -134,8 +134,9 @@ async fn ten_thousand_scaled_objects_polled_as_keda_does() {
             "listen: {{ grpc: 127.0.0.1:0, http: 127.0.0.1:0 }}
 policies: policies
 scrape: {{ interval: 1s, timeout: 900ms, targets: [{}] }}
-",
-            gateway.url()
+{}",
+            gateway.url(),
+            spillway_tests::process::INSECURE_ACCESS,
         ),
     )
     .expect("config");

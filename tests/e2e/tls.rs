@@ -19,7 +19,8 @@ fn policy() -> String {
         "replicas: { min: 2, max: 50 }
 signals:
   qps: { targetPerReplica: 100 }
-# `serve` answers nothing until a scale-down window of data exists (restart hold).
+# `serve` never lowers its answer during its first scale-down window of data
+# (warm-up); keep that short here.
 hysteresis: { downWindow: 1s }",
         &["web"],
     )
@@ -39,9 +40,10 @@ fn serve_with_tls(
         "listen: {{ grpc: 127.0.0.1:0, http: 127.0.0.1:0 }}
 policies: policies
 scrape: {{ interval: 200ms, timeout: 150ms, targets: [{}] }}
-{}",
+{}{}",
         gateway.url(),
-        files.config_section(mutual, "200ms")
+        files.config_section(mutual, "200ms"),
+        spillway_tests::process::INSECURE_ACCESS,
     );
     let path = dir.join("spillway.yaml");
     std::fs::write(&path, config).expect("config");
@@ -291,8 +293,9 @@ fn a_broken_certificate_at_start_up_stops_the_process_with_the_file_named() {
     std::fs::write(
         &config,
         format!(
-            "listen: {{ grpc: 127.0.0.1:0, http: 127.0.0.1:0 }}\npolicies: policies\n{}",
-            files.config_section(false, "1s")
+            "listen: {{ grpc: 127.0.0.1:0, http: 127.0.0.1:0 }}\npolicies: policies\n{}{}",
+            files.config_section(false, "1s"),
+            spillway_tests::process::INSECURE_ACCESS,
         ),
     )
     .expect("config");

@@ -48,7 +48,8 @@ spec:
       up: { pods: 100, percent: 1000, per: 1s }
       down: { percent: 100, per: 1s }
   apps:
-    checkout: {}
+    # A canary's ScaledObject may scale by checkout's entry (`policy: checkout`).
+    checkout: { borrowable: true }
     search: {}
 ";
 
@@ -107,7 +108,8 @@ pub async fn pin(fixture: &Fixture, app: &str, qps: f64) {
     assert!(response.status().is_success(), "{:?}", response.status());
 }
 
-/// Waits until Spillway has scraped enough to serve a decision for `reference`.
+/// Waits until a poll for `reference` succeeds. Spillway answers from the start (0 for
+/// an app with no data and `min: 0`), so this is the first poll once the process is up.
 pub async fn wait_for_decision(client: &Client, reference: &ScaledObjectRef) -> keda::Poll {
     wait::until(
         "a first decision",

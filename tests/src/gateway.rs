@@ -47,9 +47,18 @@ struct Counters {
     glitched: u64,
 }
 
+/// A workload whose counter grows continuously at a settable rate.
+struct Flow {
+    tenant: String,
+    app: String,
+    qps: Arc<AtomicU64>,
+    since: tokio::time::Instant,
+}
+
 #[derive(Clone)]
 pub struct FakeGateway {
     counters: Arc<Mutex<Counters>>,
+    flows: Arc<Mutex<Vec<Flow>>>,
     mode: Arc<Mutex<Mode>>,
     pub addr: SocketAddr,
 }
@@ -63,6 +72,7 @@ impl FakeGateway {
         let addr = listener.local_addr().expect("local addr");
         let gateway = Self {
             counters: Arc::default(),
+            flows: Arc::default(),
             mode: Arc::new(Mutex::new(mode)),
             addr,
         };
@@ -129,6 +139,30 @@ impl FakeGateway {
         self.drive_rate(tenant, app, Arc::new(AtomicU64::new(qps)), interval);
     }
 
+    /// Traffic at exactly `qps` requests/s, whatever the scrape timing: the counter is
+    /// brought up to date (rate × time since the last scrape) whenever it is scraped,
+    /// so rates carry no tick jitter. A change of `qps` counts from the last scrape.
+    pub fn drive_exact(&self, tenant: &str, app: &str, qps: Arc<AtomicU64>) {
+        self.add(tenant, app, 0.0);
+        self.flows.lock().expect("flows lock").push(Flow {
+            tenant: tenant.into(),
+            app: app.into(),
+            qps,
+            since: tokio::time::Instant::now(),
+        });
+    }
+
+    fn advance_flows(&self) {
+        let now = tokio::time::Instant::now();
+        let mut flows = self.flows.lock().expect("flows lock");
+        for flow in flows.iter_mut() {
+            let requests =
+                flow.qps.load(Ordering::Relaxed) as f64 * (now - flow.since).as_secs_f64();
+            flow.since = now;
+            self.add(&flow.tenant, &flow.app, requests);
+        }
+    }
+
     /// Like [`Self::drive`], at whatever whole requests/s `qps` holds when each tick
     /// comes: the test changes the rate while the traffic runs.
     pub fn drive_rate(&self, tenant: &str, app: &str, qps: Arc<AtomicU64>, interval: Duration) {
@@ -149,6 +183,7 @@ async fn metrics(State(gateway): State<FakeGateway>) -> Response {
     let mode = gateway.mode.lock().expect("mode lock").clone();
     match mode {
         Mode::Healthy => {
+            gateway.advance_flows();
             let mut counters = gateway.counters.lock().expect("counters lock");
             let counters = &mut *counters;
             counters.scrapes += 1;

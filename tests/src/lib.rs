@@ -2,7 +2,11 @@
 //! talk to it over real sockets on 127.0.0.1.
 //!
 //! - [`process`]: start `spillway`, learn its ports from its first lines, stop it.
-//! - [`keda`]: a gRPC client that calls Spillway exactly as KEDA does.
+//! - [`keda`]: a gRPC client that calls Spillway exactly as KEDA does, and a model of
+//!   what KEDA does with the answers (activation, cooldown, `minReplicaCount`, fallback).
+//! - [`hpa_model`]: a model of the HPA controller KEDA's HPA runs under.
+//! - [`peer`]: KEDA + HPA + Deployment behind one trait, so scenarios run against the
+//!   models now and a real KEDA and control plane later.
 //! - [`gateway`]: an in-test gateway whose counters and failure modes a test controls.
 //! - [`prometheus`]: a real Prometheus on loopback, for dashboard queries.
 //! - [`fake_kube`]: a fake Kubernetes API server the real `kube` client talks to.
@@ -19,7 +23,9 @@
 pub mod demo;
 pub mod fake_kube;
 pub mod gateway;
+pub mod hpa_model;
 pub mod keda;
+pub mod peer;
 pub mod peers;
 pub mod policy;
 pub mod process;

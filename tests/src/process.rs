@@ -192,13 +192,25 @@ pub fn write_serve_config_on(
         std::fs::write(policy_dir.join(file), text).expect("policy file");
     }
     let path = dir.join("spillway.yaml");
+    // Tests of the access rules bring their own section; every other test runs on
+    // loopback with its inputs open, said explicitly as `serve` requires.
+    let access = if rest.lines().any(|line| line.starts_with("access:")) {
+        ""
+    } else {
+        INSECURE_ACCESS
+    };
     std::fs::write(
         &path,
-        format!("listen: {{ grpc: {grpc}, http: 127.0.0.1:0 }}\npolicies: policies\n{rest}"),
+        format!(
+            "listen: {{ grpc: {grpc}, http: 127.0.0.1:0 }}\npolicies: policies\n{rest}\n{access}"
+        ),
     )
     .expect("config");
     path
 }
+
+/// Every input open to anyone: loopback tests that are not about access.
+pub const INSECURE_ACCESS: &str = "access: { insecure: [keda, write, status, metrics, shard] }\n";
 
 impl Drop for Spillway {
     fn drop(&mut self) {

@@ -158,6 +158,17 @@ pub async fn connect(
     ca_pem: &str,
     identity: Option<&Leaf>,
 ) -> Result<Client, tonic::transport::Error> {
+    Ok(ExternalScalerClient::new(
+        channel(addr, ca_pem, identity).await?,
+    ))
+}
+
+/// The TLS channel [`connect`] uses, for any of Spillway's gRPC services.
+pub async fn channel(
+    addr: SocketAddr,
+    ca_pem: &str,
+    identity: Option<&Leaf>,
+) -> Result<Channel, tonic::transport::Error> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut tls = ClientTlsConfig::new()
         .domain_name(SERVER_NAME)
@@ -172,7 +183,7 @@ pub async fn connect(
         .timeout(Duration::from_secs(5))
         .connect()
         .await?;
-    Ok(ExternalScalerClient::new(channel))
+    Ok(channel)
 }
 
 /// Completes a TLS handshake (and one round trip, so a refusal of the client certificate

@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::ingest::Ingest;
 use crate::signal::{Signal, WorkloadKey};
 use crate::timestamps::{OutOfBounds, TimeBounds};
+use crate::write_scope::{CachedCheck, WriteDenied, WriteScope};
 
 /// Reasons kept in a summary; a broken agent sends the same mistake thousands of times.
 const MAX_ERRORS: usize = 8;
@@ -74,6 +75,10 @@ pub struct PushStats {
     pub rejected_malformed: AtomicU64,
     /// Streams refused because the most allowed were already pushing.
     pub streams_refused: AtomicU64,
+    /// For a tenant the writer may not write.
+    pub rejected_tenant_not_allowed: AtomicU64,
+    /// For a workload no policy names.
+    pub rejected_unknown_workload: AtomicU64,
 }
 
 /// Why samples were refused, for [`PushStats`].
@@ -82,6 +87,7 @@ enum Refusal {
     Time(OutOfBounds),
     InvalidValue,
     Malformed,
+    Denied(WriteDenied),
 }
 
 impl PushStats {
@@ -92,6 +98,8 @@ impl PushStats {
             Refusal::Time(OutOfBounds::TooNew) => &self.rejected_too_new,
             Refusal::InvalidValue => &self.rejected_invalid_value,
             Refusal::Malformed => &self.rejected_malformed,
+            Refusal::Denied(WriteDenied::TenantNotAllowed) => &self.rejected_tenant_not_allowed,
+            Refusal::Denied(WriteDenied::UnknownWorkload) => &self.rejected_unknown_workload,
         };
         counter.fetch_add(samples, Ordering::Relaxed);
     }
@@ -133,8 +141,22 @@ impl PushService {
         IngestServer::new(self).max_decoding_message_size(limit)
     }
 
-    /// Applies one batch at `now_ms`; adds its counts and first errors to `summary`.
+    /// Applies one batch at `now_ms` from a writer that may write anything; adds its
+    /// counts and first errors to `summary`.
     pub fn apply_batch(&self, batch: SampleBatch, now_ms: i64, summary: &mut PushSummary) {
+        self.apply_batch_as(batch, now_ms, summary, None);
+    }
+
+    /// [`Self::apply_batch`] from one writer: its source names are its own
+    /// (`push/{writer}/{source}`), so it cannot replace another writer's contribution,
+    /// and samples outside its scope are refused before they reach the store.
+    pub fn apply_batch_as(
+        &self,
+        batch: SampleBatch,
+        now_ms: i64,
+        summary: &mut PushSummary,
+        scope: Option<&WriteScope>,
+    ) {
         summary.batches += 1;
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         let total = batch.samples.len() as u64;
@@ -189,6 +211,7 @@ impl PushService {
             );
         }
         let mut by_signal: HashMap<Signal, Vec<(WorkloadKey, f64)>> = HashMap::new();
+        let mut gate = scope.map(CachedCheck::new);
         for sample in batch.samples {
             if sample.tenant.len() > max_name || sample.app.len() > max_name {
                 // Named by length only: echoing a megabyte name back helps nobody.
@@ -237,12 +260,25 @@ impl PushService {
                 );
                 continue;
             }
+            if let Some(gate) = &mut gate
+                && let Err(why) = gate.check(&sample.tenant, &sample.app)
+            {
+                self.reject(
+                    summary,
+                    Refusal::Denied(why),
+                    format!("{}/{}: refused: {why}", sample.tenant, sample.app),
+                );
+                continue;
+            }
             by_signal
                 .entry(signal)
                 .or_default()
                 .push((WorkloadKey::new(sample.tenant, sample.app), sample.value));
         }
-        let source: Arc<str> = format!("push/{}", batch.source).into();
+        let source: Arc<str> = match scope {
+            Some(scope) => format!("push/{}/{}", scope.writer, batch.source).into(),
+            None => format!("push/{}", batch.source).into(),
+        };
         for (signal, values) in by_signal {
             let accepted = values.len() as u64;
             summary.accepted += accepted;
@@ -260,17 +296,12 @@ impl PushService {
     }
 }
 
-fn note(summary: &mut PushSummary, reason: String) {
-    if summary.errors.len() < MAX_ERRORS {
-        summary.errors.push(reason);
-    }
-}
-
-#[tonic::async_trait]
-impl IngestRpc for PushService {
-    async fn push(
+impl PushService {
+    /// Serves one push stream from a writer (see [`Self::apply_batch_as`]).
+    pub async fn push_as(
         &self,
         request: Request<Streaming<SampleBatch>>,
+        scope: Option<WriteScope>,
     ) -> Result<Response<PushSummary>, Status> {
         self.stats.streams.fetch_add(1, Ordering::Relaxed);
         // Taken before the first message is decoded: a refused stream costs nothing.
@@ -284,9 +315,25 @@ impl IngestRpc for PushService {
         let mut stream = request.into_inner();
         let mut summary = PushSummary::default();
         while let Some(batch) = stream.message().await? {
-            self.apply_batch(batch, crate::clock::unix_ms(), &mut summary);
+            self.apply_batch_as(batch, crate::clock::unix_ms(), &mut summary, scope.as_ref());
         }
         Ok(Response::new(summary))
+    }
+}
+
+fn note(summary: &mut PushSummary, reason: String) {
+    if summary.errors.len() < MAX_ERRORS {
+        summary.errors.push(reason);
+    }
+}
+
+#[tonic::async_trait]
+impl IngestRpc for PushService {
+    async fn push(
+        &self,
+        request: Request<Streaming<SampleBatch>>,
+    ) -> Result<Response<PushSummary>, Status> {
+        self.push_as(request, None).await
     }
 }
 
@@ -427,5 +474,56 @@ mod tests {
             summary.errors
         );
         assert_eq!(ingest.store().window_count(), 1);
+    }
+
+    struct AcmeOnly;
+
+    impl crate::write_scope::WriteGate for AcmeOnly {
+        fn check(&self, tenant: &str, _app: &str) -> Result<(), WriteDenied> {
+            if tenant == "acme" {
+                Ok(())
+            } else {
+                Err(WriteDenied::TenantNotAllowed)
+            }
+        }
+    }
+
+    #[test]
+    fn a_scoped_writer_keeps_its_own_sources_and_its_own_tenants() {
+        let ingest = Ingest::new(StoreLimits::default());
+        let service = PushService::new(ingest.clone());
+        let stats = service.stats();
+        let scope = |writer: &str| WriteScope {
+            writer: writer.into(),
+            gate: Some(Arc::new(AcmeOnly)),
+        };
+        let batch = |value| SampleBatch {
+            source: "agent".into(),
+            timestamp_ms: 50_000,
+            samples: vec![
+                sample("acme", "web", WireSignal::Qps, value),
+                sample("globex", "web", WireSignal::Qps, 1e9),
+            ],
+        };
+        let mut summary = PushSummary::default();
+        service.apply_batch_as(batch(100.0), 50_000, &mut summary, Some(&scope("a")));
+        // Another writer naming the same source adds its share; it cannot replace the
+        // first writer's.
+        service.apply_batch_as(batch(20.0), 50_000, &mut summary, Some(&scope("b")));
+        assert_eq!((summary.accepted, summary.rejected), (2, 2));
+        assert!(
+            summary.errors[0].contains("may not write"),
+            "{:?}",
+            summary.errors
+        );
+        assert_eq!(stats.rejected_tenant_not_allowed.load(Ordering::Relaxed), 2);
+        let (acme, globex) = (
+            WorkloadKey::new("acme", "web"),
+            WorkloadKey::new("globex", "web"),
+        );
+        let view = ingest.store().view(&acme);
+        assert_eq!(view.mean(Signal::Qps, 50, 1), Some(120.0));
+        let globex = ingest.store().view(&globex);
+        assert_eq!(globex.newest(Signal::Qps), None, "never reached the store");
     }
 }

@@ -14,19 +14,51 @@ use axum::routing::post;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::{DecodeError, RemoteWrite, check_headers};
+use crate::write_scope::WriteScope;
 
-/// The receiver's routes, ready to merge into the HTTP server's router.
+/// Says who sent a request and what it may write, from its headers; `Err` is the
+/// response the sender gets instead (401, 403). Runs before the body is read, so a
+/// sender that may not write cannot make the receiver buffer a body either.
+pub type Authorize = Arc<dyn Fn(&HeaderMap) -> Result<WriteScope, Box<Response>> + Send + Sync>;
+
+#[derive(Clone)]
+struct Receiver {
+    receiver: Arc<RemoteWrite>,
+    authorize: Option<Authorize>,
+}
+
+/// The receiver's routes for a sender that may write anything (benchmarks, tests).
 pub fn router(receiver: Arc<RemoteWrite>) -> Router {
     Router::new()
         .route("/api/v1/write", post(write))
-        .with_state(receiver)
+        .with_state(Receiver {
+            receiver,
+            authorize: None,
+        })
+}
+
+/// The receiver's routes, each request authorized by `authorize` first.
+pub fn authorized_router(receiver: Arc<RemoteWrite>, authorize: Authorize) -> Router {
+    Router::new()
+        .route("/api/v1/write", post(write))
+        .with_state(Receiver {
+            receiver,
+            authorize: Some(authorize),
+        })
 }
 
 async fn write(
-    State(receiver): State<Arc<RemoteWrite>>,
+    State(Receiver {
+        receiver,
+        authorize,
+    }): State<Receiver>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let scope = match authorize.map(|authorize| authorize(&headers)).transpose() {
+        Ok(scope) => scope,
+        Err(refused) => return *refused,
+    };
     let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
     if let Err(error) = check_headers(
         text(header::CONTENT_ENCODING.as_str()),
@@ -92,7 +124,7 @@ async fn write(
     // so KEDA's calls on the same runtime never queue behind a remote-write burst.
     let worker = receiver.clone();
     let result = tokio::task::spawn_blocking(move || {
-        let applied = worker.receive(&bytes, crate::clock::unix_ms());
+        let applied = worker.receive_as(&bytes, crate::clock::unix_ms(), scope.as_ref());
         drop(permit);
         applied
     })

@@ -22,7 +22,7 @@ pub use decode::{
     DecodeError, check_headers, decode_write_request, decompress, encode_write_request,
 };
 pub use ha::{HaConfig, HaTracker};
-pub use handler::router;
+pub use handler::{Authorize, authorized_router, router};
 pub use series::{Admission, Applied, SeriesLimits, SeriesTable, Update};
 pub use stats::RemoteWriteStats;
 pub use wire::{Decoded, SeriesRef, WireError, decode as decode_borrowed};
@@ -36,6 +36,7 @@ use crate::resources::{Mapped, ResourceMapping, SeriesKind};
 use crate::scrape::QpsMapping;
 use crate::signal::Signal;
 use crate::timestamps::TimeBounds;
+use crate::write_scope::WriteScope;
 
 /// An HA cluster none of whose replicas sent anything for this long is forgotten (the
 /// age at which Mimir's HA tracker deletes a cluster's election, `deletionTimeout`).
@@ -197,9 +198,20 @@ impl RemoteWrite {
         &self.ha
     }
 
-    /// Handles one request body whose headers already passed [`check_headers`].
-    /// Nothing is applied unless the whole body decodes.
+    /// Handles one request body whose headers already passed [`check_headers`], from
+    /// a writer that may write anything. Nothing is applied unless the whole body decodes.
     pub fn receive(&self, body: &[u8], now_ms: i64) -> Result<Applied, DecodeError> {
+        self.receive_as(body, now_ms, None)
+    }
+
+    /// [`Self::receive`] from one writer: its series are its own, and samples for
+    /// workloads outside its scope are refused and counted.
+    pub fn receive_as(
+        &self,
+        body: &[u8],
+        now_ms: i64,
+        scope: Option<&WriteScope>,
+    ) -> Result<Applied, DecodeError> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         self.stats
             .bytes
@@ -221,6 +233,7 @@ impl RemoteWrite {
             now_ms,
             bounds: self.config.bounds,
             ha: Some(&self.ha),
+            scope,
         };
         let applied = self.table.apply(&request, &self.config.mapping, &admission);
         self.stats.count_applied(&applied);

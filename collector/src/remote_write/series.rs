@@ -28,6 +28,7 @@ use super::wire::{Decoded, SeriesRef};
 use crate::resources::SeriesKind;
 use crate::signal::{Signal, WorkloadKey};
 use crate::timestamps::{OutOfBounds, TimeBounds};
+use crate::write_scope::{CachedCheck, WriteDenied, WriteScope};
 
 /// Prometheus marks a series that ended with this NaN bit pattern (`value.StaleNaN`).
 const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
@@ -115,6 +116,10 @@ pub struct Applied {
     pub ha_not_elected: u64,
     /// Samples of HA clusters beyond the tracked limit.
     pub ha_too_many_clusters: u64,
+    /// Samples for a tenant the writer may not write.
+    pub tenant_not_allowed: u64,
+    /// Samples for a workload no policy names.
+    pub unknown_workload: u64,
     /// Stale markers ending a series, and whatever followed them in the request.
     pub ended: u64,
 }
@@ -132,6 +137,8 @@ impl Applied {
             + self.invalid_value
             + self.ha_not_elected
             + self.ha_too_many_clusters
+            + self.tenant_not_allowed
+            + self.unknown_workload
             + self.ended
     }
 
@@ -139,6 +146,13 @@ impl Applied {
         match why {
             OutOfBounds::TooOld => self.too_old += 1,
             OutOfBounds::TooNew => self.too_new += 1,
+        }
+    }
+
+    fn refuse_write(&mut self, why: WriteDenied, samples: u64) {
+        match why {
+            WriteDenied::TenantNotAllowed => self.tenant_not_allowed += samples,
+            WriteDenied::UnknownWorkload => self.unknown_workload += samples,
         }
     }
 }
@@ -151,6 +165,10 @@ pub struct Admission<'a> {
     pub bounds: TimeBounds,
     /// HA-pair deduplication; `None` accepts every replica.
     pub ha: Option<&'a HaTracker>,
+    /// The writer: its name is part of every series' identity, so two writers sending
+    /// the same labels keep two series, and its gate refuses workloads it may not
+    /// write. `None`: one anonymous writer that may write anything.
+    pub scope: Option<&'a WriteScope>,
 }
 
 impl Admission<'_> {
@@ -160,6 +178,7 @@ impl Admission<'_> {
             now_ms: 0,
             bounds: TimeBounds::UNBOUNDED,
             ha: None,
+            scope: None,
         }
     }
 }
@@ -221,6 +240,8 @@ impl SeriesTable {
         // The verdict of the last (cluster, replica) seen: a request comes from one
         // Prometheus, so the tracker is consulted about once per request.
         let mut last_verdict: Option<(&str, &str, Verdict)> = None;
+        let mut gate = admission.scope.map(CachedCheck::new);
+        let writer = admission.scope.map(|scope| &*scope.writer);
         // Shard limits that add up to exactly `max_series` (rounding each up would let
         // the table hold up to one series per shard too many).
         let base = self.limits.max_series / self.shards.len();
@@ -261,7 +282,14 @@ impl SeriesTable {
                 applied.ignored += count;
                 continue;
             };
-            let id = self.series_id(&series, replica_label);
+            // Before the series takes any place in the table.
+            if let Some(gate) = &mut gate
+                && let Err(why) = gate.check(&mapped.tenant, &mapped.app)
+            {
+                applied.refuse_write(why, count);
+                continue;
+            }
+            let id = self.series_id(writer, &series, replica_label);
             let shard_ix = (id >> 40) as usize % self.shards.len();
             let mut guard = self.shards[shard_ix]
                 .lock()
@@ -482,10 +510,20 @@ impl SeriesTable {
                 .sum::<usize>()
     }
 
-    /// A series' identity: every label but the HA replica label (`skip`), so the
-    /// replica that takes over continues the same series.
-    fn series_id(&self, series: &SeriesRef<'_, '_>, skip: Option<&str>) -> u64 {
+    /// A series' identity: its writer and every label but the HA replica label
+    /// (`skip`), so the replica that takes over continues the same series and another
+    /// writer cannot.
+    fn series_id(
+        &self,
+        writer: Option<&str>,
+        series: &SeriesRef<'_, '_>,
+        skip: Option<&str>,
+    ) -> u64 {
         let mut hasher = self.hasher.build_hasher();
+        if let Some(writer) = writer {
+            hasher.write(writer.as_bytes());
+            hasher.write_u8(0xfd);
+        }
         for (name, value) in series.labels {
             if Some(*name) == skip {
                 continue;

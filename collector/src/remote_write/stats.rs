@@ -38,6 +38,10 @@ pub struct RemoteWriteStats {
     pub ha_not_elected: AtomicU64,
     /// Samples of HA clusters beyond the tracked limit.
     pub ha_too_many_clusters: AtomicU64,
+    /// Samples for a tenant the writer may not write.
+    pub tenant_not_allowed: AtomicU64,
+    /// Samples for a workload no policy names.
+    pub unknown_workload: AtomicU64,
 }
 
 impl RemoteWriteStats {
@@ -67,6 +71,8 @@ impl RemoteWriteStats {
             (&self.invalid_value, applied.invalid_value),
             (&self.ha_not_elected, applied.ha_not_elected),
             (&self.ha_too_many_clusters, applied.ha_too_many_clusters),
+            (&self.tenant_not_allowed, applied.tenant_not_allowed),
+            (&self.unknown_workload, applied.unknown_workload),
         ] {
             counter.fetch_add(value, Ordering::Relaxed);
         }

@@ -444,3 +444,114 @@ fn workloads_whose_series_all_went_free_their_tables() {
     assert_eq!(rw.table().group_counts(), (0, 0));
     assert_eq!(ingest.contributions_sources(), 0);
 }
+
+struct TenantGate(&'static str);
+
+impl crate::write_scope::WriteGate for TenantGate {
+    fn check(&self, tenant: &str, app: &str) -> Result<(), crate::write_scope::WriteDenied> {
+        use crate::write_scope::WriteDenied;
+        if tenant != self.0 {
+            Err(WriteDenied::TenantNotAllowed)
+        } else if app != "web" {
+            Err(WriteDenied::UnknownWorkload)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn scope(writer: &str, tenant: &'static str) -> WriteScope {
+    WriteScope {
+        writer: writer.into(),
+        gate: Some(Arc::new(TenantGate(tenant))),
+    }
+}
+
+#[test]
+fn a_writer_is_held_to_its_tenants_and_refused_series_take_no_place() {
+    let (rw, ingest) = receiver(RemoteWriteConfig::default());
+    let other_tenant = |samples: &[(i64, f64)]| {
+        series(
+            "gateway_requests_total",
+            &[("app", "web"), ("instance", "a"), ("tenant", "globex")],
+            samples,
+        )
+    };
+    let unknown_app = |samples: &[(i64, f64)]| {
+        series(
+            "gateway_requests_total",
+            &[("app", "ghost"), ("instance", "a"), ("tenant", "acme")],
+            samples,
+        )
+    };
+    let agent = scope("agent-acme", "acme");
+    let applied = rw
+        .receive_as(
+            &body(vec![
+                requests("a", &[(10_000, 100.0)]),
+                other_tenant(&[(10_000, 1.0), (10_500, 2.0)]),
+                unknown_app(&[(10_000, 1.0)]),
+            ]),
+            10_000,
+            Some(&agent),
+        )
+        .unwrap();
+    assert_eq!(applied.used, 1);
+    assert_eq!(applied.tenant_not_allowed, 2);
+    assert_eq!(applied.unknown_workload, 1);
+    assert_eq!(applied.accounted(), applied.samples);
+    assert_eq!(rw.series_count(), 1, "refused series hold no state");
+    assert_eq!(rw.stats.tenant_not_allowed.load(Ordering::Relaxed), 2);
+    rw.publish_now(10_000);
+    assert!(
+        ingest
+            .totals()
+            .iter()
+            .all(|total| &*total.workload.tenant == "acme"),
+        "nothing of globex reached the store"
+    );
+}
+
+#[test]
+fn two_writers_sending_the_same_labels_keep_two_series() {
+    let (rw, ingest) = receiver(RemoteWriteConfig::default());
+    let first = scope("agent-1", "acme");
+    let second = scope("agent-2", "acme");
+    rw.receive_as(
+        &body(vec![requests("a", &[(10_000, 100.0)])]),
+        10_000,
+        Some(&first),
+    )
+    .unwrap();
+    rw.receive_as(
+        &body(vec![requests("a", &[(20_000, 200.0)])]),
+        20_000,
+        Some(&first),
+    )
+    .unwrap();
+    rw.publish_now(20_000);
+    assert_eq!(qps(&ingest, 20), Some(10.0));
+    // The second writer copies the first one's labels with a counter far below: were
+    // the series shared, this would read as a reset and replace the first one's rate.
+    let applied = rw
+        .receive_as(
+            &body(vec![requests("a", &[(21_000, 0.0)])]),
+            21_000,
+            Some(&second),
+        )
+        .unwrap();
+    assert_eq!(applied.used, 1);
+    assert_eq!(rw.series_count(), 2);
+    rw.receive_as(
+        &body(vec![requests("a", &[(30_000, 300.0)])]),
+        30_000,
+        Some(&first),
+    )
+    .unwrap();
+    rw.publish_now(30_000);
+    assert_eq!(
+        qps(&ingest, 30),
+        Some(10.0),
+        "the first writer's rate is intact"
+    );
+}

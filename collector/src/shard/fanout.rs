@@ -112,12 +112,17 @@ impl FanOutStats {
     }
 }
 
+/// The bearer token sent with every Snapshot call, asked for at each poll so a rotated
+/// token is used from the next one.
+pub type Bearer = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
 /// Polls the shards and merges their answers into `ingest`.
 pub struct FanOut {
     config: FanOutConfig,
     ingest: Arc<Ingest>,
     clients: Vec<ShardClient<Channel>>,
     stats: Arc<FanOutStats>,
+    bearer: Option<Bearer>,
 }
 
 /// One poll's result for one shard.
@@ -155,7 +160,14 @@ impl FanOut {
             config,
             ingest,
             clients,
+            bearer: None,
         })
+    }
+
+    /// Authenticates every Snapshot call with the token `bearer` gives.
+    pub fn with_bearer(mut self, bearer: Bearer) -> Self {
+        self.bearer = Some(bearer);
+        self
     }
 
     pub fn stats(&self) -> Arc<FanOutStats> {
@@ -178,11 +190,18 @@ impl FanOut {
                 _ = ticker.tick() => {}
                 _ = shutdown.changed() => return,
             }
+            let token = self.bearer.as_ref().and_then(|bearer| bearer());
             let polls = self.clients.iter().enumerate().map(|(index, client)| {
-                let request = SnapshotRequest {
+                let mut request = tonic::Request::new(SnapshotRequest {
                     expected_index: u32::try_from(index).unwrap_or(u32::MAX),
                     expected_count: count,
-                };
+                });
+                if let Some(value) = token
+                    .as_ref()
+                    .and_then(|token| format!("Bearer {token}").parse().ok())
+                {
+                    request.metadata_mut().insert("authorization", value);
+                }
                 poll(client.clone(), request, self.config.timeout)
             });
             let results = futures::future::join_all(polls).await;
@@ -288,10 +307,13 @@ impl FanOut {
 
 async fn poll(
     mut client: ShardClient<Channel>,
-    request: SnapshotRequest,
+    request: tonic::Request<SnapshotRequest>,
     timeout: Duration,
 ) -> Poll {
-    let expected = (request.expected_index, request.expected_count);
+    let expected = (
+        request.get_ref().expected_index,
+        request.get_ref().expected_count,
+    );
     let response = match tokio::time::timeout(timeout, client.snapshot(request)).await {
         Err(_) => return Poll::Failed(format!("no answer within {timeout:?}")),
         Ok(Err(status)) => {

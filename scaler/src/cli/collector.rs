@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use spillway_collector::shard::ShardSpec;
+use std::sync::Arc;
+
+use spillway_scaler::access::{Access, Input};
 use spillway_scaler::app::Listeners;
 use spillway_scaler::config::ServeConfig;
 use spillway_scaler::shard_collector::{self, ShardProcess};
@@ -35,6 +38,15 @@ fn parse_shard(text: &str) -> Result<ShardSpec, String> {
 
 pub async fn run(args: CollectorArgs) -> anyhow::Result<()> {
     let config = ServeConfig::load(&args.config)?;
+    let access = Access::load(&config.access).context("reading the access token files")?;
+    // The shard service has no TLS of its own: tokens are its only credentials.
+    let review = config
+        .access
+        .review(&[Input::Shard, Input::Status, Input::Metrics], false);
+    if !review.errors.is_empty() {
+        anyhow::bail!("{}: {}", args.config.display(), review.errors.join("; "));
+    }
+    Access::warn_at_start(&review);
     let shutdown = super::shutdown_on_signal()?;
     let grpc = TcpListener::bind(args.grpc)
         .await
@@ -49,6 +61,7 @@ pub async fn run(args: CollectorArgs) -> anyhow::Result<()> {
         targets: config.targets,
         kubernetes: config.kubernetes,
         max_windows: config.store.max_windows,
+        access: Arc::new(access),
     };
     shard_collector::run(process, Listeners { grpc, http }, shutdown).await?;
     Ok(())

@@ -10,6 +10,7 @@ use clap::Args;
 use spillway_collector::WorkloadKey;
 use spillway_collector::scrape::{ScrapeConfig, Target};
 use spillway_collector::store::StoreLimits;
+use spillway_scaler::access::{Access, Input};
 use spillway_scaler::app::{self, Listeners, PolicySource, ProcessConfig};
 use spillway_scaler::demo::POLICIES;
 use spillway_scaler::demo::gateway::DemoGateway;
@@ -154,7 +155,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
         None => println!("  node pool        off"),
     }
+    println!(
+        "  access           INSECURE: every port is open to anyone who reaches it (demo only; `spillway serve` needs an access: section)"
+    );
     println!("  Ctrl-C stops.");
+    let access = Access::insecure_everywhere();
+    Access::warn_at_start(
+        &access
+            .policy()
+            .review(&[Input::Keda, Input::Status, Input::Metrics], |_, _| false),
+    );
 
     let gateway = DemoGateway::new(profile);
     let mut gateway_shutdown = shutdown.clone();
@@ -178,7 +188,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         targets: vec![Target::new(format!("http://{gateway_addr}/metrics"))],
         store: StoreLimits::default(),
         decision_tick: Duration::from_secs(1),
-        hold_until_warm: false,
         server: ServerSettings::default(),
         policies: Arc::new(policies),
         policy_source,
@@ -186,6 +195,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         replicas: pool.map(|p| Arc::new(p) as Arc<dyn ReplicaSource>),
         inputs: Default::default(),
         http: Default::default(),
+        access: Arc::new(access),
     };
     app::run(config, Listeners { grpc, http }, shutdown).await?;
     gateway_task.await??;

@@ -14,6 +14,8 @@ pub struct StatusArgs {
     /// Base URL of Spillway's HTTP port.
     #[arg(long, default_value = "http://127.0.0.1:9100", env = "SPILLWAY_URL")]
     pub url: String,
+    #[command(flatten)]
+    pub auth: TokenArgs,
 }
 
 #[derive(Args, Debug)]
@@ -22,6 +24,18 @@ pub struct ExplainArgs {
     pub workload: String,
     #[arg(long, default_value = "http://127.0.0.1:9100", env = "SPILLWAY_URL")]
     pub url: String,
+    #[command(flatten)]
+    pub auth: TokenArgs,
+}
+
+/// The caller's bearer token, read from a file: a token on the command line would
+/// show in `ps` and in shell history.
+#[derive(Args, Debug)]
+pub struct TokenArgs {
+    /// A file holding a reader's (or an admin's) bearer token, for a Spillway whose
+    /// status API is not open.
+    #[arg(long, env = "SPILLWAY_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 fn client() -> anyhow::Result<reqwest::Client> {
@@ -31,14 +45,42 @@ fn client() -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let url = format!("{}/api/v1/status", args.url.trim_end_matches('/'));
-    let report: StatusReport = client()?
-        .get(&url)
+/// GETs `url` with the token, if any. A refusal (401, 403) or a missing workload
+/// (404) is printed as the server wrote it and ends the command with a failure.
+async fn get(url: &str, auth: &TokenArgs) -> anyhow::Result<Result<reqwest::Response, ExitCode>> {
+    let mut request = client()?.get(url);
+    if let Some(path) = &auth.token_file {
+        let token = spillway_scaler::access::tokens::read_token_file(path)?;
+        request = request.bearer_auth(token);
+    }
+    let response = request
         .send()
         .await
-        .with_context(|| format!("fetching {url}"))?
-        .error_for_status()?
+        .with_context(|| format!("fetching {url}"))?;
+    let status = response.status();
+    if matches!(
+        status,
+        reqwest::StatusCode::UNAUTHORIZED
+            | reqwest::StatusCode::FORBIDDEN
+            | reqwest::StatusCode::NOT_FOUND
+    ) {
+        let text = response.text().await.unwrap_or_default();
+        eprintln!("{url}: {status}: {}", text.trim());
+        if status == reqwest::StatusCode::UNAUTHORIZED && auth.token_file.is_none() {
+            eprintln!("  pass a reader's token with --token-file FILE (or SPILLWAY_TOKEN_FILE)");
+        }
+        return Ok(Err(ExitCode::FAILURE));
+    }
+    Ok(Ok(response.error_for_status()?))
+}
+
+pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let url = format!("{}/api/v1/status", args.url.trim_end_matches('/'));
+    let response = match get(&url, &args.auth).await? {
+        Ok(response) => response,
+        Err(code) => return Ok(code),
+    };
+    let report: StatusReport = response
         .json()
         .await
         .with_context(|| format!("reading {url}"))?;
@@ -108,16 +150,11 @@ pub async fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         "{}/api/v1/workloads/{tenant}/{app}",
         args.url.trim_end_matches('/')
     );
-    let response = client()?
-        .get(&url)
-        .send()
-        .await
-        .with_context(|| format!("fetching {url}"))?;
-    if response.status() == reqwest::StatusCode::NOT_FOUND {
-        eprintln!("{}", response.text().await.unwrap_or_default().trim());
-        return Ok(ExitCode::FAILURE);
-    }
-    let workload: WorkloadStatus = response.error_for_status()?.json().await?;
+    let response = match get(&url, &args.auth).await? {
+        Ok(response) => response,
+        Err(code) => return Ok(code),
+    };
+    let workload: WorkloadStatus = response.json().await?;
     super::emit(&render_explain(&workload));
     Ok(ExitCode::SUCCESS)
 }
@@ -165,9 +202,9 @@ fn render_status(workloads: &[WorkloadStatus]) -> String {
 fn needs_attention(c: &Condition) -> bool {
     match c.kind {
         ConditionType::DataFresh | ConditionType::PolicyValid => c.status == ConditionStatus::False,
-        ConditionType::ScalingLimited | ConditionType::BurstShortfall => {
-            c.status == ConditionStatus::True
-        }
+        ConditionType::ScalingLimited
+        | ConditionType::BurstShortfall
+        | ConditionType::WarmingUp => c.status == ConditionStatus::True,
         ConditionType::Active => false,
         // Unknown: the HPA was not found or not readable (RBAC, API errors).
         ConditionType::HpaPassThrough => c.status != ConditionStatus::True,
@@ -287,6 +324,12 @@ fn render_explain(workload: &WorkloadStatus) -> String {
                     p.reason, p.cost_per_hour
                 ));
             }
+            if d.served != d.desired || d.expected != d.served {
+                out.push_str(&format!(
+                    "  served to KEDA: {} (the HPA runs {} against status.replicas {})\n",
+                    d.served, d.expected, d.status_replicas
+                ));
+            }
         }
         None => out.push_str("  no decision yet: no signal data has been collected\n"),
     }
@@ -356,7 +399,10 @@ mod tests {
             app: "cart".into(),
             latest: Some(DecisionView {
                 desired: 12,
+                served: 12,
+                expected: 12,
                 current: 9,
+                status_replicas: 9,
                 ready: 8,
                 active: true,
                 rule: "scaled_up".into(),

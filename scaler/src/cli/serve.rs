@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use spillway_scaler::access::Access;
 use spillway_scaler::app::{self, Listeners, PolicySource, ProcessConfig};
 use spillway_scaler::config::ServeConfig;
 use spillway_scaler::keda::ServerSettings;
@@ -40,6 +41,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let review = config
+        .serve_access()
+        .map_err(|error| anyhow::anyhow!("{}: {error}", args.config.display()))?;
+    let access = Access::load(&config.access).context("reading the access token files")?;
+    Access::warn_at_start(&review);
     let shutdown = super::shutdown_on_signal()?;
     let grpc = TcpListener::bind(config.grpc)
         .await
@@ -55,7 +61,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         targets: config.targets,
         store: config.store,
         decision_tick: Duration::from_secs(1),
-        hold_until_warm: true,
         server: ServerSettings {
             tls,
             ..ServerSettings::default()
@@ -69,6 +74,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         replicas: None,
         inputs: config.inputs,
         http: config.http_limits,
+        access: Arc::new(access),
     };
     app::run_with_cluster(process, Listeners { grpc, http }, shutdown, kubernetes).await?;
     Ok(())

@@ -81,6 +81,19 @@ pub struct ReconcileReport {
 }
 
 impl ReconcileReport {
+    /// `spec.replicas` once this reconcile's writes are made: the scale it patched, or
+    /// the one it read.
+    pub fn spec_after(&self) -> u32 {
+        self.writes
+            .iter()
+            .rev()
+            .find_map(|w| match w {
+                Write::Scale { replicas } => Some(*replicas),
+                _ => None,
+            })
+            .unwrap_or(self.replicas.spec)
+    }
+
     /// What the replica count KEDA is served must become so the HPA keeps what this
     /// reconcile set up, rather than undoing it on its next sync.
     pub fn adjustment(&self) -> PlacementAdjustment {
@@ -368,17 +381,9 @@ impl Controller {
                 }
                 DrainAction::Evict { pod } => {
                     // The ReplicaSet removes the burst pod when the surge is handed back
-                    // below, choosing by deletion cost: its informer must already see
-                    // the lowest cost, or it may remove another pod. The cost written
-                    // this reconcile is in our own cache by the next one.
-                    let marked = by_name.get(pod.as_str()).is_none_or(|p| {
-                        p.metadata
-                            .annotations
-                            .as_ref()
-                            .and_then(|a| a.get(DELETION_COST))
-                            .is_some_and(|c| c == &i32::MIN.to_string())
-                    });
-                    if result.is_err() || !marked {
+                    // below, choosing by deletion cost: the lowest cost was written on it
+                    // above (step 2), before this and before the scale write.
+                    if result.is_err() {
                         restore(&mut new_state, &old, pod);
                         continue;
                     }

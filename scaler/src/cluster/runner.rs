@@ -32,14 +32,15 @@ use super::controller::{Controller, ControllerConfig, PlacementGoal, WorkloadRef
 use super::hpa::{HpaReads, HpaViews};
 use super::inputs::{WorkloadLabels, ingest_pod_metrics};
 use super::lease::{LeaseConfig, LeaseGate};
-use super::replicas::read_replicas;
+use super::replicas::{Replicas, read_replicas};
 use super::view::ClusterCache;
 use crate::engine::ReplicaCounts;
+use crate::hpa::ScaleCounts;
 use crate::placement::{
     BurstRule, NodeClassifier, PlannerConfig, Resources, TaintEffect, TaintRule,
 };
 use crate::policy::PolicyStore;
-use crate::workloads::Workloads;
+use crate::workloads::{Basis, WorkloadEntry, Workloads};
 
 fn default_interval() -> Duration {
     Duration::from_secs(5)
@@ -258,7 +259,21 @@ pub fn without_retry(mut config: kube::Config) -> kube::Config {
     config
 }
 
-/// Runs until `shutdown` flips to true.
+/// The planner as a real cluster needs it: one drain move at a time. Every burst pod of
+/// a move in flight carries the lowest deletion cost, and when one move hands its surge
+/// back the ReplicaSet removes *a* lowest-cost pod; with several moves in flight it may
+/// take one whose replacement is not Ready yet, and the moves then undo each other (seen
+/// behind the real ReplicaSet controller: pods stayed on the virtual node while moves
+/// were cancelled and surged again).
+fn cluster_planner() -> PlannerConfig {
+    let mut planner = PlannerConfig::default();
+    planner.drain.max_in_flight = 1;
+    planner.drain.max_moves_per_tick = 1;
+    planner
+}
+
+/// Runs until `shutdown` flips to true. `observed` is told once every bound workload's
+/// replica counts have been read for the first time (or failed to be).
 pub async fn run(
     settings: KubernetesSettings,
     workloads: Arc<Workloads>,
@@ -266,10 +281,18 @@ pub async fn run(
     policies: Arc<PolicyStore>,
     hpa_views: Arc<HpaViews>,
     mut shutdown: watch::Receiver<bool>,
+    observed: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<(), ClusterError> {
     crate::app::install_crypto_provider();
     let client = client(&settings).await?;
     let cache = Arc::new(ClusterCache::start(client.clone()));
+    // Replica counts first, before waiting for the caches: until a workload's
+    // spec.replicas is known, what it is served cannot be held at what runs.
+    observe_first(&settings, &workloads, &client, &cache).await;
+    if let Some(observed) = observed {
+        // The receiver may have stopped waiting; nothing to do then.
+        let _ = observed.send(());
+    }
     if !cache.ready(Duration::from_secs(30)).await {
         tracing::warn!("node and pod caches not filled after 30s; placement waits for them");
     }
@@ -287,7 +310,7 @@ pub async fn run(
         lease,
         ControllerConfig {
             classifier: settings.classifier().map_err(ClusterError::Invalid)?,
-            planner: PlannerConfig::default(),
+            planner: cluster_planner(),
         },
     );
     let metrics_source: Arc<str> = "kubernetes-metrics".into();
@@ -331,12 +354,25 @@ pub async fn run(
             hpa_reads
                 .refresh(&client, b, &key, &policy, &entry, &hpa_views, unix_ms())
                 .await;
-            let decided = entry.latest().map(|p| p.desired);
+            // The HPA's own tolerance, once read, replaces the policy's `hpaTolerance` in
+            // the number served.
+            entry.set_hpa_view(hpa_views.tolerance(&key).map(|t| crate::hpa::HpaView {
+                tolerance: crate::hpa::HpaTolerance {
+                    scale_up: t.up,
+                    scale_down: t.down,
+                },
+                source: crate::hpa::HpaSource::Cluster,
+            }));
+            // A decision from nothing (no data, no replica count yet) places nothing.
+            let decided = entry
+                .latest()
+                .filter(|p| p.basis != Basis::Nothing)
+                .map(|p| p.desired);
             let w = WorkloadRef {
                 namespace: b.namespace.clone(),
                 scaled_object: b.scaled_object.clone(),
             };
-            let observed = match (settings.placement, decided) {
+            let observed: Option<(ScaleCounts, u32, u32)> = match (settings.placement, decided) {
                 (true, Some(desired)) => {
                     let goal = PlacementGoal {
                         desired,
@@ -356,8 +392,16 @@ pub async fn run(
                                     writes = ?r.writes, drain = ?r.drain_actions, in_flight = r.in_flight,
                                     surging = r.surging, calls = %r.calls, "placement applied");
                             }
-                            entry.set_adjustment(r.adjustment());
-                            Some(r.replicas)
+                            let adjustment = r.adjustment();
+                            entry.set_adjustment(adjustment);
+                            // The engine starts from spec less the surge Spillway itself
+                            // added for drain moves, which is not part of any decision.
+                            let scale = ScaleCounts {
+                                spec: r.spec_after(),
+                                status: r.replicas.current,
+                            };
+                            let current = scale.spec.saturating_sub(adjustment.surge);
+                            Some((scale, current, r.replicas.ready))
                         }
                         Err(e) => {
                             tracing::warn!(tenant = %b.tenant, app = %b.app, error = %e, "placement reconcile failed; retried next interval");
@@ -366,18 +410,52 @@ pub async fn run(
                     }
                 }
                 _ => match read_replicas(&client, &cache, &b.namespace, &b.scaled_object).await {
-                    Ok(r) => Some(r),
+                    Ok(r) => Some((scale_of(&r), r.spec, r.ready)),
                     Err(e) => {
                         tracing::warn!(tenant = %b.tenant, app = %b.app, error = %e, "replica counts not read");
                         None
                     }
                 },
             };
-            if let Some(r) = observed {
-                entry.set_observed(ReplicaCounts {
-                    current: r.current,
-                    ready: r.ready,
-                });
+            if let Some((scale, current, ready)) = observed {
+                observe(&entry, scale, current, ready);
+            }
+        }
+    }
+}
+
+/// Hands a workload's replica counts to the decision loop: the engine holds on
+/// `spec.replicas` (never `status.replicas`, which counts a rollout's surge pods), and
+/// the served number is computed against both as the HPA reads them.
+fn observe(entry: &WorkloadEntry, scale: ScaleCounts, current: u32, ready: u32) {
+    entry.set_observed_scale(ReplicaCounts { current, ready }, scale);
+}
+
+fn scale_of(r: &Replicas) -> ScaleCounts {
+    ScaleCounts {
+        spec: r.spec,
+        status: r.current,
+    }
+}
+
+/// One read of every bound workload's scale at start. The pod cache may still be empty,
+/// so the pods that exist count as ready: a count of 0 would look like a burst to the
+/// panic rule.
+async fn observe_first(
+    settings: &KubernetesSettings,
+    workloads: &Workloads,
+    client: &kube::Client,
+    cache: &ClusterCache,
+) {
+    for b in &settings.workloads {
+        let entry = workloads.get_or_insert(&WorkloadKey::new(b.tenant.as_str(), b.app.as_str()));
+        match read_replicas(client, cache, &b.namespace, &b.scaled_object).await {
+            Ok(r) => {
+                let ready = r.ready.max(r.current.min(r.spec));
+                observe(&entry, scale_of(&r), r.spec, ready);
+            }
+            Err(e) => {
+                tracing::warn!(tenant = %b.tenant, app = %b.app, error = %e, "replica counts not read at start");
             }
         }
     }

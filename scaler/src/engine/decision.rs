@@ -34,7 +34,8 @@ pub enum Rule {
     ScaledToZero,
     /// Not enough fresh data since start to judge a scale-down yet.
     RestartWarmup,
-    /// Adjusted for the tolerance of the HPA in front, so it does not swallow the change.
+    /// The served number differs from the decision because of the HPA's tolerance (set
+    /// on the served number, [`crate::hpa::serve`], never by the engine itself).
     HpaTolerance,
 }
 
@@ -105,9 +106,11 @@ impl fmt::Display for Reason {
 pub struct Decision {
     /// The replica count to report to KEDA / the HPA.
     pub desired: u32,
-    /// KEDA's `IsActive`: activity above the activation threshold, or a schedule wanting
-    /// replicas.
+    /// KEDA's `IsActive`: activity above the activation threshold, or an effective
+    /// minimum (`replicas.min`, or a schedule in force) above 0.
     pub active: bool,
+    /// Why `active` is what it is.
+    pub activity: super::Activity,
     pub reason: Reason,
     /// The signal whose proposal was largest.
     pub dominant: Option<Signal>,
@@ -125,6 +128,12 @@ pub struct Decision {
     pub rule: Rule,
     /// Whether panic mode is on after this decision.
     pub panic: bool,
+    /// Less than a full scale-down window of fresh data since start: no scale-down.
+    pub warming_up: bool,
+    /// The highest count the served number may be raised to so the HPA's tolerance does
+    /// not swallow the change: `replicas.max`, bounded by the scale-up rate limit unless
+    /// a minimum raised the count past it. At least `desired`.
+    pub ceiling: u32,
 }
 
 /// Formats a signal value with its unit.

@@ -19,24 +19,29 @@
 //! 3. **Stabilization** over recent recommendations, HPA `behavior` semantics:
 //!    `min(max(current, min over up window), max over down window)`. The first decision
 //!    seeds the history with the current count, as the HPA does.
-//! 4. **Restart rule**: no scale-down until a full scale-down window of fresh data exists
-//!    (since the later of the state's first-seen time and every signal's oldest value).
+//! 4. **Restart rule** (warm-up): no scale-down until a full scale-down window of fresh
+//!    data exists (since the later of the state's first-seen time and every signal's
+//!    oldest value). Warm-up may forbid lowering a workload, never raising one:
+//!    [`Decision::warming_up`] says it is in force.
 //! 5. **Panic** (Knative): when the `panic.window` proposal needs ≥ `threshold × ready`,
 //!    jump to it at once (bypassing stabilization and the scale-up rate limit) and allow
 //!    no scale-down until `panic.stableWindow` passes without crossing the threshold.
 //! 6. **Rate limits** per direction, HPA semantics (`periodStart`, `select`).
 //! 7. **min / max**, where the minimum is raised by any schedule in force (bypassing rate
 //!    limits, as the HPA's `minReplicas`) and is at least 1 while active.
-//! 8. **HPA tolerance**: Spillway's count reaches the workload through an HPA (KEDA
-//!    AverageValue target 1), which ignores a change within its tolerance
-//!    (`|desired/current − 1| ≤ tol`, 0.1 by default). When `hpaTolerance > 0` the engine
-//!    never emits such a change silently: a scale-up within the tolerance is raised to the
-//!    smallest count the HPA acts on (if max and the rate limit allow it, else held), and
-//!    a scale-down within it is held at the current count. Either way the rule says
-//!    [`Rule::HpaTolerance`] and the reason says why. With `hpaTolerance: 0` (the HPA
-//!    configured as a pass-through) nothing is adjusted.
-//! 9. **Scale to zero**: with `replicas.min: 0` and nothing above the activation
-//!    thresholds, the answer is 0 (KEDA does 1 → 0 after its cooldown).
+//! 8. **Scale to zero**: with `replicas.min: 0` and nothing above the activation
+//!    thresholds, the count goes down by `limits.down` (and not during warm-up) to 1, the
+//!    least the HPA accepts, then to 0 once `limits.down` allows that step too, so the
+//!    HPA is served 1 before 0; `IsActive` false lets KEDA take the workload from 1 to 0
+//!    after its `cooldownPeriod`. Never N → 0 in one answer.
+//!
+//! The HPA's tolerance is not the engine's business: it applies to the final number
+//! `GetMetrics` serves (after placement's burst cap and drain surge), in
+//! [`crate::hpa::serve`]. [`Decision::ceiling`] tells it how far a count may be raised.
+//!
+//! `current` is `spec.replicas`, the count the HPA holds at, never `status.replicas`
+//! (which counts a rollout's surge pods): holding on status would publish the surge
+//! and the HPA would make it the new spec.
 //!
 //! The band is reported in the dominant signal's units for the replicas in place (e.g.
 //! requests/s): [`Band::low`] and [`Band::high`] are the loads at which the count would
@@ -65,7 +70,8 @@ use decision::{describe_need, fmt_value};
 /// Replicas as the scale target reports them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReplicaCounts {
-    /// Replicas asked for (the scale subresource's `status.replicas`).
+    /// Replicas asked for: the scale subresource's `spec.replicas`, less any drain surge
+    /// Spillway itself added. Never `status.replicas`, which counts a rollout's surge.
     pub current: u32,
     /// Replicas ready to serve.
     pub ready: u32,
@@ -79,15 +85,72 @@ fn configured(policy: &AppPolicy) -> impl Iterator<Item = Signal> + '_ {
     })
 }
 
-/// KEDA's `IsActive`: a schedule in force wants replicas, or a signal is above its
-/// activation threshold (mean over `activation.window`). A signal whose data has gone
+/// Why a workload is active or not, for KEDA's `IsActive`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Activity {
+    /// A signal is above its activation threshold.
+    Load,
+    /// A signal's data has gone stale: missing data must never take a workload to zero.
+    StaleData,
+    /// A signal is only partly known (a collector shard is lost).
+    PartialData,
+    /// A schedule in force wants replicas.
+    Schedule,
+    /// `replicas.min` is above 0: KEDA must never deactivate the workload.
+    Minimum,
+    /// Nothing active and the minimum is 0.
+    Idle,
+}
+
+impl Activity {
+    pub fn is_active(self) -> bool {
+        self != Activity::Idle
+    }
+
+    /// A CamelCase word for conditions.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Activity::Load => "AboveActivation",
+            Activity::StaleData => "StaleData",
+            Activity::PartialData => "PartialData",
+            Activity::Schedule => "Schedule",
+            Activity::Minimum => "MinimumAboveZero",
+            Activity::Idle => "Idle",
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Activity::Load => "load is above the activation threshold (IsActive answers true)",
+            Activity::StaleData => {
+                "a signal's data is stale: kept active rather than taken to zero (IsActive answers true)"
+            }
+            Activity::PartialData => {
+                "a signal is only partly known: kept active (IsActive answers true)"
+            }
+            Activity::Schedule => "a schedule in force wants replicas (IsActive answers true)",
+            Activity::Minimum => {
+                "replicas.min is above 0: IsActive answers true so KEDA never deactivates the workload"
+            }
+            Activity::Idle => "nothing above the activation threshold (IsActive answers false)",
+        }
+    }
+}
+
+/// The least replicas the policy asks for at `now`: `replicas.min`, raised by any
+/// schedule in force, capped at `replicas.max`.
+pub fn effective_min(policy: &AppPolicy, now: i64) -> u32 {
+    let max = policy.replicas.max;
+    let scheduled = schedule::strongest(policy, now).map_or(0, |s| s.schedule.min_replicas);
+    policy.replicas.min.max(scheduled).min(max)
+}
+
+/// KEDA's `IsActive` and why: a signal above its activation threshold (mean over
+/// `activation.window`), or an effective minimum above 0. A signal whose data has gone
 /// stale counts as active: missing data must never take a workload to zero. A signal
 /// never seen at all does not: an app that has had no traffic since the collector
 /// started has nothing to serve, and waking every such app would defeat scale to zero.
-pub fn is_active(policy: &AppPolicy, signals: &impl SignalView, now: i64) -> bool {
-    if schedule::strongest(policy, now).is_some_and(|s| s.schedule.min_replicas > 0) {
-        return true;
-    }
+pub fn activity(policy: &AppPolicy, signals: &impl SignalView, now: i64) -> Activity {
     let thresholds = [
         (Signal::Qps, policy.signals.qps.map(|q| q.activation)),
         (
@@ -99,21 +162,60 @@ pub fn is_active(policy: &AppPolicy, signals: &impl SignalView, now: i64) -> boo
             policy.signals.memory.and_then(|m| m.activation),
         ),
     ];
-    thresholds.into_iter().any(|(signal, threshold)| {
+    let window = policy.activation.window_secs;
+    for (signal, threshold) in thresholds {
         let Some(threshold) = threshold else {
-            return false;
+            continue;
         };
-        let window = policy.activation.window_secs;
-        match signals.newest(signal) {
-            None => false,
-            Some(t) if now - t > i64::from(policy.signals.stale_after_secs) => true,
+        let found = match signals.newest(signal) {
+            None => None,
+            Some(t) if now - t > i64::from(policy.signals.stale_after_secs) => {
+                Some(Activity::StaleData)
+            }
             // A partial sum below the threshold says nothing about the whole.
-            Some(_) if signals.lower_bound(signal, now, window) => true,
+            Some(_) if signals.lower_bound(signal, now, window) => Some(Activity::PartialData),
             Some(_) => signals
                 .mean(signal, now, window)
-                .is_some_and(|v| v > threshold),
+                .is_some_and(|v| v > threshold)
+                .then_some(Activity::Load),
+        };
+        if let Some(found) = found {
+            return found;
         }
-    })
+    }
+    if schedule::strongest(policy, now).is_some_and(|s| s.schedule.min_replicas > 0) {
+        return Activity::Schedule;
+    }
+    if policy.replicas.min > 0 {
+        return Activity::Minimum;
+    }
+    Activity::Idle
+}
+
+/// KEDA's `IsActive`: see [`activity`].
+pub fn is_active(policy: &AppPolicy, signals: &impl SignalView, now: i64) -> bool {
+    activity(policy, signals, now).is_active()
+}
+
+/// What the data alone asks for, with no replica count and no history: the largest
+/// proposal within `[effective minimum (at least 1 while active), replicas.max]`, or 0
+/// with `min: 0` and nothing active. A first decision that knows no replica count
+/// starts from here, so no limit is applied against an invented starting point.
+pub fn first_ask(policy: &AppPolicy, signals: &impl SignalView, now: i64) -> u32 {
+    let active = is_active(policy, signals, now);
+    let found = proposal::proposals(policy, signals, now, policy.signals.window_secs, 0, 0);
+    if policy.activation.scale_to_zero
+        && !active
+        && found.missing.is_empty()
+        && found.lower_bound.is_empty()
+    {
+        return 0;
+    }
+    let max = policy.replicas.max;
+    let min = effective_min(policy, now).max(u32::from(active)).min(max);
+    band::dominant(&found.found)
+        .map_or(0, |p| p.replicas)
+        .clamp(min, max)
 }
 
 /// Decides the replica count for one workload at `now`. Deterministic: the same policy,
@@ -132,7 +234,20 @@ pub fn decide(
         state.seeded = true;
     }
     let h = &policy.hysteresis;
-    let active = is_active(policy, signals, now);
+    let activity = activity(policy, signals, now);
+    let active = activity.is_active();
+    let data_start = configured(policy)
+        .map(|s| signals.oldest(s).unwrap_or(now))
+        .fold(first_seen, i64::max);
+    let fresh = now - data_start;
+    let warming_up = fresh < i64::from(h.down_window_secs);
+    let warm_up_text = || {
+        format!(
+            "only {} of fresh data since start: no scale-down until a full {} scale-down window; holding {current}",
+            format_secs(fresh.max(0) as u32),
+            format_secs(h.down_window_secs)
+        )
+    };
     let stable = proposal::proposals(
         policy,
         signals,
@@ -160,6 +275,7 @@ pub fn decide(
     let mut out = Decision {
         desired: current,
         active,
+        activity,
         reason: Reason::default(),
         dominant: top.map(|p| p.signal),
         proposals: stable.found.clone(),
@@ -169,6 +285,8 @@ pub fn decide(
         recommendation: current,
         rule: Rule::HeldInBand,
         panic: false,
+        warming_up,
+        ceiling: current,
     };
 
     // Zero only on evidence: with a signal missing (e.g. the store was just emptied by a
@@ -180,18 +298,44 @@ pub fn decide(
     {
         state.recommendations.push_back((now, 0));
         state.panic = None;
-        state.record_change(now, current, 0);
-        prune(policy, state, now);
-        out.desired = 0;
-        out.recommendation = 0;
-        out.rule = Rule::ScaledToZero;
-        out.reason = Reason {
-            need,
-            rule: format!(
-                "nothing above the activation threshold in the last {}: scale to zero",
-                format_secs(policy.activation.window_secs)
-            ),
+        let idle = format!(
+            "nothing above the activation threshold in the last {}",
+            format_secs(policy.activation.window_secs)
+        );
+        // The HPA never goes below 1: from 1 KEDA's activation takes the workload to 0.
+        // The way down is a scale-down like any other (warm-up, `limits.down`), the last
+        // step, 1 → 0, included, so the HPA sees 1 before 0 and 0 is answered only
+        // from 1 (or at 0).
+        let target = if current <= 1 { 0 } else { 1 };
+        let (desired, rule, why) = if warming_up && current > 0 {
+            (current, Rule::RestartWarmup, warm_up_text())
+        } else {
+            let floor = limits::down_limit(state, &policy.limits.down, now, current);
+            let desired = floor.max(target);
+            let why = if desired == 0 {
+                format!(
+                    "{idle}: scale to zero (IsActive false; KEDA takes 1 → 0 after its cooldownPeriod)"
+                )
+            } else {
+                format!(
+                    "{idle}: scaling in toward zero, {current} → {desired} by 'down: {}', then 0 from 1",
+                    policy.limits.down
+                )
+            };
+            let rule = if desired == target {
+                Rule::ScaledToZero
+            } else {
+                Rule::RateLimited
+            };
+            (desired, rule, why)
         };
+        state.record_change(now, current, desired);
+        prune(policy, state, now);
+        out.desired = desired;
+        out.ceiling = desired;
+        out.recommendation = 0;
+        out.rule = rule;
+        out.reason = Reason { need, rule: why };
         return out;
     }
 
@@ -259,20 +403,10 @@ pub fn decide(
 
     // 4. restart rule (checked on the recommendation: the seeded history would also hold,
     // but the restart is the reason people need to read)
-    if rec < current && desired <= current {
-        let data_start = configured(policy)
-            .map(|s| signals.oldest(s).unwrap_or(now))
-            .fold(first_seen, i64::max);
-        let fresh = now - data_start;
-        if fresh < i64::from(h.down_window_secs) {
-            desired = current;
-            rule = Rule::RestartWarmup;
-            why = format!(
-                "only {} of fresh data since start: no scale-down until a full {} scale-down window; holding {current}",
-                format_secs(fresh.max(0) as u32),
-                format_secs(h.down_window_secs)
-            );
-        }
+    if rec < current && desired <= current && warming_up {
+        desired = current;
+        rule = Rule::RestartWarmup;
+        why = warm_up_text();
     }
 
     // 5. panic
@@ -362,39 +496,17 @@ pub fn decide(
         rule = Rule::MaxReplicas;
     }
 
-    // 8. the HPA's tolerance
-    let tol = policy.hpa_tolerance;
-    if tol > 0.0 && current > 0 && desired != current && (min..=max).contains(&current) {
-        let ratio = f64::from(desired) / f64::from(current);
-        if desired > current && ratio <= 1.0 + tol {
-            let bump = (f64::from(current) * (1.0 + tol)).floor() as u32 + 1;
-            if bump <= max && bump <= up_cap {
-                why = format!(
-                    "{why}; raised {desired} → {bump} so the HPA's {}% tolerance does not swallow the change",
-                    tol * 100.0
-                );
-                desired = bump;
-            } else {
-                why = format!(
-                    "{why}; holding {current}: {current} → {desired} is within the HPA's {}% tolerance and a larger step is not allowed",
-                    tol * 100.0
-                );
-                desired = current;
-            }
-            rule = Rule::HpaTolerance;
-        } else if desired < current && ratio >= 1.0 - tol {
-            why = format!(
-                "{why}; holding {current}: {current} → {desired} is within the HPA's {}% tolerance and would be swallowed",
-                tol * 100.0
-            );
-            desired = current;
-            rule = Rule::HpaTolerance;
-        }
-    }
-
     state.record_change(now, current, desired);
     prune(policy, state, now);
     out.desired = desired;
+    // A minimum raised past the rate limit is not bound by it (the HPA's `minReplicas`
+    // is not either), so neither is the step that makes the HPA act on it.
+    out.ceiling = if desired > up_cap {
+        max
+    } else {
+        up_cap.min(max)
+    }
+    .max(desired);
     out.rule = rule;
     out.reason = Reason { need, rule: why };
     out

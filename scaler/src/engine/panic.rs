@@ -51,7 +51,13 @@ pub(crate) fn evaluate(
         (Some(p), false) if now - p.last_over >= i64::from(rule.stable_window_secs) => {
             state.panic = None
         }
-        _ => {}
+        // Still in panic below the threshold: the short window keeps raising the floor,
+        // as Knative's KPA keeps `maxPanicPods` (pkg/autoscaler/scaling/autoscaler.go,
+        // `Scale`). Only entering needs the ratio: once the first replicas are added,
+        // `ready` grows with them and a burst still ramping would otherwise be held at
+        // the count it had when the ratio last crossed.
+        (Some(p), false) => p.peak = p.peak.max(needed),
+        (None, false) => {}
     }
     state.panic.map(|p| PanicOutcome {
         floor: p.peak.max(current),

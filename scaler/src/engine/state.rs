@@ -101,6 +101,14 @@ impl WorkloadState {
         }
     }
 
+    /// Records what the HPA will run after the served answer, when that differs from the
+    /// decision (the tolerance raised or kept it): the rate limits count the change that
+    /// happens, not the one asked for. Call after [`super::decide`] with the same `now`
+    /// and `current`.
+    pub fn record_served(&mut self, now: i64, current: u32, expected: u32) {
+        self.record_change(now, current, expected);
+    }
+
     pub(crate) fn prune(
         &mut self,
         now: i64,

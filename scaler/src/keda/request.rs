@@ -99,7 +99,9 @@ pub fn parse_ref(reference: Option<&ScaledObjectRef>) -> Result<WorkloadRef, Sta
 pub fn lookup_status(error: &LookupError, workload: &WorkloadRef) -> Status {
     let message = format!("{workload}: {error}");
     match error {
-        LookupError::NamespaceNotAllowed { .. } => Status::permission_denied(message),
+        LookupError::NamespaceNotAllowed { .. }
+        | LookupError::AliasRepointsApp { .. }
+        | LookupError::NotBorrowable { .. } => Status::permission_denied(message),
         _ => Status::not_found(message),
     }
 }

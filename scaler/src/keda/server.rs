@@ -15,6 +15,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use super::service::KedaService;
 use super::tls::ReloadingTls;
+use crate::access::{Access, Input};
+use tonic::service::interceptor::InterceptedService;
 
 /// Connection-level settings.
 #[derive(Clone, Debug)]
@@ -49,13 +51,21 @@ pub async fn serve(
     settings: ServerSettings,
     shutdown: impl Future<Output = ()> + Send,
     push: Option<crate::ha::PushGate>,
+    access: Arc<Access>,
 ) -> Result<(), tonic::transport::Error> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<ExternalScalerServer<KedaService>>()
         .await;
-    let scaler =
-        ExternalScalerServer::new(service).max_decoding_message_size(settings.max_request_bytes);
+    // Every ExternalScaler call, before its handler: only KEDA's identity may read
+    // replica counts and claim a ScaledObject's namespace.
+    let scaler = InterceptedService::new(
+        ExternalScalerServer::new(service).max_decoding_message_size(settings.max_request_bytes),
+        move |request: tonic::Request<()>| {
+            access.authorize_grpc(Input::Keda, &request)?;
+            Ok(request)
+        },
+    );
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .max_concurrent_streams(Some(settings.max_concurrent_streams))

@@ -38,8 +38,14 @@ pub struct AppPolicy {
     pub activation: Activation,
     /// The tolerance the HPA in front of Spillway still applies to the replica count
     /// Spillway reports (0.1 by Kubernetes' default; 0 when `behavior.*.tolerance: 0` is set).
-    /// The engine never emits a change the HPA would silently swallow; see the engine docs.
+    /// The number served is never one the HPA would silently swallow
+    /// ([`crate::hpa::serve`]). Read through [`crate::hpa::HpaView::from_policy`], until
+    /// the HPA's real tolerance is read from the cluster.
     pub hpa_tolerance: f64,
+    /// Other workloads of the tenant may be scaled by this entry (trigger metadata
+    /// `policy: <this app>`, e.g. a canary scaled like its main app). Off unless the
+    /// tenant says so.
+    pub borrowable: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -62,6 +62,7 @@ pub struct RawApp {
     pub memory_request: Option<At<u64>>,
     pub hpa_tolerance: Option<At<f64>>,
     pub activation_window: Option<At<u32>>,
+    pub borrowable: Option<At<bool>>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -442,7 +443,17 @@ impl<'s> Reader<'s> {
                         ),
                     }
                 }
-                "defaults" => doc.defaults = self.app(n, &p),
+                "defaults" => {
+                    doc.defaults = self.app(n, &p);
+                    // Lending an app's policy is a decision about that app, not a default.
+                    if let Some(borrowable) = &doc.defaults.borrowable {
+                        let loc = borrowable.loc.clone();
+                        self.error(
+                            &loc,
+                            "borrowable is set per app (under `apps`), not in `defaults`",
+                        );
+                    }
+                }
                 "apps" => {
                     doc.apps_loc = Some(loc_of(n, &p));
                     if let Some(apps) = self.fields(n, &p, &[]) {
@@ -492,6 +503,7 @@ impl<'s> Reader<'s> {
             "placement",
             "activation",
             "hpaTolerance",
+            "borrowable",
         ];
         let Some(fields) = self.fields(node, path, &allowed) else {
             return app;
@@ -594,6 +606,7 @@ impl<'s> Reader<'s> {
                         app.activation_window = self.duration(v, &vp);
                     }
                 }
+                "borrowable" => app.borrowable = self.bool(n, &p),
                 _ => app.hpa_tolerance = self.f64(n, &p),
             }
         }

@@ -438,6 +438,7 @@ fn resolve_app(
             window_secs: activation_window,
         },
         hpa_tolerance,
+        borrowable: app.borrowable.as_ref().is_some_and(|b| b.value),
     })
 }
 

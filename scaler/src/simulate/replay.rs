@@ -8,6 +8,7 @@ use super::baselines::{Hpa, HpaConfig, PolledMetric};
 use super::report::{Report, Run, Sample, Totals};
 use super::trace::Trace;
 use crate::engine::{ReplicaCounts, WorkloadState, decide};
+use crate::hpa::{HpaView, ScaleCounts, ServeInput, serve};
 use crate::placement::sim::{SimConfig, Simulation};
 use crate::placement::{BurstRule, DrainLimits, PlannerConfig, Resources};
 use crate::policy::AppPolicy;
@@ -89,9 +90,23 @@ impl Controller<'_> {
         match self {
             Controller::Spillway { policy, state } => {
                 // The engine decides every second, as the live loop does (its state sees
-                // every recommendation); the HPA in front picks the value up at its sync.
+                // every recommendation); the HPA in front picks the served value up at
+                // its sync, through its tolerance.
                 let d = decide(policy, view, counts, now, state);
-                if sync { d.desired } else { counts.current }
+                let served = serve(
+                    ServeInput {
+                        replicas: d.desired,
+                        ceiling: d.ceiling,
+                        scale: ScaleCounts::settled(counts.current),
+                    },
+                    HpaView::from_policy(policy).tolerance,
+                );
+                state.record_served(now, counts.current, served.expected);
+                if sync {
+                    served.expected
+                } else {
+                    counts.current
+                }
             }
             Controller::Hpa(hpa) => {
                 if sync {

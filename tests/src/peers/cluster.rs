@@ -14,7 +14,9 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde_json::Value;
 
@@ -217,6 +219,13 @@ impl Cluster {
         self.timings.push(("etcd", step.elapsed()));
 
         let step = Instant::now();
+        let audit_policy = self.dir.path().join("audit-policy.yaml");
+        std::fs::write(
+            &audit_policy,
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n  \
+             - level: Metadata\n    userGroups: [\"system:serviceaccounts\"]\n  - level: None\n",
+        )
+        .expect("audit policy");
         let pki = &self.pki;
         let apiserver_args = vec![
             format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
@@ -253,6 +262,11 @@ impl Cluster {
             ),
             format!("--proxy-client-key-file={}", pki.front_proxy_key.display()),
             "--profiling=false".into(),
+            // Every request of a service account, with its answer: what Spillway called
+            // and whether RBAC let it.
+            format!("--audit-policy-file={}", audit_policy.display()),
+            format!("--audit-log-path={}", self.audit_log().display()),
+            "--audit-log-mode=blocking".into(),
         ];
         self.spawn("kube-apiserver", "kube-apiserver", &apiserver_args, &[]);
         let admin = self.admin.clone();
@@ -479,6 +493,39 @@ impl Cluster {
                     peer.name,
                     peer.log.display(),
                     tail(&log, lines)
+                )
+            })
+            .collect()
+    }
+
+    fn audit_log(&self) -> PathBuf {
+        self.logs.join("audit.log")
+    }
+
+    /// The API server's audit events for `user` (e.g.
+    /// `system:serviceaccount:spillway:spillway`): each request it made, with the verb,
+    /// the resource and the answer's code.
+    pub fn audit_events(&self, user: &str) -> Vec<Value> {
+        std::fs::read_to_string(self.audit_log())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|e| e.pointer("/user/username").and_then(Value::as_str) == Some(user))
+            .collect()
+    }
+
+    /// The requests `user` made that the API server refused as forbidden, one line each.
+    pub fn forbidden(&self, user: &str) -> Vec<String> {
+        self.audit_events(user)
+            .iter()
+            .filter(|e| e.pointer("/responseStatus/code").and_then(Value::as_i64) == Some(403))
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e.pointer("/verb").and_then(Value::as_str).unwrap_or("?"),
+                    e.pointer("/requestURI")
+                        .and_then(Value::as_str)
+                        .unwrap_or("?")
                 )
             })
             .collect()

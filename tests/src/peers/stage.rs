@@ -4,7 +4,9 @@
 //! ScaledObjects a user would.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde_json::Value;
 
@@ -16,6 +18,9 @@ use crate::process::{Spillway, write_serve_config_on};
 
 /// The tenant namespace every scenario's workloads live in.
 pub const NAMESPACE: &str = "acme-prod";
+
+/// Who Spillway is to the API server: the service account `deploy/rbac/` binds.
+pub const SPILLWAY_USER: &str = "system:serviceaccount:spillway:spillway";
 
 /// The HPA `behavior` that makes KEDA's HPA a pass-through (as the README gives it),
 /// with `tolerance: 0`, which Kubernetes >= 1.35 honours by default.
@@ -124,6 +129,12 @@ impl Stage {
         })
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        let timings: Vec<String> = cluster
+            .timings
+            .iter()
+            .map(|(what, took)| format!("{what} {:.1} s", took.as_secs_f64()))
+            .collect();
+        eprintln!("REAL-PEERS cluster start: {}", timings.join(", "));
         cluster.admin.must_apply(&format!(
             "apiVersion: v1\nkind: Namespace\nmetadata: {{ name: spillway }}\n---\n\
              apiVersion: v1\nkind: Namespace\nmetadata: {{ name: {NAMESPACE} }}\n"
@@ -307,6 +318,22 @@ spec:
                 )
             })
             .unwrap_or_else(|| "absent".into())
+    }
+
+    /// Scenario 5's first half: every call Spillway made was allowed by `deploy/rbac/`,
+    /// and it made some (the audit log is not empty by accident).
+    pub fn assert_rbac_sufficient(&self) {
+        let calls = self.cluster.audit_events(SPILLWAY_USER);
+        assert!(
+            calls.len() > 10,
+            "Spillway's calls are in the audit log ({})",
+            calls.len()
+        );
+        let refused = self.cluster.forbidden(SPILLWAY_USER);
+        assert!(
+            refused.is_empty(),
+            "deploy/rbac/ refused Spillway: {refused:#?}"
+        );
     }
 
     /// Events on the ScaledObject `name` whose reason is `reason`.
