@@ -143,7 +143,7 @@ mod tests {
         const T: i64 = 1_800_000_000;
         let mut state = WorkloadState::new(T - 600);
         let (keep, events) = (300, 60);
-        let mut tick = |state: &mut WorkloadState, now: i64| {
+        let tick = |state: &mut WorkloadState, now: i64| {
             state.recommendations.push_back((now, 3));
             state.scale_events.push_back(ScaleEvent {
                 at: now,
