@@ -644,9 +644,9 @@ async fn a_store_filled_by_unnamed_workloads_keeps_room_for_named_ones() {
         "store full",
         &format!(
             "{} scraped workloads no policy names: {windows} windows held, {full} values \
-             refused store_full when it filled ({full_after} by the end, as every scrape \
-             retries); acme/api arriving afterwards got its window ({after} held) and 3 \
-             replicas; acme/web 5 replicas throughout",
+             refused store_full when it filled ({full_after} by the end); acme/api \
+             arriving afterwards got its window ({after} held) and 3 replicas; acme/web 5 \
+             replicas throughout",
             TENANTS * APPS,
         ),
     );
