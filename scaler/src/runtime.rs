@@ -306,7 +306,9 @@ impl DecisionLoop {
         qps: Option<f64>,
         now_ms: i64,
     ) -> Option<Placed> {
-        let source = self.replicas.as_ref()?;
+        let Some(source) = self.replicas.as_ref() else {
+            return entry.cluster_placement();
+        };
         let outcome = source.sync(&ReplicaSync {
             key: &entry.key,
             policy,

@@ -104,6 +104,9 @@ pub struct WorkloadEntry {
     conditions: Mutex<Conditions>,
     adjustment: Mutex<PlacementAdjustment>,
     hpa: Mutex<Option<HpaView>>,
+    /// What the cluster's placement controller last planned, for a process whose
+    /// replicas are placed by the Kubernetes side rather than a replica source.
+    cluster_placement: Mutex<Option<Placed>>,
 }
 
 #[derive(Debug, Default)]
@@ -221,6 +224,7 @@ impl WorkloadEntry {
             conditions: Mutex::new(Conditions::default()),
             adjustment: Mutex::new(PlacementAdjustment::default()),
             hpa: Mutex::new(None),
+            cluster_placement: Mutex::new(None),
         }
     }
 
@@ -228,6 +232,22 @@ impl WorkloadEntry {
     /// policy's `hpaTolerance` from the next decision and the next `GetMetrics` on.
     pub fn set_hpa_view(&self, view: Option<HpaView>) {
         *self.hpa.lock().unwrap_or_else(PoisonError::into_inner) = view;
+    }
+
+    /// Records the cluster placement controller's latest plan; the next decision publishes
+    /// it (regular, burst and shortfall on `/metrics`, the `BurstShortfall` condition).
+    pub fn set_cluster_placement(&self, placed: Placed) {
+        *self
+            .cluster_placement
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(placed);
+    }
+
+    pub fn cluster_placement(&self) -> Option<Placed> {
+        self.cluster_placement
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The HPA view read from the cluster, if any.

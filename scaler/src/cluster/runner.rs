@@ -394,6 +394,19 @@ pub async fn run(
                             }
                             let adjustment = r.adjustment();
                             entry.set_adjustment(adjustment);
+                            entry.set_cluster_placement(crate::replicas::Placed {
+                                pods: r.replicas.current,
+                                ready: r.replicas.ready,
+                                regular: r.plan.regular,
+                                burst: r.plan.burst,
+                                shortfall: r.plan.shortfall,
+                                cost_per_hour: crate::placement::cost_rate(
+                                    &crate::placement::CostModel::default(),
+                                    &r.plan,
+                                )
+                                .per_hour(),
+                                reason: r.plan.reason.to_string(),
+                            });
                             // The engine starts from spec less the surge Spillway itself
                             // added for drain moves, which is not part of any decision.
                             let scale = ScaleCounts {

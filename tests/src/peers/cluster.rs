@@ -219,6 +219,8 @@ impl Cluster {
         self.timings.push(("etcd", step.elapsed()));
 
         let step = Instant::now();
+        // The log directory outlives runs; this run's audit starts empty.
+        let _ = std::fs::remove_file(self.audit_log());
         let audit_policy = self.dir.path().join("audit-policy.yaml");
         std::fs::write(
             &audit_policy,
