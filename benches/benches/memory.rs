@@ -105,6 +105,7 @@ fn table() -> SeriesTable {
         16,
         SeriesLimits {
             max_series: 2 * SERIES,
+            max_series_per_tenant: 2 * SERIES,
             max_gap_ms: 600_000,
         },
     )

@@ -51,6 +51,7 @@ fn limits() -> StoreLimits {
     StoreLimits {
         horizon_secs: 900,
         max_windows: 100_000,
+        max_windows_per_tenant: 100_000,
     }
 }
 

@@ -12,6 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 
@@ -24,11 +25,18 @@ struct Contribution {
     lower_bound: bool,
 }
 
+/// Sources one workload's signal sums at most: gateways, agents and shards number in
+/// the tens; a writer inventing source names must not grow the table without bound.
+pub const MAX_SOURCES_PER_WORKLOAD: usize = 1024;
+
 /// Per (workload, signal): each source's latest contribution.
 #[derive(Debug, Default)]
 pub struct Contributions {
     by_workload: DashMap<(WorkloadKey, Signal), HashMap<Arc<str>, Contribution>>,
+    /// What each source contributes to; an entry goes when its source has nothing left.
     by_source: DashMap<(Arc<str>, Signal), Vec<WorkloadKey>>,
+    /// Values refused because their workload already sums the most sources.
+    refused_sources: AtomicU64,
 }
 
 /// A workload whose summed value changed, to be recorded and re-decided.
@@ -71,23 +79,32 @@ impl Contributions {
     ) -> Vec<Total> {
         let mut touched: Vec<WorkloadKey> = Vec::with_capacity(values.len());
         for (workload, value) in values {
-            self.by_workload
+            let mut sources = self
+                .by_workload
                 .entry((workload.clone(), signal))
-                .or_default()
-                .insert(
-                    source.clone(),
-                    Contribution {
-                        value,
-                        at_ms,
-                        lower_bound,
-                    },
-                );
+                .or_default();
+            if sources.len() >= MAX_SOURCES_PER_WORKLOAD && !sources.contains_key(source) {
+                self.refused_sources.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            sources.insert(
+                source.clone(),
+                Contribution {
+                    value,
+                    at_ms,
+                    lower_bound,
+                },
+            );
+            drop(sources);
             touched.push(workload);
         }
-        let previous = self
-            .by_source
-            .insert((source.clone(), signal), touched.clone())
-            .unwrap_or_default();
+        let key = (source.clone(), signal);
+        let previous = if touched.is_empty() {
+            self.by_source.remove(&key).map(|(_, v)| v)
+        } else {
+            self.by_source.insert(key, touched.clone())
+        }
+        .unwrap_or_default();
         let mut totals: Vec<Total> = Vec::with_capacity(touched.len());
         // A set, not `touched.contains`: a source reporting 10,000 workloads would make
         // that check 10⁸ comparisons per replacement.
@@ -107,14 +124,27 @@ impl Contributions {
     }
 
     /// Drops contributions older than `max_age_ms`; returns the totals that changed.
+    /// A source whose every contribution expired is forgotten.
     pub fn expire(&self, now_ms: i64, max_age_ms: i64) -> Vec<Total> {
         let mut changed = Vec::new();
         let mut emptied = Vec::new();
+        let mut expired: HashMap<(Arc<str>, Signal), HashSet<WorkloadKey>> = HashMap::new();
         for mut entry in self.by_workload.iter_mut() {
             let before = entry.value().len();
-            entry
-                .value_mut()
-                .retain(|_, c| now_ms.saturating_sub(c.at_ms) <= max_age_ms);
+            let (workload, signal) = entry.key().clone();
+            // A contribution dated ahead of now was stamped before the clock went back:
+            // it ages from now, instead of staying fresh until the clock catches up.
+            entry.value_mut().retain(|source, c| {
+                c.at_ms = c.at_ms.min(now_ms);
+                let fresh = now_ms.saturating_sub(c.at_ms) <= max_age_ms;
+                if !fresh {
+                    expired
+                        .entry((source.clone(), signal))
+                        .or_default()
+                        .insert(workload.clone());
+                }
+                fresh
+            });
             if entry.value().len() != before {
                 if entry.value().is_empty() {
                     emptied.push(entry.key().clone());
@@ -126,6 +156,13 @@ impl Contributions {
         for key in emptied {
             self.by_workload
                 .remove_if(&key, |_, sources| sources.is_empty());
+        }
+        for (key, gone) in expired {
+            if let Some(mut workloads) = self.by_source.get_mut(&key) {
+                workloads.retain(|w| !gone.contains(w));
+            }
+            self.by_source
+                .remove_if(&key, |_, workloads| workloads.is_empty());
         }
         changed
             .into_iter()
@@ -145,6 +182,16 @@ impl Contributions {
             }
         }
         totals
+    }
+
+    /// (source, signal) pairs with something contributed: shrinks as sources go.
+    pub fn source_count(&self) -> usize {
+        self.by_source.len()
+    }
+
+    /// Values refused because their workload sums [`MAX_SOURCES_PER_WORKLOAD`] already.
+    pub fn refused_sources(&self) -> u64 {
+        self.refused_sources.load(Ordering::Relaxed)
     }
 
     /// The current sum for a workload's signal and how many sources feed it.
@@ -234,6 +281,32 @@ mod tests {
         assert_eq!(changed[0].value, 5.0);
         assert!(contributions.expire(30_000, 10_000).is_empty());
         assert!(contributions.total(&web(), Signal::Qps).is_none());
+    }
+
+    #[test]
+    fn sources_that_go_are_forgotten_and_their_number_is_capped() {
+        let contributions = Contributions::new();
+        // Agents under ever new names, each reporting once.
+        for agent in 0..5_000 {
+            let source: Arc<str> = format!("agent-{agent}").into();
+            contributions.replace(&source, Signal::Qps, vec![(web(), 1.0)], agent);
+        }
+        assert_eq!(contributions.source_count(), MAX_SOURCES_PER_WORKLOAD);
+        assert_eq!(
+            contributions.refused_sources(),
+            (5_000 - MAX_SOURCES_PER_WORKLOAD) as u64
+        );
+        let total = contributions.total(&web(), Signal::Qps).expect("a total");
+        assert_eq!(total.value, MAX_SOURCES_PER_WORKLOAD as f64);
+        // They all go stale: every table is empty again.
+        contributions.expire(100_000, 10_000);
+        assert_eq!(contributions.source_count(), 0);
+        assert!(contributions.total(&web(), Signal::Qps).is_none());
+        // A source that says "nothing" holds no entry either.
+        let a: Arc<str> = "gw-a".into();
+        contributions.replace(&a, Signal::Qps, vec![(web(), 1.0)], 0);
+        contributions.replace(&a, Signal::Qps, vec![], 1);
+        assert_eq!(contributions.source_count(), 0);
     }
 
     #[test]

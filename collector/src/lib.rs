@@ -11,6 +11,7 @@
 //! - [`rate`]: counters to rates per source, with reset and staleness handling.
 //! - [`aggregate`]: sums each source's contribution into a workload's signal.
 //! - [`store`]: per (workload, signal) windows at 1 s resolution, bounded in memory.
+//! - [`budget`]: one memory budget and the limits of every table derived from it.
 //! - [`ingest`]: the entry point all inputs share: contributions → store → the set of
 //!   workloads that need a fresh decision.
 //! - [`scrape`]: the scrape loop (HTTP, timeouts, bounded concurrency, target health).
@@ -27,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 pub mod aggregate;
+pub mod budget;
 pub mod clock;
 pub mod exposition;
 pub mod ingest;

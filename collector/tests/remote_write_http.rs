@@ -113,3 +113,74 @@ fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
 }
+
+/// A raw request whose body trickles in: headers and the first `sent` bytes of a body
+/// announced as `length`, then nothing.
+async fn stalled_request(addr: &str, length: usize, sent: usize) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/write HTTP/1.1\r\nHost: {addr}\r\nContent-Encoding: snappy\r\nContent-Type: application/x-protobuf\r\nX-Prometheus-Remote-Write-Version: 0.1.0\r\nContent-Length: {length}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&vec![0u8; sent]).await.unwrap();
+    stream
+}
+
+async fn status_of(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut reply = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut reply))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    String::from_utf8_lossy(&reply[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn slow_bodies_time_out_and_bytes_in_flight_are_capped() {
+    let (url, receiver, ingest) = serve(RemoteWriteConfig {
+        max_body_bytes: 64 << 10,
+        max_in_flight_bytes: 100 << 10,
+        body_timeout: Duration::from_millis(500),
+        publish_every_ms: 0,
+        ..RemoteWriteConfig::default()
+    })
+    .await;
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/api/v1/write")
+        .to_owned();
+    // One slow client announcing 60 KiB holds 60 of the 100 KiB; a second one finds no
+    // room and is told to retry, before a byte of its body is read.
+    let mut slow = stalled_request(&addr, 60 << 10, 10).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut second = stalled_request(&addr, 60 << 10, 10).await;
+    assert_eq!(
+        status_of(&mut second).await,
+        "HTTP/1.1 503 Service Unavailable"
+    );
+    // A small request still fits beside the slow one.
+    let now = spillway_collector::clock::unix_ms();
+    assert_eq!(post(&url, body(1.0, now - 1_000), "snappy").await.0, 204);
+    assert_eq!(post(&url, body(11.0, now), "snappy").await.0, 204);
+    // The slow one is cut off at the body timeout, and its room is free again.
+    assert_eq!(status_of(&mut slow).await, "HTTP/1.1 408 Request Timeout");
+    assert_eq!(receiver.in_flight_bytes(), 0);
+    assert_eq!(
+        receiver
+            .stats
+            .busy
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    let web = WorkloadKey::new("acme", "web");
+    assert_eq!(
+        ingest.store().view(&web).mean(Signal::Qps, now / 1000, 1),
+        Some(10.0)
+    );
+}

@@ -40,6 +40,11 @@ pub enum PolicySource {
     Fixed,
 }
 
+/// How often store windows are checked for eviction.
+const EVICT_EVERY: Duration = Duration::from_secs(30);
+/// A window of a workload no policy names and KEDA did not ask for goes after this long
+/// without a write.
+const UNWANTED_IDLE_MS: i64 = 10 * 60_000;
 /// How long the first answers wait for the Kubernetes side's first read of replica
 /// counts. KEDA's calls queue on the connection meanwhile; its HPA path gives up after
 /// 3 s.
@@ -58,6 +63,8 @@ pub struct ProcessConfig {
     /// Where decided replicas run (the demo's simulated pool); `None`: not tracked.
     pub replicas: Option<Arc<dyn ReplicaSource>>,
     pub inputs: CollectorInputs,
+    /// The HTTP port's connection and timeout limits.
+    pub http: crate::listener::HttpLimits,
     /// Who may call each input.
     pub access: Arc<Access>,
 }
@@ -144,6 +151,12 @@ pub async fn run_with_cluster(
     workloads.set_alias_limits(access.policy().aliases);
     let hpa_views = Arc::new(crate::cluster::hpa::HpaViews::new());
     let ingest = Ingest::new(config.store);
+    // Workloads a policy names or KEDA asked for keep their windows; the others make
+    // way for them when the store is full, and go once idle.
+    let wanted = workloads.clone();
+    ingest
+        .store()
+        .set_wanted(Arc::new(move |key| wanted.get(key).is_some()));
     let client = scrape_client(&config.scrape).map_err(RunError::Client)?;
     let remote_write = config
         .inputs
@@ -293,7 +306,12 @@ pub async fn run_with_cluster(
         access: access.clone(),
         writes,
     };
-    let http_server = http::serve(listeners.http, http_state, wait(shutdown.clone()));
+    let http_server = http::serve(
+        listeners.http,
+        http_state,
+        config.http.clone(),
+        wait(shutdown.clone()),
+    );
     tasks.spawn(async move { http_server.await.map_err(RunError::from) });
 
     // Sharded collectors scrape the targets and the gateway pods; this process then
@@ -324,6 +342,24 @@ pub async fn run_with_cluster(
         });
     }
 
+    let evict_ingest = ingest.clone();
+    let mut evict_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        let mut ticker = tokio::time::interval(EVICT_EVERY);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    let now_ms = spillway_collector::clock::unix_ms();
+                    let evicted = evict_ingest.evict_idle(now_ms, UNWANTED_IDLE_MS);
+                    if evicted > 0 {
+                        tracing::debug!(evicted, "store windows evicted (idle and unwanted, or empty)");
+                    }
+                }
+                _ = evict_shutdown.changed() => return Ok(()),
+            }
+        }
+    });
+
     spawn_access_upkeep(
         &mut tasks,
         &access,
@@ -350,8 +386,15 @@ pub async fn run_with_cluster(
                     _ = ticker.tick() => {
                         let store = policies.clone();
                         let dir = path.clone();
-                        let outcome = tokio::task::spawn_blocking(move || store.reload(&dir)).await?;
-                        metrics.record_reload(&outcome);
+                        // The store catches its own panics; a failed task is only
+                        // logged, so the policies in force keep serving either way.
+                        match tokio::task::spawn_blocking(move || store.reload(&dir)).await {
+                            Ok(outcome) => metrics.record_reload(&outcome),
+                            Err(error) => {
+                                metrics.policy_reload_panics.inc();
+                                tracing::error!(%error, "policy reload failed; the policies in force keep serving");
+                            }
+                        }
                     }
                     _ = reload_shutdown.changed() => return Ok(()),
                 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use spillway_collector::budget::{Derived, MemoryBudget};
 use spillway_collector::scrape::{QpsMapping, ScrapeConfig, Target};
 use spillway_collector::store::StoreLimits;
 
@@ -50,6 +51,9 @@ struct RawConfig {
     qps: Option<RawMapping>,
     #[serde(default)]
     store: RawStore,
+    /// One memory budget the tables' and in-flight limits derive from.
+    #[serde(default)]
+    memory: RawMemory,
     #[serde(default)]
     kubernetes: Option<crate::cluster::KubernetesSettings>,
     #[serde(default)]
@@ -96,6 +100,8 @@ struct RawRemoteWrite {
     max_body_bytes: Option<usize>,
     #[serde(default)]
     max_series: Option<usize>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    body_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "optional_duration")]
     max_gap: Option<Duration>,
     #[serde(default, deserialize_with = "optional_duration")]
@@ -189,6 +195,13 @@ struct RawResources {
 struct RawListen {
     grpc: SocketAddr,
     http: SocketAddr,
+    /// HTTP connections open at once (default: from `memory.budget`).
+    #[serde(default)]
+    max_connections: Option<usize>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    header_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    idle_timeout: Option<Duration>,
 }
 
 impl Default for RawListen {
@@ -196,6 +209,9 @@ impl Default for RawListen {
         Self {
             grpc: SocketAddr::from(([0, 0, 0, 0], 9090)),
             http: SocketAddr::from(([0, 0, 0, 0], 9100)),
+            max_connections: None,
+            header_timeout: None,
+            idle_timeout: None,
         }
     }
 }
@@ -225,11 +241,50 @@ struct RawMapping {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawMemory {
+    /// A Kubernetes quantity: `512Mi`, `1Gi`.
+    #[serde(default)]
+    budget: Option<String>,
+    /// Fraction (0, 1] of each table one tenant may fill.
+    #[serde(default)]
+    tenant_share: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawStore {
     #[serde(default, deserialize_with = "optional_duration")]
     horizon: Option<Duration>,
     #[serde(default)]
     max_windows: Option<usize>,
+}
+
+fn memory_budget(raw: &RawMemory) -> Result<MemoryBudget, String> {
+    let defaults = MemoryBudget::default();
+    let bytes = match &raw.budget {
+        Some(text) => {
+            crate::policy::parse_memory_bytes(text).map_err(|e| format!("memory.budget: {e}"))?
+        }
+        None => defaults.bytes,
+    };
+    if bytes < 16 << 20 {
+        return Err("memory.budget must be at least 16Mi".into());
+    }
+    let tenant_share = raw.tenant_share.unwrap_or(defaults.tenant_share);
+    if !(tenant_share > 0.0 && tenant_share <= 1.0) {
+        return Err(format!(
+            "memory.tenantShare must be above 0 and at most 1, found {tenant_share}"
+        ));
+    }
+    Ok(MemoryBudget {
+        bytes,
+        tenant_share,
+    })
+}
+
+/// A tenant's quota of `total` at `share` (at least one).
+fn per_tenant(total: usize, share: f64) -> usize {
+    ((total as f64 * share).ceil() as usize).clamp(1, total.max(1))
 }
 
 fn optional_duration<'de, D: serde::Deserializer<'de>>(
@@ -253,6 +308,9 @@ pub struct ServeConfig {
     pub kubernetes: Option<crate::cluster::KubernetesSettings>,
     /// TLS on the gRPC port; plaintext when absent.
     pub tls: Option<TlsConfig>,
+    /// The memory budget the limits above were derived from.
+    pub memory: MemoryBudget,
+    pub http_limits: crate::listener::HttpLimits,
     /// Who may do what (`access:`).
     pub access: crate::access::AccessSettings,
 }
@@ -322,6 +380,12 @@ impl ServeConfig {
             message,
         };
         let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let memory = memory_budget(&raw.memory).map_err(invalid)?;
+        let horizon_secs = raw
+            .store
+            .horizon
+            .map_or(900, |h| h.as_secs().clamp(60, 86_400) as u32);
+        let derived = memory.derive(horizon_secs);
         let defaults = ScrapeConfig::default();
         let resources = raw
             .resources
@@ -340,8 +404,8 @@ impl ServeConfig {
             max_concurrency: raw
                 .scrape
                 .max_concurrency
-                .unwrap_or(defaults.max_concurrency),
-            max_body_bytes: defaults.max_body_bytes,
+                .unwrap_or(derived.scrape_max_concurrency),
+            max_body_bytes: derived.scrape_max_body_bytes,
             mapping,
             max_series_per_target: defaults.max_series_per_target,
             resources: resources.clone(),
@@ -364,12 +428,13 @@ impl ServeConfig {
             }
             targets.push(Target::new(url));
         }
-        let store_defaults = StoreLimits::default();
-        let store = StoreLimits {
-            horizon_secs: raw.store.horizon.map_or(store_defaults.horizon_secs, |h| {
-                h.as_secs().clamp(60, 86_400) as u32
-            }),
-            max_windows: raw.store.max_windows.unwrap_or(store_defaults.max_windows),
+        let store = match raw.store.max_windows {
+            Some(max_windows) => StoreLimits {
+                horizon_secs,
+                max_windows,
+                max_windows_per_tenant: per_tenant(max_windows, memory.tenant_share),
+            },
+            None => memory.store(horizon_secs),
         };
         if let Some(k) = &raw.kubernetes {
             k.validate().map_err(invalid)?;
@@ -400,10 +465,14 @@ impl ServeConfig {
         let inputs = CollectorInputs {
             remote_write: raw
                 .remote_write
-                .map(|raw| remote_write(raw, resources, &scrape.mapping))
+                .map(|raw| remote_write(raw, resources, &scrape.mapping, &derived, memory))
                 .transpose()
                 .map_err(invalid)?,
-            push: raw.push.map(push).transpose().map_err(invalid)?,
+            push: raw
+                .push
+                .map(|raw| push(raw, &derived))
+                .transpose()
+                .map_err(invalid)?,
             promql: raw
                 .promql
                 .map(|raw| promql(raw, scrape.staleness))
@@ -413,6 +482,25 @@ impl ServeConfig {
             collectors_token_file,
             ha: raw.ha,
         };
+        // A sample the bounds accept must land inside every window's horizon: the store
+        // takes a write further back than that for the clock having gone back.
+        let horizon_ms = i64::from(store.horizon_secs) * 1000;
+        for (section, bounds) in [
+            (
+                "remoteWrite",
+                inputs.remote_write.as_ref().map(|r| r.bounds),
+            ),
+            ("push", inputs.push.as_ref().map(|p| p.bounds)),
+        ] {
+            if let Some(b) = bounds
+                && b.max_past_ms.saturating_add(b.max_future_ms) >= horizon_ms
+            {
+                return Err(invalid(format!(
+                    "{section}.maxPast + {section}.maxFuture must be below store.horizon ({}s)",
+                    store.horizon_secs
+                )));
+            }
+        }
         let access = raw
             .access
             .ok_or_else(|| invalid(NO_ACCESS_SECTION.into()))?
@@ -430,8 +518,38 @@ impl ServeConfig {
             store,
             kubernetes: raw.kubernetes,
             tls,
+            memory,
+            http_limits: http_limits(&raw.listen, &derived)?,
         })
     }
+}
+
+fn http_limits(
+    raw: &RawListen,
+    derived: &Derived,
+) -> Result<crate::listener::HttpLimits, ConfigError> {
+    let defaults = crate::listener::HttpLimits::default();
+    let limits = crate::listener::HttpLimits {
+        max_connections: raw.max_connections.unwrap_or(derived.http_max_connections),
+        header_timeout: raw.header_timeout.unwrap_or(defaults.header_timeout),
+        idle_timeout: raw.idle_timeout.unwrap_or(defaults.idle_timeout),
+        ..defaults
+    };
+    let invalid = |message: &str| ConfigError::Invalid {
+        path: "listen".into(),
+        message: message.into(),
+    };
+    if limits.max_connections == 0 {
+        return Err(invalid("listen.maxConnections must be at least 1"));
+    }
+    if limits.header_timeout < Duration::from_millis(100)
+        || limits.idle_timeout < Duration::from_secs(1)
+    {
+        return Err(invalid(
+            "listen.headerTimeout must be at least 100ms and listen.idleTimeout at least 1s",
+        ));
+    }
+    Ok(limits)
 }
 
 /// The inputs `spillway serve` has on with these settings.
@@ -480,11 +598,27 @@ fn remote_write(
     raw: RawRemoteWrite,
     resources: Option<ResourceMapping>,
     qps: &QpsMapping,
+    derived: &Derived,
+    memory: MemoryBudget,
 ) -> Result<RemoteWriteConfig, String> {
     let defaults = RemoteWriteConfig::default();
+    let max_body_bytes = raw
+        .max_body_bytes
+        .unwrap_or(derived.remote_write_max_body_bytes);
+    let max_series = raw.max_series.unwrap_or(derived.remote_write_max_series);
+    let max_decoded_bytes = derived
+        .remote_write_max_decoded_bytes
+        .max(2 * max_body_bytes);
+    let max_in_flight_bytes = derived
+        .remote_write_in_flight_bytes
+        .max(max_body_bytes + 2 * max_decoded_bytes);
     Ok(RemoteWriteConfig {
-        max_body_bytes: raw.max_body_bytes.unwrap_or(defaults.max_body_bytes),
-        max_series: raw.max_series.unwrap_or(defaults.max_series),
+        max_body_bytes,
+        max_decoded_bytes,
+        max_in_flight_bytes,
+        body_timeout: raw.body_timeout.unwrap_or(defaults.body_timeout),
+        max_series,
+        max_series_per_tenant: per_tenant(max_series, memory.tenant_share),
         max_gap_ms: raw.max_gap.map_or(defaults.max_gap_ms, millis),
         mapping: WriteMapping {
             qps: qps.clone(),
@@ -496,9 +630,11 @@ fn remote_write(
     })
 }
 
-fn push(raw: RawPush) -> Result<PushConfig, String> {
+fn push(raw: RawPush, derived: &Derived) -> Result<PushConfig, String> {
     Ok(PushConfig {
         bounds: time_bounds("push", raw.max_past, raw.max_future)?,
+        max_message_bytes: derived.push_max_message_bytes,
+        max_streams: derived.push_max_streams,
         ..PushConfig::default()
     })
 }
@@ -681,6 +817,59 @@ mod tests {
     }
 
     #[test]
+    fn one_memory_budget_sets_every_limit_unless_one_is_set_itself() {
+        let small = ServeConfig::parse(
+            "c.yaml",
+            "policies: p\naccess: {insecure: [keda, write, status, metrics]}\nmemory: { budget: 128Mi, tenantShare: 0.5 }\nremoteWrite: {}\npush: {}\n",
+        )
+        .unwrap();
+        let big = ServeConfig::parse(
+            "c.yaml",
+            "policies: p\naccess: {insecure: [keda, write, status, metrics]}\nmemory: { budget: 2Gi }\nremoteWrite: {}\npush: {}\n",
+        )
+        .unwrap();
+        assert_eq!(small.memory.bytes, 128 << 20);
+        assert!(small.store.max_windows * 4 <= big.store.max_windows + 4);
+        assert_eq!(
+            small.store.max_windows_per_tenant,
+            small.store.max_windows.div_ceil(2)
+        );
+        let (s, b) = (
+            small.inputs.remote_write.as_ref().unwrap(),
+            big.inputs.remote_write.as_ref().unwrap(),
+        );
+        assert!(s.max_series < b.max_series && s.max_in_flight_bytes < b.max_in_flight_bytes);
+        assert!(s.max_in_flight_bytes >= s.max_body_bytes + 2 * s.max_decoded_bytes);
+        assert!(small.http_limits.max_connections < big.http_limits.max_connections);
+        assert!(small.scrape.max_body_bytes * small.scrape.max_concurrency <= (128 << 20) / 10);
+        // An explicit limit wins; the tenant's share follows it.
+        let set = ServeConfig::parse(
+            "c.yaml",
+            "policies: p\naccess: {insecure: [keda, write, status, metrics]}\nstore: { maxWindows: 1000 }\nremoteWrite: { maxSeries: 400 }\nlisten: { grpc: '127.0.0.1:0', http: '127.0.0.1:0', maxConnections: 7 }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (set.store.max_windows, set.store.max_windows_per_tenant),
+            (1000, 250)
+        );
+        let rw = set.inputs.remote_write.unwrap();
+        assert_eq!((rw.max_series, rw.max_series_per_tenant), (400, 100));
+        assert_eq!(set.http_limits.max_connections, 7);
+        for (text, needle) in [
+            ("memory: { budget: 1Mi }", "at least 16Mi"),
+            ("memory: { budget: lots }", "memory.budget"),
+            ("memory: { tenantShare: 0 }", "tenantShare"),
+        ] {
+            let error = ServeConfig::parse(
+                "c.yaml",
+                &format!("policies: p\n{text}\naccess: {{insecure: [keda]}}\n"),
+            )
+            .unwrap_err();
+            assert!(error.to_string().contains(needle), "{text}: {error}");
+        }
+    }
+
+    #[test]
     fn pushed_inputs_are_turned_on_and_bounded_by_their_sections() {
         let config = ServeConfig::parse(
             "c.yaml",
@@ -715,6 +904,14 @@ mod tests {
             ),
             ("remoteWrite: {ha: {replicaLabels: ['']}}", "empty"),
             ("remoteWrite: {ha: {maxClusters: 0}}", "maxClusters"),
+            (
+                "remoteWrite: {maxPast: 14m, maxFuture: 1m}",
+                "remoteWrite.maxPast + remoteWrite.maxFuture must be below store.horizon (900s)",
+            ),
+            (
+                "store: {horizon: 2m}\npush: {}",
+                "push.maxPast + push.maxFuture must be below store.horizon (120s)",
+            ),
         ] {
             let error = ServeConfig::parse(
                 "c.yaml",

@@ -81,7 +81,8 @@ impl PushGate {
 
     /// The push service's own limits, as [`PushService::into_server`] sets them.
     pub fn into_server(self) -> IngestServer<Self> {
-        IngestServer::new(self).max_decoding_message_size(16 << 20)
+        let limit = self.push.config().max_message_bytes;
+        IngestServer::new(self).max_decoding_message_size(limit)
     }
 }
 

@@ -98,11 +98,11 @@ async fn remote_write_off() -> Response {
 pub async fn serve(
     listener: TcpListener,
     state: HttpState,
+    limits: crate::listener::HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let stats = state.metrics.http.clone();
+    crate::listener::serve(listener, router(state), limits, Arc::new(stats), shutdown).await
 }
 
 /// OpenMetrics for scrapers that ask for it (Prometheus does), the 0.0.4 text format

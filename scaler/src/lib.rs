@@ -50,6 +50,7 @@ pub mod ha;
 pub mod hpa;
 pub mod http;
 pub mod keda;
+pub mod listener;
 pub mod placement;
 pub mod policy;
 pub mod replicas;

@@ -70,6 +70,8 @@ pub async fn run(
     let ingest = Ingest::new(StoreLimits {
         horizon_secs: SHARD_HORIZON_SECS,
         max_windows: process.max_windows,
+        // A shard holds what its scaler asks of every tenant; quotas are the scaler's.
+        max_windows_per_tenant: process.max_windows,
     });
     let client = scrape_client(&process.scrape).map_err(RunError::Client)?;
     let scrape_stats = Arc::new(ScrapeStats::new());
@@ -142,10 +144,16 @@ pub async fn run(
         .with_state(state);
     let http_shutdown = wait(shutdown.clone());
     tasks.spawn(async move {
-        axum::serve(listeners.http, router)
-            .with_graceful_shutdown(http_shutdown)
-            .await
-            .map_err(RunError::from)
+        let stats = Arc::new(crate::listener::HttpStats::default());
+        crate::listener::serve(
+            listeners.http,
+            router,
+            crate::listener::HttpLimits::default(),
+            stats,
+            http_shutdown,
+        )
+        .await
+        .map_err(RunError::from)
     });
 
     crate::app::spawn_scraping(&mut tasks, scraper, owned, follower, &shutdown);

@@ -128,6 +128,9 @@ pub struct Metrics {
     pub workloads: Gauge<i64, AtomicI64>,
     pub policy_reloads: Counter,
     pub policy_reload_errors: Counter,
+    pub policy_reload_panics: Counter,
+    /// The HTTP port's connections: refused at the cap, and open.
+    pub http: crate::listener::HttpStats,
     pub hpa_passthrough: Family<WorkloadLabels, Gauge<i64, AtomicI64>>,
     pub hpa_findings: Family<HpaFindingLabels, Gauge<i64, AtomicI64>>,
     pub hpa_tolerance: Family<HpaToleranceLabels, FloatGauge>,
@@ -326,6 +329,23 @@ impl Metrics {
             "Policy files refused on reload (the last good version keeps serving)",
             policy_reload_errors.clone(),
         );
+        let http = crate::listener::HttpStats::default();
+        registry.register(
+            "http_connections_refused",
+            "HTTP connections closed on arrival because the connection cap was reached",
+            http.connections_refused.clone(),
+        );
+        registry.register(
+            "http_connections",
+            "HTTP connections open",
+            http.connections_open.clone(),
+        );
+        let policy_reload_panics = Counter::default();
+        registry.register(
+            "policy_reload_panics",
+            "Panics caught while reloading policies (the file, or the whole reload, is refused; what serves keeps serving)",
+            policy_reload_panics.clone(),
+        );
         let hpa_passthrough = Family::default();
         registry.register(
             "hpa_passthrough",
@@ -383,6 +403,8 @@ impl Metrics {
             workloads,
             policy_reloads,
             policy_reload_errors,
+            policy_reload_panics,
+            http,
             hpa_passthrough,
             hpa_findings,
             hpa_tolerance,
@@ -460,6 +482,11 @@ impl Metrics {
     pub fn record_reload(&self, outcome: &ReloadOutcome) {
         if !outcome.changed.is_empty() || outcome.dir_error.is_some() {
             self.policy_reloads.inc();
+        }
+        self.policy_reload_panics
+            .inc_by(outcome.file_panics + u64::from(outcome.panicked.is_some()));
+        if let Some(message) = &outcome.panicked {
+            tracing::error!(%message, "policy reload panicked; the policies in force keep serving");
         }
         // A file that stays bad is reported by every reload; count and log it when its
         // content changes, and let `policy_files_refused` show that it is still bad.
@@ -694,6 +721,7 @@ impl prometheus_client::collector::Collector for CollectorStats {
                 s.out_of_order.load(Relaxed),
             ));
             for (reason, counter) in [
+                ("remote_write_tenant_quota", &s.samples_dropped_tenant_quota),
                 ("remote_write_too_old", &s.too_old),
                 ("remote_write_too_new", &s.too_new),
                 ("remote_write_invalid_value", &s.invalid_value),
@@ -708,6 +736,8 @@ impl prometheus_client::collector::Collector for CollectorStats {
             refused.push(("reason", "bad_request", s.bad_requests.load(Relaxed)));
             refused.push(("reason", "too_large", s.too_large.load(Relaxed)));
             refused.push(("reason", "unsupported", s.unsupported.load(Relaxed)));
+            refused.push(("reason", "busy", s.busy.load(Relaxed)));
+            refused.push(("reason", "body_timeout", s.body_timeouts.load(Relaxed)));
         }
         if let Some(push) = &self.push {
             samples.push(("source", "push", push.samples_accepted.load(Relaxed)));
@@ -748,6 +778,17 @@ impl prometheus_client::collector::Collector for CollectorStats {
                 "out_of_range",
                 ingest.stats.values_out_of_range.load(Relaxed),
             ));
+            dropped.push((
+                "reason",
+                "unlisted_namespace",
+                ingest.stats.values_unmapped.load(Relaxed),
+            ));
+            dropped.push((
+                "reason",
+                "store_tenant_quota",
+                ingest.stats.values_refused_tenant_quota.load(Relaxed),
+            ));
+            dropped.push(("reason", "too_many_sources", ingest.refused_sources()));
         }
         family(
             "collector_samples",
@@ -769,7 +810,7 @@ impl prometheus_client::collector::Collector for CollectorStats {
         )?;
         family(
             "remote_write_refused_requests",
-            "Remote-write requests refused, by reason (400, 413, 415)",
+            "Remote-write requests refused, by reason (400, 413, 415; busy 503, body_timeout 408)",
             MetricType::Counter,
             refused,
         )?;

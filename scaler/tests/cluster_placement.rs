@@ -407,3 +407,64 @@ async fn a_burst_cap_is_planned_and_reported() {
         tolerate_burst: true
     }));
 }
+
+/// Two replicas whose clocks disagree by an hour, through the API server: the follower
+/// judges the holder by when it saw the Lease change, not by the holder's `renewTime`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_liveness_ignores_how_far_the_holders_clock_is_off() {
+    const HOUR_MS: i64 = 3_600_000;
+    for (offset, case) in [(HOUR_MS, "an hour ahead"), (-HOUR_MS, "an hour behind")] {
+        let fake = spillway_tests::fake_kube::FakeKube::start()
+            .await
+            .expect("fake API server starts");
+        let gate = |identity: &str| {
+            let identity = identity.to_owned();
+            let fake = &fake;
+            async move {
+                spillway_scaler::cluster::LeaseGate::new(
+                    client(fake).await,
+                    spillway_scaler::cluster::LeaseConfig::new(
+                        "spillway",
+                        "spillway-placement",
+                        &identity,
+                    ),
+                )
+            }
+        };
+        let mut holder = gate("spillway-0").await;
+        let mut follower = gate("spillway-1").await;
+        let mut calls = spillway_scaler::cluster::ApiCalls::default();
+        let t = T0_MS;
+        // The holder renews every 5 s on its own clock; the follower never writes.
+        for s in (0..60).step_by(5) {
+            let local = t + s * 1000;
+            assert!(
+                holder.check(local + offset, &mut calls).await,
+                "{case}: holder at +{s}s"
+            );
+            assert!(
+                !follower.check(local, &mut calls).await,
+                "{case}: follower at +{s}s"
+            );
+        }
+        // The holder stops at +55 s; the follower takes over one term after the last
+        // change it saw, not when the holder's renewTime says.
+        let last_seen = t + 55_000;
+        assert!(
+            !follower.check(last_seen + 14_999, &mut calls).await,
+            "{case}"
+        );
+        assert!(
+            follower.check(last_seen + 15_000, &mut calls).await,
+            "{case}"
+        );
+        let lease = fake
+            .get(&leases_c(), Some("spillway"), "spillway-placement")
+            .expect("lease");
+        assert_eq!(lease["spec"]["holderIdentity"], "spillway-1", "{case}");
+        assert!(
+            !holder.check(last_seen + 16_000 + offset, &mut calls).await,
+            "{case}"
+        );
+    }
+}

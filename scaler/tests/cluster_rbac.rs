@@ -17,6 +17,7 @@ use spillway_collector::store::StoreLimits;
 use spillway_scaler::cluster::hpa::{HpaRead, read_hpa};
 use spillway_scaler::cluster::{WorkloadLabels, discover_gateways, ingest_pod_metrics};
 use spillway_scaler::placement::BurstRule;
+use spillway_scaler::policy::{PolicySet, parse_policy};
 use spillway_tests::fake_kube::{Recorded, fixtures};
 
 #[derive(Debug, Deserialize)]
@@ -106,17 +107,28 @@ async fn every_api_call_is_granted_and_every_grant_is_used() {
     let client = client(&h.fake).await;
     let ingest = Ingest::new(StoreLimits::default());
     let source: Arc<str> = "kubernetes-metrics".into();
-    let n = ingest_pod_metrics(
+    let policies = PolicySet::from_policies(vec![
+        parse_policy(
+            "shop.yaml",
+            &format!(
+                "apiVersion: spillway.io/v1\nkind: ScalingPolicy\nmetadata: {{ tenant: shop }}\nspec:\n  namespaces: [{NS}]\n  apps:\n    web: {{ signals: {{ cpu: {{ targetUtilization: 0.6 }} }} }}\n"
+            ),
+        )
+        .expect("valid policy"),
+    ])
+    .expect("one tenant");
+    let read = ingest_pod_metrics(
         &client,
         None,
         &WorkloadLabels::default(),
+        &policies,
         &ingest,
         &source,
         T0_MS,
     )
     .await
     .expect("pod metrics");
-    assert_eq!(n, 1);
+    assert_eq!(read.workloads, 1);
     h.fake.put(fixtures::keda_hpa(
         NS,
         "web",

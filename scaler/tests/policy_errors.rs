@@ -59,6 +59,11 @@ fn cases() -> Vec<(&'static str, String, Expected)> {
             ],
         ),
         (
+            "a cron that never fires",
+            with("  defaults:\n    signals: { qps: { targetPerReplica: 10 } }\n    schedules:\n      - name: leap\n        cron: \"0 0 30 2 *\"\n        timezone: Europe/Berlin\n        duration: 1h\n        minReplicas: 5\n  apps: { web: {} }\n"),
+            vec![(10, 15, "spec.defaults.schedules[0].cron", "`0 0 30 2 *`: this cron expression never fires")],
+        ),
+        (
             "schedule above max",
             with("  defaults:\n    replicas: { max: 10 }\n    signals: { qps: { targetPerReplica: 10 } }\n    schedules: [ { name: sale, cron: \"0 0 9 * * *\", duration: 1h, minReplicas: 50 } ]\n  apps: { web: {} }\n"),
             vec![(9, 80, "spec.defaults.schedules[0].minReplicas", "minReplicas (50) is above replicas.max (10)")],

@@ -4,7 +4,8 @@ use std::fs;
 use std::path::Path;
 
 use spillway_scaler::policy::{
-    LookupError, PolicySet, PolicyStore, load_dir, parse_policy, validate_files,
+    LookupError, PolicyErrors, PolicySet, PolicyStore, TenantPolicy, load_dir, parse_policy,
+    validate_files,
 };
 
 fn policy(tenant: &str, namespaces: &str, apps: &str) -> String {
@@ -328,4 +329,79 @@ fn a_conflict_resolved_elsewhere_lets_the_other_file_serve() {
     assert!(out.errors.is_empty(), "{:?}", out.errors);
     assert!(store.current().lookup("acme", "api", "x").is_ok());
     assert!(store.current().lookup("acme", "web", "x").is_err());
+}
+
+/// A parser that panics on files carrying a marker, as a parser bug would on some input.
+fn panicking_parser(name: &str, text: &str) -> Result<TenantPolicy, PolicyErrors> {
+    if text.contains("# trips-the-bug") {
+        panic!("index out of bounds in {name}");
+    }
+    parse_policy(name, text)
+}
+
+#[test]
+fn a_panicking_reload_is_caught_counted_and_shown_and_the_last_good_policies_serve() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "acme.yaml",
+        &policy("acme", "acme-prod", "    web: {}\n"),
+    );
+    write(
+        dir.path(),
+        "globex.yaml",
+        &policy("globex", "globex-prod", "    api: {}\n"),
+    );
+    let store = PolicyStore::new();
+    let first = store.reload_with(dir.path(), &panicking_parser);
+    assert!(first.errors.is_empty() && first.swapped);
+
+    // acme's file changes to content the parser panics on; globex gains an app.
+    write(
+        dir.path(),
+        "acme.yaml",
+        &format!(
+            "{}# trips-the-bug\n",
+            policy("acme", "acme-prod", "    web: {}\n    api: {}\n")
+        ),
+    );
+    write(
+        dir.path(),
+        "globex.yaml",
+        &policy("globex", "globex-prod", "    api: {}\n    web: {}\n"),
+    );
+    let outcome = store.reload_with(dir.path(), &panicking_parser);
+    assert_eq!(outcome.file_panics, 1);
+    assert!(outcome.panicked.is_none());
+    assert_eq!(store.reload_panics_total(), 1);
+    assert_eq!(store.reload_errors_total(), 1);
+    // The last good acme serves (web, not the new api); globex's change took effect.
+    let set = store.current();
+    assert!(set.lookup("acme", "web", "acme-prod").is_ok());
+    assert!(set.lookup("acme", "api", "acme-prod").is_err());
+    assert!(set.lookup("globex", "web", "globex-prod").is_ok());
+    // Shown: the file's status names the panic and that the last good version serves.
+    let status = store.status();
+    let acme = status
+        .iter()
+        .find(|f| f.path.ends_with("acme.yaml"))
+        .expect("acme listed");
+    assert_eq!(acme.serving_tenant.as_deref(), Some("acme"));
+    let error = acme.error.as_deref().expect("acme refused");
+    assert!(
+        error.contains("panicked (index out of bounds in") && error.contains("last good version"),
+        "{error}"
+    );
+
+    // Unchanged content is not parsed (nor counted) again; a fix clears the error.
+    store.reload_with(dir.path(), &panicking_parser);
+    assert_eq!(store.reload_panics_total(), 1);
+    write(
+        dir.path(),
+        "acme.yaml",
+        &policy("acme", "acme-prod", "    web: {}\n    api: {}\n"),
+    );
+    let fixed = store.reload_with(dir.path(), &panicking_parser);
+    assert!(fixed.errors.is_empty(), "{:?}", fixed.errors);
+    assert!(store.current().lookup("acme", "api", "acme-prod").is_ok());
 }

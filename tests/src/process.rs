@@ -125,11 +125,21 @@ impl Spillway {
 
     /// Resident memory of the process now, from `/proc/PID/status` (Linux).
     pub fn rss_bytes(&self) -> u64 {
+        self.proc_status_bytes("VmRSS:")
+    }
+
+    /// The most resident memory the process has had (`VmHWM`): what a flood drove it to
+    /// at its worst, however briefly.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        self.proc_status_bytes("VmHWM:")
+    }
+
+    fn proc_status_bytes(&self, field: &str) -> u64 {
         let pid = self.child.id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
         status
             .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .find_map(|line| line.strip_prefix(field))
             .and_then(|rest| {
                 rest.trim()
                     .trim_end_matches("kB")
@@ -138,7 +148,7 @@ impl Spillway {
                     .ok()
             })
             .map(|kib| kib * 1024)
-            .expect("VmRSS in /proc status")
+            .unwrap_or_else(|| panic!("{field} in /proc status"))
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit status.

@@ -252,6 +252,7 @@ async fn start_spillway(
         // Measured like the demo: the process decides from its data at once.
         replicas: None,
         inputs: Default::default(),
+        http: Default::default(),
         // Loopback only: the load is measured without authentication in the way.
         access: Arc::new(spillway_scaler::access::Access::insecure_everywhere()),
     };

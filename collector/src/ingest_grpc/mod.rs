@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use spillway_proto::ingest::ingest_server::{Ingest as IngestRpc, IngestServer};
 use spillway_proto::ingest::{PushSummary, SampleBatch, Signal as WireSignal};
+use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::ingest::Ingest;
@@ -23,6 +24,9 @@ use crate::write_scope::{CachedCheck, WriteDenied, WriteScope};
 /// Reasons kept in a summary; a broken agent sends the same mistake thousands of times.
 const MAX_ERRORS: usize = 8;
 
+/// Tenant and app names are DNS labels (63 bytes); a source names an agent.
+pub const MAX_NAME_BYTES: usize = 253;
+
 /// Limits of the push service.
 #[derive(Clone, Copy, Debug)]
 pub struct PushConfig {
@@ -30,13 +34,25 @@ pub struct PushConfig {
     /// otherwise write into the future or past of every window.
     pub bounds: TimeBounds,
     pub max_samples_per_batch: usize,
+    /// Largest batch message decoded; larger ones end the stream.
+    pub max_message_bytes: usize,
+    /// Streams pushing at once; more are refused (`RESOURCE_EXHAUSTED`), so many
+    /// clients cannot each hold a message's worth of memory.
+    pub max_streams: usize,
+    /// Longest tenant, app or source name accepted.
+    pub max_name_bytes: usize,
 }
 
 impl Default for PushConfig {
+    /// Limits from the default memory budget (see [`crate::budget`]).
     fn default() -> Self {
+        let derived = crate::budget::MemoryBudget::default().derive(900);
         Self {
             bounds: TimeBounds::default(),
             max_samples_per_batch: 100_000,
+            max_message_bytes: derived.push_max_message_bytes,
+            max_streams: derived.push_max_streams,
+            max_name_bytes: MAX_NAME_BYTES,
         }
     }
 }
@@ -54,8 +70,11 @@ pub struct PushStats {
     pub rejected_too_new: AtomicU64,
     /// NaN, infinite or negative values.
     pub rejected_invalid_value: AtomicU64,
-    /// Anything else: no source, tenant or app, an unknown signal, an oversized batch.
+    /// Anything else: no source, tenant or app, an unknown signal, an oversized batch,
+    /// a name longer than the limit.
     pub rejected_malformed: AtomicU64,
+    /// Streams refused because the most allowed were already pushing.
+    pub streams_refused: AtomicU64,
     /// For a tenant the writer may not write.
     pub rejected_tenant_not_allowed: AtomicU64,
     /// For a workload no policy names.
@@ -92,6 +111,7 @@ pub struct PushService {
     ingest: Arc<Ingest>,
     stats: Arc<PushStats>,
     config: PushConfig,
+    streams: Arc<Semaphore>,
 }
 
 impl PushService {
@@ -103,8 +123,13 @@ impl PushService {
         Self {
             ingest,
             stats: Arc::default(),
+            streams: Arc::new(Semaphore::new(config.max_streams.max(1))),
             config,
         }
+    }
+
+    pub fn config(&self) -> &PushConfig {
+        &self.config
     }
 
     pub fn stats(&self) -> Arc<PushStats> {
@@ -112,7 +137,8 @@ impl PushService {
     }
 
     pub fn into_server(self) -> IngestServer<Self> {
-        IngestServer::new(self).max_decoding_message_size(16 << 20)
+        let limit = self.config.max_message_bytes;
+        IngestServer::new(self).max_decoding_message_size(limit)
     }
 
     /// Applies one batch at `now_ms` from a writer that may write anything; adds its
@@ -146,6 +172,17 @@ impl PushService {
                 "batch without a source name".into(),
             );
         }
+        let max_name = self.config.max_name_bytes;
+        if batch.source.len() > max_name {
+            return refuse_all(
+                summary,
+                Refusal::Malformed,
+                format!(
+                    "source name of {} bytes is over the {max_name}-byte limit",
+                    batch.source.len()
+                ),
+            );
+        }
         let limit = self.config.max_samples_per_batch;
         if batch.samples.len() > limit {
             return refuse_all(
@@ -176,6 +213,18 @@ impl PushService {
         let mut by_signal: HashMap<Signal, Vec<(WorkloadKey, f64)>> = HashMap::new();
         let mut gate = scope.map(CachedCheck::new);
         for sample in batch.samples {
+            if sample.tenant.len() > max_name || sample.app.len() > max_name {
+                // Named by length only: echoing a megabyte name back helps nobody.
+                self.reject(
+                    summary,
+                    Refusal::Malformed,
+                    format!(
+                        "tenant or app name of {} bytes is over the {max_name}-byte limit",
+                        sample.tenant.len().max(sample.app.len())
+                    ),
+                );
+                continue;
+            }
             let signal = match WireSignal::try_from(sample.signal) {
                 Ok(WireSignal::Qps) => Signal::Qps,
                 Ok(WireSignal::CpuCores) => Signal::CpuCores,
@@ -255,6 +304,14 @@ impl PushService {
         scope: Option<WriteScope>,
     ) -> Result<Response<PushSummary>, Status> {
         self.stats.streams.fetch_add(1, Ordering::Relaxed);
+        // Taken before the first message is decoded: a refused stream costs nothing.
+        let Ok(_permit) = self.streams.clone().try_acquire_owned() else {
+            self.stats.streams_refused.fetch_add(1, Ordering::Relaxed);
+            return Err(Status::resource_exhausted(format!(
+                "{} push streams are open already; retry later",
+                self.config.max_streams
+            )));
+        };
         let mut stream = request.into_inner();
         let mut summary = PushSummary::default();
         while let Some(batch) = stream.message().await? {
@@ -380,6 +437,43 @@ mod tests {
         }
         assert_eq!(summary.accepted, 2);
         assert_eq!(stats.samples_rejected.load(Ordering::Relaxed), 5);
+    }
+
+    #[test]
+    fn names_over_the_limit_are_refused_without_being_echoed() {
+        let ingest = Ingest::new(StoreLimits::default());
+        let service = PushService::new(ingest.clone());
+        let huge = "x".repeat(1 << 20);
+        let mut summary = PushSummary::default();
+        service.apply_batch(
+            SampleBatch {
+                source: "agent".into(),
+                timestamp_ms: 0,
+                samples: vec![
+                    sample(&huge, "web", WireSignal::Qps, 1.0),
+                    sample("acme", &huge, WireSignal::Unspecified, 1.0),
+                    sample("acme", "web", WireSignal::Qps, 7.0),
+                ],
+            },
+            50_000,
+            &mut summary,
+        );
+        service.apply_batch(
+            SampleBatch {
+                source: huge.clone(),
+                timestamp_ms: 0,
+                samples: vec![sample("acme", "web", WireSignal::Qps, 1.0)],
+            },
+            50_000,
+            &mut summary,
+        );
+        assert_eq!((summary.accepted, summary.rejected), (1, 3));
+        assert!(
+            summary.errors.iter().all(|e| e.len() < 200),
+            "{:?}",
+            summary.errors
+        );
+        assert_eq!(ingest.store().window_count(), 1);
     }
 
     struct AcmeOnly;

@@ -78,6 +78,9 @@ pub struct PromqlSource {
     stats: Arc<PromqlStats>,
 }
 
+/// Oldest timestamp an answer is stored at (the accepted past of pushed samples).
+const MAX_ANSWER_AGE_MS: i64 = 5 * 60_000;
+
 impl PromqlSource {
     pub fn new(client: reqwest::Client, config: PromqlConfig, ingest: Arc<Ingest>) -> Self {
         Self {
@@ -106,7 +109,12 @@ impl PromqlSource {
                         .samples_skipped
                         .fetch_add(result.skipped, Ordering::Relaxed);
                     let source: Arc<str> = format!("promql/{index}").into();
-                    let at_ms = result.at_ms.unwrap_or(now_ms).min(now_ms);
+                    // Asked for `time=now`: an answer stamped otherwise is a broken or
+                    // hostile server's, and must not write into the far past.
+                    let at_ms = result
+                        .at_ms
+                        .unwrap_or(now_ms)
+                        .clamp(now_ms.saturating_sub(MAX_ANSWER_AGE_MS), now_ms);
                     self.ingest
                         .apply(&source, query.signal, result.values, at_ms);
                 }

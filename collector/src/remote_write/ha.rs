@@ -99,6 +99,9 @@ impl HaTracker {
     pub fn check(&self, cluster: &str, replica: &str, now_ms: i64) -> Verdict {
         let mut elected = self.elected.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(entry) = elected.get_mut(cluster) {
+            // Seen "ahead of now" means the clock went back: count the silence from now,
+            // or a failover would wait until the clock caught up.
+            entry.last_seen_ms = entry.last_seen_ms.min(now_ms);
             if entry.replica == replica {
                 entry.last_seen_ms = entry.last_seen_ms.max(now_ms);
                 return Verdict::Accept;
@@ -136,7 +139,10 @@ impl HaTracker {
         self.elected
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|_, entry| now_ms.saturating_sub(entry.last_seen_ms) <= max_silence_ms);
+            .retain(|_, entry| {
+                entry.last_seen_ms = entry.last_seen_ms.min(now_ms);
+                now_ms.saturating_sub(entry.last_seen_ms) <= max_silence_ms
+            });
     }
 
     /// The elected replica of `cluster`, if any.
@@ -182,6 +188,24 @@ mod tests {
         // `a` spoke at 9 s, so `b` waits until 19 s.
         assert_eq!(ha.check("eu", "b", 18_000), Verdict::NotElected);
         assert_eq!(ha.elected("eu").as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn a_clock_jump_back_delays_a_failover_by_at_most_the_timeout() {
+        const HOUR_MS: i64 = 3_600_000;
+        let ha = tracker();
+        let t = 1_800_000_000_000;
+        assert_eq!(ha.check("eu", "a", t), Verdict::Accept);
+        // The clock goes back an hour and `a` is silent from then on.
+        let back = t - HOUR_MS;
+        assert_eq!(ha.check("eu", "b", back), Verdict::NotElected);
+        assert_eq!(ha.check("eu", "b", back + 10_000), Verdict::NotElected);
+        assert_eq!(ha.check("eu", "b", back + 10_001), Verdict::Accept);
+        // A sweep after the jump keeps a cluster heard just before it.
+        ha.sweep(back + 20_000, 30_000);
+        assert_eq!(ha.cluster_count(), 1);
+        ha.sweep(back + 60_000, 30_000);
+        assert_eq!(ha.cluster_count(), 0);
     }
 
     #[test]

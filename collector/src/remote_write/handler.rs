@@ -11,6 +11,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
+use tokio::sync::OwnedSemaphorePermit;
+
 use super::{DecodeError, RemoteWrite, check_headers};
 use crate::write_scope::WriteScope;
 
@@ -73,9 +75,29 @@ async fn write(
         receiver.stats.count_refusal(&error);
         return refuse(&error);
     }
-    let bytes = match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => bytes,
-        Err(error) => {
+    // The body's room is taken before a byte of it is read: a client announcing less
+    // than it sends is cut off at the limit, one announcing nothing is charged the limit.
+    let Some(mut permit) = reserve(&receiver, announced.unwrap_or(limit).min(limit)) else {
+        return busy(&receiver);
+    };
+    let read = tokio::time::timeout(
+        receiver.config().body_timeout,
+        axum::body::to_bytes(body, limit),
+    );
+    let bytes = match read.await {
+        Err(_) => {
+            receiver.stats.body_timeouts.fetch_add(1, Ordering::Relaxed);
+            return (
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "remote-write body not received within {:?}\n",
+                    receiver.config().body_timeout
+                ),
+            )
+                .into_response();
+        }
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(error)) => {
             let refusal = DecodeError::TooLarge {
                 size: announced.unwrap_or(limit + 1),
                 limit,
@@ -88,11 +110,23 @@ async fn write(
                 .into_response();
         }
     };
+    // Decoding holds the decoded bytes and the series read from them: charged before.
+    // A size over the limit is charged nothing here and refused by `receive`.
+    let decoded = snap::raw::decompress_len(&bytes)
+        .ok()
+        .filter(|size| *size <= receiver.config().max_decoded_bytes)
+        .unwrap_or(0);
+    match reserve(&receiver, decoded.saturating_mul(2)) {
+        Some(more) => permit.merge(more),
+        None => return busy(&receiver),
+    }
     // A 2,000-sample request is a couple of milliseconds of CPU: off the async workers,
     // so KEDA's calls on the same runtime never queue behind a remote-write burst.
     let worker = receiver.clone();
     let result = tokio::task::spawn_blocking(move || {
-        worker.receive_as(&bytes, crate::clock::unix_ms(), scope.as_ref())
+        let applied = worker.receive_as(&bytes, crate::clock::unix_ms(), scope.as_ref());
+        drop(permit);
+        applied
     })
     .await;
     schedule_publish(&receiver);
@@ -108,6 +142,30 @@ async fn write(
                 .into_response()
         }
     }
+}
+
+/// Room for `bytes` more bytes in flight, if there is.
+fn reserve(receiver: &RemoteWrite, bytes: usize) -> Option<OwnedSemaphorePermit> {
+    let bytes = u32::try_from(bytes).ok()?;
+    receiver
+        .in_flight
+        .clone()
+        .try_acquire_many_owned(bytes)
+        .ok()
+}
+
+/// 503 with `Retry-After`: remote-write senders retry 5xx with backoff.
+fn busy(receiver: &RemoteWrite) -> Response {
+    receiver.stats.busy.fetch_add(1, Ordering::Relaxed);
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1")],
+        format!(
+            "remote-write is at its limit of {} bytes in flight; retry\n",
+            receiver.config().max_in_flight_bytes
+        ),
+    )
+        .into_response()
 }
 
 /// Changes not published by a request (one came shortly before) must not wait for the

@@ -77,7 +77,16 @@ pub struct RemoteWriteConfig {
     pub max_body_bytes: usize,
     /// Decompressed size refused with 413, checked before decompressing.
     pub max_decoded_bytes: usize,
+    /// Bytes of requests being handled at once: each holds its body plus twice its
+    /// decoded size (the bytes and the series decoded from them) from before its body
+    /// is read until it is applied. Beyond it requests are answered 503, which
+    /// senders retry, so many or slow clients cannot hold more memory than this.
+    pub max_in_flight_bytes: usize,
+    /// A body not received whole within this is answered 408.
+    pub body_timeout: std::time::Duration,
     pub max_series: usize,
+    /// Series one tenant may hold.
+    pub max_series_per_tenant: usize,
     /// Counter samples further apart start over; silent series are forgotten after it.
     pub max_gap_ms: i64,
     pub shards: usize,
@@ -92,11 +101,16 @@ pub struct RemoteWriteConfig {
 }
 
 impl Default for RemoteWriteConfig {
+    /// Sizes from the default memory budget (see [`crate::budget`]).
     fn default() -> Self {
+        let derived = crate::budget::MemoryBudget::default().derive(900);
         Self {
-            max_body_bytes: 8 << 20,
-            max_decoded_bytes: 64 << 20,
-            max_series: 2_000_000,
+            max_body_bytes: derived.remote_write_max_body_bytes,
+            max_decoded_bytes: derived.remote_write_max_decoded_bytes,
+            max_in_flight_bytes: derived.remote_write_in_flight_bytes,
+            body_timeout: std::time::Duration::from_secs(30),
+            max_series: derived.remote_write_max_series,
+            max_series_per_tenant: derived.remote_write_max_series_per_tenant,
             max_gap_ms: 60_000,
             shards: 16,
             publish_every_ms: 50,
@@ -118,6 +132,8 @@ pub struct RemoteWrite {
     last_publish_ms: AtomicI64,
     /// Changes applied but not yet published.
     pending: AtomicBool,
+    /// Bytes of requests in flight (see [`RemoteWriteConfig::max_in_flight_bytes`]).
+    pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
     /// A delayed publish is already scheduled by the HTTP handler.
     pub(crate) publish_scheduled: AtomicBool,
     pub stats: RemoteWriteStats,
@@ -129,9 +145,15 @@ impl RemoteWrite {
             config.shards,
             SeriesLimits {
                 max_series: config.max_series,
+                max_series_per_tenant: config.max_series_per_tenant,
                 max_gap_ms: config.max_gap_ms,
             },
         );
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(
+            config
+                .max_in_flight_bytes
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
+        ));
         Arc::new(Self {
             ha: HaTracker::new(config.ha.clone()),
             config,
@@ -140,6 +162,7 @@ impl RemoteWrite {
             last_sweep_ms: AtomicI64::new(0),
             last_publish_ms: AtomicI64::new(i64::MIN),
             pending: AtomicBool::new(false),
+            in_flight,
             publish_scheduled: AtomicBool::new(false),
             stats: RemoteWriteStats::default(),
         })
@@ -151,6 +174,19 @@ impl RemoteWrite {
 
     pub fn series_count(&self) -> usize {
         self.table.series_count()
+    }
+
+    /// The series table (per-tenant counts, groups held).
+    pub fn table(&self) -> &SeriesTable {
+        &self.table
+    }
+
+    /// Bytes of requests being handled now.
+    pub fn in_flight_bytes(&self) -> usize {
+        self.config
+            .max_in_flight_bytes
+            .min(tokio::sync::Semaphore::MAX_PERMITS)
+            .saturating_sub(self.in_flight.available_permits())
     }
 
     pub fn approximate_bytes(&self) -> usize {

@@ -62,6 +62,9 @@ struct Shard {
     series: HashMap<u64, SeriesState>,
     groups: Vec<Group>,
     group_index: HashMap<(Signal, WorkloadKey), u32>,
+    /// Slots of `groups` whose workload went (no series left, published): reused, so the
+    /// table is as large as the most workloads held at once, not every workload seen.
+    free: Vec<u32>,
     /// Groups changed since the last [`SeriesTable::take_updates`].
     dirty: Vec<u32>,
 }
@@ -98,6 +101,8 @@ pub struct Applied {
     /// Samples of new series refused because the table is at its series limit.
     pub dropped: u64,
     pub dropped_series: u64,
+    /// Samples of new series refused because their tenant holds its quota of series.
+    pub dropped_tenant_quota: u64,
     /// Samples not newer than the series' last one.
     pub out_of_order: u64,
     /// Samples whose timestamp is further in the past than the bounds allow.
@@ -125,6 +130,7 @@ impl Applied {
         self.used
             + self.ignored
             + self.dropped
+            + self.dropped_tenant_quota
             + self.out_of_order
             + self.too_old
             + self.too_new
@@ -182,6 +188,8 @@ impl Admission<'_> {
 pub struct SeriesLimits {
     /// Series tracked at most; samples of further new series are dropped and counted.
     pub max_series: usize,
+    /// Series one tenant holds at most, so one tenant's flood leaves room for others.
+    pub max_series_per_tenant: usize,
     /// A counter whose samples are further apart than this starts over, and a series
     /// silent for this long is forgotten.
     pub max_gap_ms: i64,
@@ -195,6 +203,8 @@ pub struct SeriesTable {
     /// Each workload's per-shard values as of the last publish: a publish reads only
     /// the groups that changed and re-sums one small array per workload.
     published: Mutex<HashMap<(Signal, WorkloadKey), PerShard>>,
+    /// Series held per tenant, for its quota. Locked after a shard, never before.
+    tenants: Mutex<HashMap<std::sync::Arc<str>, usize>>,
 }
 
 #[derive(Debug)]
@@ -202,6 +212,8 @@ struct PerShard {
     sum: Box<[f64]>,
     contributing: Box<[u32]>,
     newest_ms: Box<[i64]>,
+    /// Series each shard holds for the workload: the entry goes when all are gone.
+    series: Box<[u32]>,
 }
 
 impl SeriesTable {
@@ -209,6 +221,7 @@ impl SeriesTable {
         Self {
             shards: (0..shards.max(1)).map(|_| Mutex::default()).collect(),
             published: Mutex::default(),
+            tenants: Mutex::default(),
             hasher: RandomState::new(),
             limits,
         }
@@ -304,10 +317,21 @@ impl SeriesTable {
                         applied.dropped_series += 1;
                         continue;
                     }
+                    {
+                        let mut tenants =
+                            self.tenants.lock().unwrap_or_else(PoisonError::into_inner);
+                        let held = tenants.get(&*mapped.tenant).copied().unwrap_or(0);
+                        if held >= self.limits.max_series_per_tenant {
+                            applied.dropped_tenant_quota += count;
+                            continue;
+                        }
+                        *tenants.entry(mapped.tenant.as_ref().into()).or_default() += 1;
+                    }
                     let workload = WorkloadKey::new(&*mapped.tenant, &*mapped.app);
                     let group = group_for(
                         &mut shard.groups,
                         &mut shard.group_index,
+                        &mut shard.free,
                         mapped.signal,
                         workload,
                     );
@@ -371,6 +395,7 @@ impl SeriesTable {
             if ended {
                 set_current(group, state, f64::NAN);
                 group.series -= 1;
+                self.release_tenant(&group.workload.tenant, 1);
                 shard.series.remove(&id);
             }
             shard.mark(group_ix);
@@ -393,6 +418,7 @@ impl SeriesTable {
                 let group = &mut groups[state.group as usize];
                 set_current(group, state, f64::NAN);
                 group.series -= 1;
+                self.release_tenant(&group.workload.tenant, 1);
                 touched.push(state.group);
                 false
             });
@@ -400,6 +426,44 @@ impl SeriesTable {
                 guard.mark(group);
             }
         }
+    }
+
+    fn release_tenant(&self, tenant: &str, series: usize) {
+        let mut tenants = self.tenants.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(held) = tenants.get_mut(tenant) {
+            *held = held.saturating_sub(series);
+            if *held == 0 {
+                tenants.remove(tenant);
+            }
+        }
+    }
+
+    /// Series held by `tenant`.
+    pub fn tenant_series(&self, tenant: &str) -> usize {
+        self.tenants
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(tenant)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Workload groups held (live slots) across the shards, and published entries.
+    pub fn group_counts(&self) -> (usize, usize) {
+        let live = self
+            .shards
+            .iter()
+            .map(|s| {
+                let s = s.lock().unwrap_or_else(PoisonError::into_inner);
+                s.groups.len() - s.free.len()
+            })
+            .sum();
+        let published = self
+            .published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        (live, published)
     }
 
     pub fn series_count(&self) -> usize {
@@ -485,7 +549,8 @@ impl SeriesTable {
         for (shard_ix, shard) in self.shards.iter().enumerate() {
             let mut guard = shard.lock().unwrap_or_else(PoisonError::into_inner);
             let shard = &mut *guard;
-            for index in shard.dirty.drain(..) {
+            let dirty = std::mem::take(&mut shard.dirty);
+            for index in dirty {
                 let group = &mut shard.groups[index as usize];
                 group.dirty = false;
                 let key = (group.signal, group.workload.clone());
@@ -493,10 +558,18 @@ impl SeriesTable {
                     sum: vec![0.0; shards].into_boxed_slice(),
                     contributing: vec![0; shards].into_boxed_slice(),
                     newest_ms: vec![i64::MIN; shards].into_boxed_slice(),
+                    series: vec![0; shards].into_boxed_slice(),
                 });
                 entry.sum[shard_ix] = group.sum;
                 entry.contributing[shard_ix] = group.contributing;
                 entry.newest_ms[shard_ix] = group.newest_ms;
+                entry.series[shard_ix] = group.series;
+                if group.series == 0 {
+                    // Published as gone below; the slot serves the next new workload.
+                    shard.group_index.remove(&key);
+                    group.workload = WorkloadKey::new("", "");
+                    shard.free.push(index);
+                }
                 changed.push(key);
             }
         }
@@ -510,6 +583,9 @@ impl SeriesTable {
             let contributing: u32 = entry.contributing.iter().sum();
             let sum: f64 = entry.sum.iter().sum();
             let newest_ms = entry.newest_ms.iter().copied().max().unwrap_or(now_ms);
+            if entry.series.iter().all(|n| *n == 0) {
+                published.remove(&key);
+            }
             let (signal, workload) = key;
             updates.push(Update {
                 source: format!("remote_write/{workload}").into(),
@@ -525,22 +601,34 @@ impl SeriesTable {
 
 fn group_for(
     groups: &mut Vec<Group>,
-    index: &mut HashMap<(Signal, WorkloadKey), u32>,
+    group_index: &mut HashMap<(Signal, WorkloadKey), u32>,
+    free: &mut Vec<u32>,
     signal: Signal,
     workload: WorkloadKey,
 ) -> u32 {
-    *index.entry((signal, workload.clone())).or_insert_with(|| {
-        groups.push(Group {
-            signal,
-            workload,
-            sum: 0.0,
-            contributing: 0,
-            series: 0,
-            newest_ms: i64::MIN,
-            dirty: false,
-        });
-        (groups.len() - 1) as u32
-    })
+    *group_index
+        .entry((signal, workload.clone()))
+        .or_insert_with(|| {
+            let group = Group {
+                signal,
+                workload,
+                sum: 0.0,
+                contributing: 0,
+                series: 0,
+                newest_ms: i64::MIN,
+                dirty: false,
+            };
+            match free.pop() {
+                Some(slot) => {
+                    groups[slot as usize] = group;
+                    slot
+                }
+                None => {
+                    groups.push(group);
+                    (groups.len() - 1) as u32
+                }
+            }
+        })
 }
 
 /// Moves a series' contribution to `next` (NaN: none), keeping the group's sum exact

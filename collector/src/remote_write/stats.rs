@@ -15,6 +15,12 @@ pub struct RemoteWriteStats {
     pub too_large: AtomicU64,
     /// Requests refused 415 (another encoding or protocol version).
     pub unsupported: AtomicU64,
+    /// Requests answered 503: the bytes in flight were at their limit.
+    pub busy: AtomicU64,
+    /// Requests answered 408: the body did not arrive within the body timeout.
+    pub body_timeouts: AtomicU64,
+    /// Samples of new series refused at their tenant's series quota.
+    pub samples_dropped_tenant_quota: AtomicU64,
     pub samples: AtomicU64,
     pub samples_used: AtomicU64,
     pub samples_ignored: AtomicU64,
@@ -54,6 +60,10 @@ impl RemoteWriteStats {
             (&self.samples_used, applied.used),
             (&self.samples_ignored, applied.ignored),
             (&self.samples_dropped, applied.dropped),
+            (
+                &self.samples_dropped_tenant_quota,
+                applied.dropped_tenant_quota,
+            ),
             (&self.series_dropped, applied.dropped_series),
             (&self.out_of_order, applied.out_of_order),
             (&self.too_old, applied.too_old),

@@ -381,6 +381,70 @@ fn series_without_both_ha_labels_are_not_deduplicated() {
     assert_eq!(rw.ha().cluster_count(), 0);
 }
 
+#[test]
+fn a_tenant_holds_at_most_its_quota_of_series_and_others_keep_theirs() {
+    let (rw, ingest) = receiver(RemoteWriteConfig {
+        max_series: 100,
+        max_series_per_tenant: 30,
+        ..RemoteWriteConfig::default()
+    });
+    let pods = |tenant: &str, n: usize, timestamp: i64| {
+        (0..n)
+            .map(|i| {
+                series(
+                    "gateway_requests_total",
+                    &[
+                        ("app", "web"),
+                        ("pod", &format!("p{i}")),
+                        ("tenant", tenant),
+                    ],
+                    &[(timestamp, 10.0 * timestamp as f64 / 1000.0)],
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let applied = rw.receive(&body(pods("noisy", 500, 1_000)), 1_000).unwrap();
+    assert_eq!(rw.table().tenant_series("noisy"), 30);
+    assert_eq!(applied.dropped_tenant_quota, 470);
+    assert_eq!(applied.accounted(), applied.samples);
+    // acme still gets its series in, and its rate.
+    rw.receive(&body(pods("acme", 3, 1_000)), 1_000).unwrap();
+    rw.receive(&body(pods("acme", 3, 2_000)), 2_000).unwrap();
+    assert_eq!(rw.table().tenant_series("acme"), 3);
+    assert_eq!(qps(&ingest, 2), Some(30.0));
+}
+
+#[test]
+fn workloads_whose_series_all_went_free_their_tables() {
+    let (rw, ingest) = receiver(RemoteWriteConfig {
+        max_gap_ms: 10_000,
+        publish_every_ms: 0,
+        ..RemoteWriteConfig::default()
+    });
+    let workload = |app: usize, timestamp: i64| {
+        series(
+            "gateway_requests_total",
+            &[("app", &format!("app-{app}")), ("tenant", "acme")],
+            &[(timestamp, 1.0)],
+        )
+    };
+    // A thousand short-lived workloads, a hundred at a time, each silent afterwards.
+    for round in 0..10 {
+        let at = round * 20_000;
+        let batch = (0..100)
+            .map(|i| workload(round as usize * 100 + i, at))
+            .collect();
+        rw.receive(&body(batch), at).unwrap();
+        rw.maybe_sweep(at + 15_000);
+        rw.publish_now(at + 15_000);
+    }
+    rw.maybe_sweep(300_000);
+    rw.publish_now(300_000);
+    assert_eq!(rw.series_count(), 0);
+    assert_eq!(rw.table().group_counts(), (0, 0));
+    assert_eq!(ingest.contributions_sources(), 0);
+}
+
 struct TenantGate(&'static str);
 
 impl crate::write_scope::WriteGate for TenantGate {

@@ -46,12 +46,15 @@ pub struct ScrapeConfig {
 }
 
 impl Default for ScrapeConfig {
+    /// Scrapes in flight and page sizes from the default memory budget
+    /// (see [`crate::budget`]): together they fit its scrape share.
     fn default() -> Self {
+        let derived = crate::budget::MemoryBudget::default().derive(900);
         Self {
             interval: Duration::from_secs(5),
             timeout: Duration::from_secs(2),
-            max_concurrency: 64,
-            max_body_bytes: 64 << 20,
+            max_concurrency: derived.scrape_max_concurrency,
+            max_body_bytes: derived.scrape_max_body_bytes,
             staleness: Duration::from_secs(30),
             mapping: QpsMapping::default(),
             max_series_per_target: 500_000,

@@ -194,6 +194,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         observer,
         replicas: pool.map(|p| Arc::new(p) as Arc<dyn ReplicaSource>),
         inputs: Default::default(),
+        http: Default::default(),
         access: Arc::new(access),
     };
     app::run(config, Listeners { grpc, http }, shutdown).await?;

@@ -73,6 +73,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         observer: None,
         replicas: None,
         inputs: config.inputs,
+        http: config.http_limits,
         access: Arc::new(access),
     };
     app::run_with_cluster(process, Listeners { grpc, http }, shutdown, kubernetes).await?;

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
@@ -16,11 +17,12 @@ use spillway_collector::signal::{Signal, WorkloadKey};
 use super::ClusterError;
 use super::convert::pod_ready;
 use crate::placement::{parse_cpu, parse_memory};
+use crate::policy::PolicySet;
 
 /// Which labels name a pod's workload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkloadLabels {
-    /// Label holding the tenant; None: the namespace is the tenant.
+    /// Label holding the tenant; None: the tenant whose policy lists the namespace.
     pub tenant_label: Option<String>,
     /// Label holding the app name.
     pub app_label: String,
@@ -35,19 +37,66 @@ impl Default for WorkloadLabels {
     }
 }
 
+/// Which tenants may own a namespace's pods: those whose policy lists it in
+/// `spec.namespaces`, the same rule that admits a ScaledObject. A namespace's name is
+/// never taken as a tenant's: any namespace could be called after another tenant.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamespaceTenants {
+    by_namespace: BTreeMap<String, Vec<String>>,
+}
+
+impl NamespaceTenants {
+    pub fn from_policies(set: &PolicySet) -> Self {
+        let mut by_namespace: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for tenant in set.tenants() {
+            for ns in &tenant.namespaces {
+                by_namespace
+                    .entry(ns.clone())
+                    .or_default()
+                    .push(tenant.tenant.clone());
+            }
+        }
+        NamespaceTenants { by_namespace }
+    }
+
+    fn tenants(&self, namespace: &str) -> &[String] {
+        self.by_namespace.get(namespace).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// Why a PodMetrics item fed no workload.
+enum Unmapped {
+    /// No app label, or a quantity that does not parse.
+    Unreadable,
+    /// No policy lists the namespace (or, with a tenant label, the labelled tenant's
+    /// policy does not), or two policies list it and no label says which.
+    UnlistedNamespace,
+}
+
 impl WorkloadLabels {
     fn key(
         &self,
         namespace: &str,
         labels: Option<&serde_json::Map<String, Value>>,
-    ) -> Option<WorkloadKey> {
+        tenants: &NamespaceTenants,
+    ) -> Result<WorkloadKey, Unmapped> {
         let label = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
+        let app = label(&self.app_label).ok_or(Unmapped::Unreadable)?;
+        let allowed = tenants.tenants(namespace);
         let tenant = match &self.tenant_label {
-            Some(k) => label(k)?,
-            None => namespace,
+            Some(k) => {
+                let tenant = label(k).ok_or(Unmapped::Unreadable)?;
+                allowed
+                    .iter()
+                    .find(|t| *t == tenant)
+                    .ok_or(Unmapped::UnlistedNamespace)?
+            }
+            None => match allowed {
+                [only] => only,
+                _ => return Err(Unmapped::UnlistedNamespace),
+            },
         };
-        let app = label(&self.app_label)?;
-        Some(WorkloadKey::new(tenant, app))
+        Ok(WorkloadKey::new(tenant.as_str(), app))
     }
 }
 
@@ -58,26 +107,42 @@ pub struct Usage {
     pub memory_bytes: Vec<(WorkloadKey, f64)>,
     /// PodMetrics without the workload labels or with unreadable quantities.
     pub skipped: usize,
+    /// PodMetrics from a namespace no tenant's policy lists (or that the labelled
+    /// tenant's policy does not list): ignored.
+    pub unlisted: usize,
 }
 
 /// CPU cores and memory bytes per workload, summed over its pods' containers. Pods
-/// without the workload labels and unreadable quantities are skipped (and counted)
-/// rather than failing the whole batch.
-pub fn usage_by_workload(items: &[Value], labels: &WorkloadLabels) -> Usage {
+/// without the workload labels, unreadable quantities and namespaces no policy lists
+/// are skipped (and counted) rather than failing the whole batch.
+pub fn usage_by_workload(
+    items: &[Value],
+    labels: &WorkloadLabels,
+    tenants: &NamespaceTenants,
+) -> Usage {
     let mut cpu: BTreeMap<WorkloadKey, f64> = BTreeMap::new();
     let mut mem: BTreeMap<WorkloadKey, f64> = BTreeMap::new();
     let mut skipped = 0;
+    let mut unlisted = 0;
     for item in items {
         let ns = item
             .pointer("/metadata/namespace")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        let Some(key) = labels.key(
+        let key = match labels.key(
             ns,
             item.pointer("/metadata/labels").and_then(Value::as_object),
-        ) else {
-            skipped += 1;
-            continue;
+            tenants,
+        ) {
+            Ok(key) => key,
+            Err(Unmapped::Unreadable) => {
+                skipped += 1;
+                continue;
+            }
+            Err(Unmapped::UnlistedNamespace) => {
+                unlisted += 1;
+                continue;
+            }
         };
         let mut c_sum = 0.0;
         let mut m_sum = 0.0;
@@ -108,6 +173,7 @@ pub fn usage_by_workload(items: &[Value], labels: &WorkloadLabels) -> Usage {
         cpu_cores: cpu.into_iter().collect(),
         memory_bytes: mem.into_iter().collect(),
         skipped,
+        unlisted,
     }
 }
 
@@ -118,16 +184,28 @@ pub fn pod_metrics_resource() -> ApiResource {
     )
 }
 
+/// What one PodMetrics read fed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PodMetricsRead {
+    /// Workloads that got CPU and memory values.
+    pub workloads: usize,
+    pub skipped: usize,
+    /// Pods in namespaces no policy lists, ignored (also counted in the ingest stats).
+    pub unlisted: usize,
+}
+
 /// Reads PodMetrics (one LIST, all namespaces or one) and feeds CPU and memory to the
-/// collector under source `source`. Returns how many workloads got values.
+/// collector under source `source`, each pod to the tenant whose policy lists its
+/// namespace.
 pub async fn ingest_pod_metrics(
     client: &Client,
     namespace: Option<&str>,
     labels: &WorkloadLabels,
+    policies: &PolicySet,
     ingest: &Ingest,
     source: &Arc<str>,
     at_ms: i64,
-) -> Result<usize, ClusterError> {
+) -> Result<PodMetricsRead, ClusterError> {
     let ar = pod_metrics_resource();
     let api: Api<DynamicObject> = match namespace {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
@@ -146,17 +224,32 @@ pub async fn ingest_pod_metrics(
         cpu_cores: cpu,
         memory_bytes: mem,
         skipped,
-    } = usage_by_workload(&items, labels);
+        unlisted,
+    } = usage_by_workload(&items, labels, &NamespaceTenants::from_policies(policies));
     if skipped > 0 {
         tracing::debug!(
             skipped,
             "PodMetrics without workload labels or with bad quantities"
         );
     }
-    let n = cpu.len();
+    if unlisted > 0 {
+        ingest
+            .stats
+            .values_unmapped
+            .fetch_add(unlisted as u64, Ordering::Relaxed);
+        tracing::debug!(
+            unlisted,
+            "PodMetrics in namespaces no tenant's policy lists; ignored"
+        );
+    }
+    let workloads = cpu.len();
     ingest.apply(source, Signal::CpuCores, cpu, at_ms);
     ingest.apply(source, Signal::MemoryBytes, mem, at_ms);
-    Ok(n)
+    Ok(PodMetricsRead {
+        workloads,
+        skipped,
+        unlisted,
+    })
 }
 
 /// Gateway scrape targets: Ready pods matching `selector` in `namespace` (one LIST),
@@ -207,8 +300,18 @@ mod tests {
                "containers": [{"usage": {"cpu": cpu, "memory": mem}}, {"usage": {"cpu": "0", "memory": "0"}}]})
     }
 
+    /// `(namespace, tenants whose policy lists it)`.
+    fn tenants(pairs: &[(&str, &[&str])]) -> NamespaceTenants {
+        NamespaceTenants {
+            by_namespace: pairs
+                .iter()
+                .map(|(ns, ts)| (ns.to_string(), ts.iter().map(|t| t.to_string()).collect()))
+                .collect(),
+        }
+    }
+
     #[test]
-    fn sums_per_workload_and_skips_unlabelled() {
+    fn sums_per_workload_under_the_tenant_that_lists_the_namespace() {
         let items = [
             pm("shop", Some("web"), "250m", "100Mi"),
             pm("shop", Some("web"), "1500000n", "1Mi"),
@@ -219,10 +322,15 @@ mod tests {
             cpu_cores: cpu,
             memory_bytes: mem,
             skipped,
-        } = usage_by_workload(&items, &WorkloadLabels::default());
-        assert_eq!(skipped, 2);
+            unlisted,
+        } = usage_by_workload(
+            &items,
+            &WorkloadLabels::default(),
+            &tenants(&[("shop", &["acme"])]),
+        );
+        assert_eq!((skipped, unlisted), (2, 0));
         assert_eq!(cpu.len(), 1);
-        assert_eq!(&*cpu[0].0.tenant, "shop");
+        assert_eq!(&*cpu[0].0.tenant, "acme");
         // metrics-server reports nanocores; the quantity parser keeps millicores
         // (rounding up), which is finer than any scaling decision needs.
         assert!((cpu[0].1 - 0.252).abs() < 1e-9, "{}", cpu[0].1);
@@ -230,14 +338,55 @@ mod tests {
     }
 
     #[test]
-    fn tenant_from_label() {
+    fn a_namespace_no_policy_lists_feeds_nobody_even_when_named_after_a_tenant() {
+        // globex's policy lists globex-prod only; a namespace called `globex` (anyone
+        // could create it) must not write globex's CPU.
+        let map = tenants(&[("globex-prod", &["globex"])]);
+        let items = [
+            pm("globex", Some("web"), "8", "1Gi"),
+            pm("stray", Some("web"), "8", "1Gi"),
+            pm("globex-prod", Some("web"), "1", "1Gi"),
+        ];
+        let usage = usage_by_workload(&items, &WorkloadLabels::default(), &map);
+        assert_eq!((usage.skipped, usage.unlisted), (0, 2));
+        assert_eq!(
+            usage.cpu_cores,
+            vec![(WorkloadKey::new("globex", "web"), 1.0)]
+        );
+    }
+
+    #[test]
+    fn a_tenant_label_must_name_a_tenant_that_lists_the_namespace() {
         let labels = WorkloadLabels {
             tenant_label: Some("tenant".into()),
             app_label: "app".into(),
         };
-        let item = json!({"metadata": {"namespace": "ns", "labels": {"tenant": "acme", "app": "web"}},
-                          "containers": [{"usage": {"cpu": "1", "memory": "1"}}]});
-        let cpu = usage_by_workload(&[item], &labels).cpu_cores;
-        assert_eq!(&*cpu[0].0.tenant, "acme");
+        let map = tenants(&[("shared", &["acme", "initech"])]);
+        let item = |ns: &str, tenant: &str| {
+            json!({"metadata": {"namespace": ns, "labels": {"tenant": tenant, "app": "web"}},
+                   "containers": [{"usage": {"cpu": "1", "memory": "1"}}]})
+        };
+        let usage = usage_by_workload(
+            &[
+                item("shared", "initech"),
+                item("shared", "globex"),
+                item("other", "acme"),
+            ],
+            &labels,
+            &map,
+        );
+        assert_eq!(
+            usage.cpu_cores,
+            vec![(WorkloadKey::new("initech", "web"), 1.0)]
+        );
+        assert_eq!(usage.unlisted, 2);
+        // Without a label, a namespace two policies list belongs to neither.
+        let usage = usage_by_workload(
+            &[pm("shared", Some("web"), "1", "1")],
+            &WorkloadLabels::default(),
+            &map,
+        );
+        assert!(usage.cpu_cores.is_empty());
+        assert_eq!(usage.unlisted, 1);
     }
 }

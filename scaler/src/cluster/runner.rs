@@ -331,6 +331,7 @@ pub async fn run(
                 &client,
                 None,
                 &WorkloadLabels::default(),
+                &policies.current(),
                 &ingest,
                 &metrics_source,
                 unix_ms(),

@@ -81,6 +81,26 @@ impl WorkloadState {
         }
     }
 
+    /// A clock that went back leaves times ahead of `now`; they are restamped `now`,
+    /// so windows restart from the jump (no scale-down before a full window, as after a
+    /// restart) instead of holding until the clock catches up, and pruning bounds the
+    /// history again.
+    fn clamp_to(&mut self, now: i64) {
+        for (t, _) in self.recommendations.iter_mut() {
+            *t = (*t).min(now);
+        }
+        for e in self.scale_events.iter_mut() {
+            e.at = e.at.min(now);
+        }
+        if let Some(p) = self.panic.as_mut() {
+            p.since = p.since.min(now);
+            p.last_over = p.last_over.min(now);
+        }
+        if let Some(t) = self.first_seen.as_mut() {
+            *t = (*t).min(now);
+        }
+    }
+
     /// Records what the HPA will run after the served answer, when that differs from the
     /// decision (the tolerance raised or kept it): the rate limits count the change that
     /// happens, not the one asked for. Call after [`super::decide`] with the same `now`
@@ -95,6 +115,7 @@ impl WorkloadState {
         keep_recommendations_secs: u32,
         keep_events_secs: u32,
     ) {
+        self.clamp_to(now);
         let rec_cutoff = now - i64::from(keep_recommendations_secs);
         while self
             .recommendations
@@ -110,5 +131,45 @@ impl WorkloadState {
         {
             self.scale_events.pop_front();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_stays_bounded_across_a_clock_jump_back() {
+        const T: i64 = 1_800_000_000;
+        let mut state = WorkloadState::new(T - 600);
+        let (keep, events) = (300, 60);
+        let tick = |state: &mut WorkloadState, now: i64| {
+            state.recommendations.push_back((now, 3));
+            state.scale_events.push_back(ScaleEvent {
+                at: now,
+                from: 3,
+                to: 4,
+            });
+            state.prune(now, keep, events);
+        };
+        for now in T..T + 600 {
+            tick(&mut state, now);
+        }
+        // An hour back, an hour of ticks, then forward again: what was kept at the
+        // jump counts as of the jump, so at most one window of it stays on top.
+        for now in (T - 3_600..T).chain(T + 600..T + 1_200) {
+            tick(&mut state, now);
+            assert!(
+                state.recommendations.len() <= 2 * keep as usize + 1,
+                "at {now}"
+            );
+            assert!(state.recommendations.iter().all(|(t, _)| *t <= now));
+            assert!(
+                state.scale_events.len() <= 2 * events as usize + 1,
+                "at {now}"
+            );
+        }
+        assert!(state.recommendations.len() <= keep as usize + 1);
+        assert!(state.first_seen.is_some_and(|t| t <= T - 3_600));
     }
 }

@@ -25,6 +25,7 @@ pub struct ServerSettings {
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
     /// KEDA's requests are a few hundred bytes; anything far larger is refused early.
+    /// Each open stream may buffer up to this much of a request being received.
     pub max_request_bytes: usize,
     /// TLS (mTLS when it has a client CA) on the gRPC port; plaintext when `None`.
     pub tls: Option<Arc<ReloadingTls>>,
@@ -36,7 +37,7 @@ impl Default for ServerSettings {
             max_concurrent_streams: 16_384,
             keepalive_interval: Duration::from_secs(20),
             keepalive_timeout: Duration::from_secs(10),
-            max_request_bytes: 256 * 1024,
+            max_request_bytes: 64 * 1024,
             tls: None,
         }
     }
@@ -70,6 +71,7 @@ pub async fn serve(
         .max_concurrent_streams(Some(settings.max_concurrent_streams))
         .http2_keepalive_interval(Some(settings.keepalive_interval))
         .http2_keepalive_timeout(Some(settings.keepalive_timeout))
+        .http2_max_header_list_size(16 * 1024)
         .add_service(health_service)
         .add_service(scaler)
         .add_optional_service(push.map(|push| push.into_server()));

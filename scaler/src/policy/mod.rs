@@ -66,6 +66,7 @@
 //! wrong; what is expected`. Unknown fields are errors. Files are limited to 1 MiB and
 //! YAML alias expansion is capped, so a hostile file cannot exhaust memory.
 
+mod cron_check;
 mod duration;
 mod error;
 mod load;

@@ -2,8 +2,15 @@
 //!
 //! Synchronous on purpose (no runtime dependency): the caller decides when to call
 //! [`PolicyStore::reload`] (a timer, an inotify event, a SIGHUP).
+//!
+//! A panic while loading (a parser bug some file's content hits) must not take the
+//! process down or leave half a reload in force: each file's parse is caught, and the
+//! file is refused like an invalid one; the reload as a whole works on a copy of the
+//! per-file state, committed only when it completes.
 
+use std::any::Any;
 use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -11,7 +18,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use super::error::{PolicyError, PolicyErrors};
 use super::load::{policy_files, read_limited};
 use super::model::TenantPolicy;
-use super::parse_policy;
 use super::set::PolicySet;
 
 #[derive(Clone, Debug, Default)]
@@ -46,6 +52,10 @@ pub struct ReloadOutcome {
     pub dir_error: Option<String>,
     /// Whether the set in force was replaced.
     pub swapped: bool,
+    /// Set when the reload itself panicked: nothing of it took effect.
+    pub panicked: Option<String>,
+    /// Files whose parse panicked in this reload (also in `errors`).
+    pub file_panics: u64,
 }
 
 /// One file's standing, for status pages and `spillway status`.
@@ -64,6 +74,21 @@ pub struct PolicyStore {
     current: RwLock<Arc<PolicySet>>,
     files: Mutex<BTreeMap<PathBuf, FileState>>,
     reload_errors: AtomicU64,
+    reload_panics: AtomicU64,
+    /// The directory and message of the last reload that panicked; cleared by the next
+    /// one that completes.
+    last_panic: Mutex<Option<(PathBuf, String)>>,
+}
+
+/// How a policy file's text becomes a policy: [`parse_policy`] in production.
+pub type ParsePolicy = dyn Fn(&str, &str) -> Result<TenantPolicy, PolicyErrors> + Sync;
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 impl PolicyStore {
@@ -93,12 +118,28 @@ impl PolicyStore {
         self.reload_errors.load(Ordering::Relaxed)
     }
 
-    /// Per-file standing, in path order.
+    /// Panics caught while reloading (a file's parse, or the reload itself).
+    pub fn reload_panics_total(&self) -> u64 {
+        self.reload_panics.load(Ordering::Relaxed)
+    }
+
+    /// Per-file standing, in path order; a reload that panicked shows as its directory.
     pub fn status(&self) -> Vec<FileStatus> {
         let files = match self.files.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
+        let panicked = match self.last_panic.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        let reload = panicked.map(|(dir, message)| FileStatus {
+            path: dir,
+            serving_tenant: None,
+            error: Some(format!(
+                "the last reload failed ({message}); the policies in force keep serving"
+            )),
+        });
         files
             .iter()
             .map(|(path, st)| FileStatus {
@@ -110,23 +151,69 @@ impl PolicyStore {
                     .map(|g| g.tenant.clone()),
                 error: st.problem().map(|e| e.to_string()),
             })
+            .chain(reload)
             .collect()
     }
 
     /// Re-reads `dir`. Changed files are parsed again; a file whose new content is invalid
     /// keeps its last good version serving and stays reported until fixed.
     pub fn reload(&self, dir: &Path) -> ReloadOutcome {
-        let mut outcome = ReloadOutcome::default();
+        self.reload_with(dir, &super::parse_policy)
+    }
+
+    /// [`Self::reload`] with the parser given; tests use it to make a parse panic.
+    pub fn reload_with(&self, dir: &Path, parse: &ParsePolicy) -> ReloadOutcome {
         let mut files = match self.files.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
+        let mut working = files.clone();
+        let done = catch_unwind(AssertUnwindSafe(|| {
+            self.reload_files(dir, &mut working, parse)
+        }));
+        let mut last_panic = match self.last_panic.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        match done {
+            Ok((mut outcome, set)) => {
+                *files = working;
+                *last_panic = None;
+                if let Some(set) = set {
+                    match self.current.write() {
+                        Ok(mut g) => *g = Arc::new(set),
+                        Err(p) => *p.into_inner() = Arc::new(set),
+                    }
+                    outcome.swapped = true;
+                }
+                outcome
+            }
+            Err(payload) => {
+                self.reload_panics.fetch_add(1, Ordering::Relaxed);
+                let message = panic_message(payload.as_ref());
+                *last_panic = Some((dir.to_path_buf(), message.clone()));
+                ReloadOutcome {
+                    panicked: Some(message),
+                    ..ReloadOutcome::default()
+                }
+            }
+        }
+    }
+
+    /// One reload over `files`; returns the set to put in force, if it changed.
+    fn reload_files(
+        &self,
+        dir: &Path,
+        files: &mut BTreeMap<PathBuf, FileState>,
+        parse: &ParsePolicy,
+    ) -> (ReloadOutcome, Option<PolicySet>) {
+        let mut outcome = ReloadOutcome::default();
         let paths = match policy_files(dir) {
             Ok(p) => p,
             Err(e) => {
                 outcome.dir_error = Some(e);
                 self.reload_errors.fetch_add(1, Ordering::Relaxed);
-                return outcome;
+                return (outcome, None);
             }
         };
         let before: Vec<PathBuf> = files.keys().cloned().collect();
@@ -142,7 +229,7 @@ impl PolicyStore {
                     let parsed = if files.get(path).is_some_and(|st| st.content == text) {
                         None
                     } else {
-                        Some(parse_policy(&name, &text))
+                        Some(self.parse_caught(parse, &name, &text, &mut outcome))
                     };
                     (text, parsed)
                 }
@@ -228,17 +315,34 @@ impl PolicyStore {
                     .tenant(&p.tenant)
                     .is_some_and(|q| q.source_name == p.source_name)
             });
-        if !outcome.changed.is_empty() || !same_sources {
+        let set = if !outcome.changed.is_empty() || !same_sources {
             // Tenants are unique by construction above, so this cannot fail; keep the
             // previous set if it somehow does rather than serving nothing.
-            if let Ok(set) = PolicySet::from_policies(chosen) {
-                match self.current.write() {
-                    Ok(mut g) => *g = Arc::new(set),
-                    Err(p) => *p.into_inner() = Arc::new(set),
-                }
-                outcome.swapped = true;
-            }
-        }
-        outcome
+            PolicySet::from_policies(chosen).ok()
+        } else {
+            None
+        };
+        (outcome, set)
+    }
+
+    /// `parse`, with a panic turned into the file's refusal.
+    fn parse_caught(
+        &self,
+        parse: &ParsePolicy,
+        name: &str,
+        text: &str,
+        outcome: &mut ReloadOutcome,
+    ) -> Result<TenantPolicy, PolicyErrors> {
+        catch_unwind(AssertUnwindSafe(|| parse(name, text))).unwrap_or_else(|payload| {
+            self.reload_panics.fetch_add(1, Ordering::Relaxed);
+            outcome.file_panics += 1;
+            Err(PolicyErrors::whole_file(
+                name,
+                format!(
+                    "loading this file panicked ({}); the last good version keeps serving",
+                    panic_message(payload.as_ref())
+                ),
+            ))
+        })
     }
 }

@@ -586,6 +586,11 @@ fn resolve_schedule(reader: &mut Reader<'_>, raw: &RawSchedule, max: u32) -> Opt
             }
         }
     };
+    if let (Some(c), Some(cron), Some(tz)) = (&raw.cron, &cron, timezone)
+        && let Some(problem) = super::cron_check::evaluation_problem(cron, tz)
+    {
+        reader.error(&c.loc, format!("`{}`: {problem}", c.value));
+    }
     if let Some(d) = &raw.duration
         && !(1..=MAX_SCHEDULE_SECS).contains(&d.value)
     {
