@@ -204,6 +204,15 @@ pub async fn run_with_cluster(
         shards: shards.clone(),
         shard_server: None,
     });
+    let policy_watch = kubernetes
+        .as_ref()
+        .filter(|k| k.scaling_policies)
+        .map(|_| Arc::new(crate::cluster::policy_watch::PolicyWatchStats::default()));
+    if let Some(stats) = &policy_watch {
+        metrics.register_collector(Box::new(crate::cluster::policy_watch::PolicyWatchMetrics(
+            stats.clone(),
+        )));
+    }
     let metrics = Arc::new(metrics);
     let metrics_for_scrapes = metrics.clone();
     let scraper = Scraper::new(client, config.scrape.clone(), ingest.clone())
@@ -242,6 +251,17 @@ pub async fn run_with_cluster(
                 "replica counts not read within {FIRST_OBSERVATION:?} of start; serving without them meanwhile"
             );
         }
+    }
+
+    if let (Some(settings), Some(stats)) = (&kubernetes, policy_watch) {
+        crate::cluster::policy_watch::start(
+            settings,
+            config.policies.clone(),
+            stats,
+            &mut tasks,
+            &shutdown,
+        )
+        .await?;
     }
 
     // Every configured workload has a decision before the gRPC port takes a call, so

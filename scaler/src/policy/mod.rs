@@ -66,6 +66,7 @@
 //! wrong; what is expected`. Unknown fields are errors. Files are limited to 1 MiB and
 //! YAML alias expansion is capped, so a hostile file cannot exhaust memory.
 
+pub mod crd;
 mod cron_check;
 mod duration;
 mod error;
@@ -73,6 +74,7 @@ mod load;
 mod model;
 mod parse;
 mod quantity;
+pub mod resources;
 mod set;
 mod store;
 mod validate;
