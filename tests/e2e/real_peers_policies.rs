@@ -46,7 +46,7 @@ fn serve_config(gateway: &str) -> String {
 
 /// A policy resource that follows the traffic at once: 2 s window, no rate limits to
 /// speak of, `target` requests per second per replica, at most `max` replicas.
-fn policy(namespace: &str, name: &str, namespaces: &[&str], target: u32, max: u32) -> String {
+fn policy(namespace: &str, name: &str, namespaces: &[&str], target: f64, max: u32) -> String {
     format!(
         "apiVersion: spillway.io/v1
 kind: ScalingPolicy
@@ -236,10 +236,21 @@ async fn a_policy_resource_is_explained_applied_within_a_second_and_bad_edits_ne
     };
     let mut stage = Stage::start(&peers, &logs("policies_apply"), &repo(), 1, "4").await;
     let (acme, _) = install(&mut stage);
-    let explained = stage
-        .admin()
-        .run(&["explain", "scalingpolicy.spec.defaults.hysteresis"])
-        .unwrap_or_else(|e| panic!("{e}"));
+    // The API server publishes a new CRD's OpenAPI a moment after it is Established.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let explained = loop {
+        match stage
+            .admin()
+            .run(&["explain", "scalingpolicy.spec.defaults.hysteresis"])
+        {
+            Ok(text) => break text,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("kubectl explain not yet: {e}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
     for words in [
         "scaleUpAbove",
         "The high watermark",
@@ -252,14 +263,14 @@ async fn a_policy_resource_is_explained_applied_within_a_second_and_bad_edits_ne
         );
     }
 
-    // 950/s at 100 per replica is 10 replicas; mid-way between multiples of every
-    // target below, so measurement noise never moves the count.
+    // 950/s at 100 per replica is 9.5, so 10 replicas; every target below puts 950/s
+    // mid-way between two counts too, so measurement noise never moves the count.
     stage
         .gateway
         .drive("acme", "checkout", 950, Duration::from_millis(100));
     let dir = tempfile::tempdir().expect("temp dir");
     let spillway = start_spillway(&stage, dir.path());
-    acme.apply(&policy(NAMESPACE, "acme", &[NAMESPACE], 100, 200))
+    acme.apply(&policy(NAMESPACE, "acme", &[NAMESPACE], 100.0, 200))
         .unwrap_or_else(|e| panic!("{e}"));
     wait_desired(
         &spillway,
@@ -291,7 +302,7 @@ async fn a_policy_resource_is_explained_applied_within_a_second_and_bad_edits_ne
 
     // kubectl apply → a changed decision, measured from just before the apply.
     let mut took = Vec::new();
-    for (target, want) in [(50, 19), (25, 38), (20, 48)] {
+    for (target, want) in [(61.29, 16), (40.43, 24), (30.16, 32)] {
         let before = desired(&spillway, "acme", "checkout").await;
         let start = Instant::now();
         acme.apply(&policy(NAMESPACE, "acme", &[NAMESPACE], target, 200))
@@ -328,12 +339,12 @@ async fn a_policy_resource_is_explained_applied_within_a_second_and_bad_edits_ne
 
     // 1. Schema: refused by the API server, with the field.
     let schema = acme
-        .apply(&policy(NAMESPACE, "acme", &[NAMESPACE], 20, 0))
+        .apply(&policy(NAMESPACE, "acme", &[NAMESPACE], 20.0, 0))
         .expect_err("max 0 is below the schema's minimum");
     assert!(schema.0.contains("spec.defaults.replicas.max"), "{schema}");
     // 2. CEL: refused by the API server, with the rule's message.
     let cel = acme
-        .apply(&policy(NAMESPACE, "acme", &[NAMESPACE], 20, 200).replace(
+        .apply(&policy(NAMESPACE, "acme", &[NAMESPACE], 20.0, 200).replace(
             "replicas: { min: 1, max: 200 }",
             "replicas: { min: 9, max: 3 }",
         ))
@@ -348,7 +359,7 @@ async fn a_policy_resource_is_explained_applied_within_a_second_and_bad_edits_ne
         "nothing was stored"
     );
     // 3. Only Spillway can judge: the app's min above the max it inherits.
-    let merged = policy(NAMESPACE, "acme", &[NAMESPACE], 20, 30)
+    let merged = policy(NAMESPACE, "acme", &[NAMESPACE], 20.0, 30)
         .replace("checkout: {}", "checkout: { replicas: { min: 40 } }");
     acme.apply(&merged)
         .unwrap_or_else(|e| panic!("the API server accepts it: {e}"));
@@ -388,9 +399,9 @@ async fn a_policy_resource_is_explained_applied_within_a_second_and_bad_edits_ne
     let said = "spec.apps.checkout.replicas.min: replicas.min (40) is above replicas.max (30) for app `checkout`; expected min ≤ max";
     assert!(invalid.2.contains(said), "status: {invalid:?}");
     assert!(validate.contains(said), "validate: {validate}");
-    // The previous generation (48 replicas) keeps deciding.
+    // The previous generation (32 replicas) keeps deciding.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(desired(&spillway, "acme", "checkout").await, Some(48));
+    assert_eq!(desired(&spillway, "acme", "checkout").await, Some(32));
     assert_eq!(
         status_number(stage.admin(), NAMESPACE, "acme", "servingGeneration"),
         serving
@@ -418,7 +429,7 @@ async fn a_policy_resource_is_explained_applied_within_a_second_and_bad_edits_ne
         "{metrics}"
     );
     // Fixed: in force again.
-    acme.apply(&policy(NAMESPACE, "acme", &[NAMESPACE], 100, 200))
+    acme.apply(&policy(NAMESPACE, "acme", &[NAMESPACE], 100.0, 200))
         .unwrap_or_else(|e| panic!("{e}"));
     wait_desired(
         &spillway,
@@ -482,17 +493,17 @@ async fn tenants_stay_in_their_namespaces_and_deletes_and_restarts_lose_nothing(
         .drive("globex", "checkout", 950, Duration::from_millis(100));
     let dir = tempfile::tempdir().expect("temp dir");
     let spillway = start_spillway(&stage, dir.path());
-    acme.apply(&policy(NAMESPACE, "acme", &[NAMESPACE], 100, 200))
+    acme.apply(&policy(NAMESPACE, "acme", &[NAMESPACE], 100.0, 200))
         .unwrap_or_else(|e| panic!("{e}"));
     globex
-        .apply(&policy(GLOBEX, "globex", &[GLOBEX], 50, 200))
+        .apply(&policy(GLOBEX, "globex", &[GLOBEX], 61.29, 200))
         .unwrap_or_else(|e| panic!("{e}"));
     wait_desired(
         &spillway,
         "globex",
         Duration::from_secs(30),
-        |d| d == Some(19),
-        "19",
+        |d| d == Some(16),
+        "16",
     )
     .await;
     wait_desired(
@@ -513,11 +524,11 @@ async fn tenants_stay_in_their_namespaces_and_deletes_and_restarts_lose_nothing(
     for (what, attempt) in [
         (
             "a policy in globex's namespace",
-            acme.apply(&policy(GLOBEX, "acme", &[GLOBEX], 1, 200)),
+            acme.apply(&policy(GLOBEX, "acme", &[GLOBEX], 1.0, 200)),
         ),
         (
             "globex's policy",
-            acme.apply(&policy(GLOBEX, "globex", &[GLOBEX], 1, 1)),
+            acme.apply(&policy(GLOBEX, "globex", &[GLOBEX], 1.0, 1)),
         ),
         (
             "globex's namespace label",
@@ -552,7 +563,7 @@ async fn tenants_stay_in_their_namespaces_and_deletes_and_restarts_lose_nothing(
     }
     // Refused by Spillway: acme naming globex's namespace in its own policy. The
     // previous generation keeps serving acme; globex is untouched.
-    acme.apply(&policy(NAMESPACE, "acme", &[NAMESPACE, GLOBEX], 25, 200))
+    acme.apply(&policy(NAMESPACE, "acme", &[NAMESPACE, GLOBEX], 25.0, 200))
         .unwrap_or_else(|e| panic!("{e}"));
     wait_observed(&mut stage, NAMESPACE, "acme").await;
     let ready = condition(stage.admin(), NAMESPACE, "acme", "Ready").expect("Ready");
@@ -576,7 +587,7 @@ async fn tenants_stay_in_their_namespaces_and_deletes_and_restarts_lose_nothing(
     );
     assert_eq!(
         desired(&spillway, "globex", "checkout").await,
-        Some(19),
+        Some(16),
         "globex unchanged"
     );
     let globex_after = stage
@@ -594,7 +605,7 @@ async fn tenants_stay_in_their_namespaces_and_deletes_and_restarts_lose_nothing(
         .must_apply("apiVersion: v1\nkind: Namespace\nmetadata: { name: scratch }\n");
     stage
         .admin()
-        .must_apply(&policy("scratch", "stray", &["scratch"], 1, 200));
+        .must_apply(&policy("scratch", "stray", &["scratch"], 1.0, 200));
     wait_observed(&mut stage, "scratch", "stray").await;
     let stray = condition(stage.admin(), "scratch", "stray", "Ready").expect("Ready");
     assert_eq!(
@@ -616,14 +627,14 @@ async fn tenants_stay_in_their_namespaces_and_deletes_and_restarts_lose_nothing(
         "no decision",
     )
     .await;
-    acme.apply(&policy(NAMESPACE, "acme", &[NAMESPACE], 50, 200))
+    acme.apply(&policy(NAMESPACE, "acme", &[NAMESPACE], 61.29, 200))
         .unwrap_or_else(|e| panic!("{e}"));
     wait_desired(
         &spillway,
         "acme",
         Duration::from_secs(5),
-        |d| d == Some(19),
-        "19 after re-create",
+        |d| d == Some(16),
+        "16 after re-create",
     )
     .await;
     wait_observed(&mut stage, NAMESPACE, "acme").await;
@@ -634,19 +645,19 @@ async fn tenants_stay_in_their_namespaces_and_deletes_and_restarts_lose_nothing(
         spillway.terminate(Duration::from_secs(10)).is_some(),
         "Spillway stops"
     );
-    acme.apply(&policy(NAMESPACE, "acme", &[NAMESPACE], 25, 200))
+    acme.apply(&policy(NAMESPACE, "acme", &[NAMESPACE], 40.43, 200))
         .unwrap_or_else(|e| panic!("{e}"));
     let spillway = start_spillway(&stage, dir.path());
-    let seen = decisions_until(&spillway, 38).await;
+    let seen = decisions_until(&spillway, 24).await;
     assert!(
-        !seen.contains(&19),
+        !seen.contains(&16),
         "a decision came from the spec before the edit: {seen:?}"
     );
     wait_observed(&mut stage, NAMESPACE, "acme").await;
     // An invalid edit, then a restart: the recorded last good spec keeps serving.
     let last_good = generation(stage.admin(), NAMESPACE, "acme");
     acme.apply(
-        &policy(NAMESPACE, "acme", &[NAMESPACE], 20, 30)
+        &policy(NAMESPACE, "acme", &[NAMESPACE], 20.0, 30)
             .replace("checkout: {}", "checkout: { replicas: { min: 40 } }"),
     )
     .unwrap_or_else(|e| panic!("{e}"));
@@ -656,7 +667,7 @@ async fn tenants_stay_in_their_namespaces_and_deletes_and_restarts_lose_nothing(
         "Spillway stops"
     );
     let spillway = start_spillway(&stage, dir.path());
-    let seen = decisions_until(&spillway, 38).await;
+    let seen = decisions_until(&spillway, 24).await;
     assert!(
         !seen.contains(&30),
         "a decision came from the refused spec: {seen:?}"

@@ -28,7 +28,11 @@ pub const TENANT_LABEL: &str = "spillway.io/tenant";
 /// A duration as policy files write them: `15s`, `5m`, `1h30m`, `2d`, or `0`.
 const DURATION: &str = r"^(0|[0-9]+d([0-9]+h)?([0-9]+m)?([0-9]+s)?|[0-9]+h([0-9]+m)?([0-9]+s)?|[0-9]+m([0-9]+s)?|[0-9]+s)$";
 
-/// A DNS-1123 label: namespace and app names.
+/// Five fields, or six with seconds first; what each field says only Spillway's cron
+/// parser judges.
+const CRON_FIELDS: &str = r"^\s*\S+(\s+\S+){4,5}\s*$";
+
+/// A DNS-1123 label: namespace names.
 const DNS_LABEL: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 
 /// A tenant's scaling policy: which namespaces may use it, the defaults every app
@@ -79,17 +83,16 @@ const DNS_LABEL: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 pub struct ScalingPolicySpec {
     /// Namespaces whose ScaledObjects may use this policy. Each must belong to this
     /// policy's tenant (carry its `spillway.io/tenant` label).
-    #[schemars(length(min = 1, max = 64), inner(regex(pattern = DNS_LABEL), length(max = 63)))]
-    #[x_kube(validation = Rule::new("self.all(n, self.exists_one(m, m == n))").message("a namespace is listed twice"))]
+    #[schemars(length(min = 1, max = 64), inner(regex(pattern = DNS_LABEL), length(max = 63)), extend("x-kubernetes-list-type" = "set"))]
     pub namespaces: Vec<String>,
     /// Values every app inherits unless it sets its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub defaults: Option<AppSpec>,
     /// The apps this policy scales, by name (the ScaledObject's `app` metadata). An app
-    /// must be listed to be scaled; `checkout: {}` takes every value from `defaults`.
-    #[schemars(length(min = 1, max = 256))]
-    #[x_kube(validation = Rule::new("self.all(k, k.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(k) <= 63)").message("app names are lowercase letters, digits and `-` (at most 63)"))]
-    pub apps: BTreeMap<String, AppSpec>,
+    /// must be listed to be scaled; `checkout: {}` (or `checkout:`) takes every value
+    /// from `defaults`.
+    #[schemars(extend("minProperties" = 1, "maxProperties" = 64))]
+    pub apps: BTreeMap<String, Option<AppSpec>>,
 }
 
 /// One app's overrides, or the tenant's `defaults`: every field optional.
@@ -110,7 +113,7 @@ pub struct AppSpec {
     /// Minimum replicas over recurring time slices. An app's list replaces the tenant's
     /// list as a whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 32), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    #[schemars(length(max = 16), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub schedules: Option<Vec<ScheduleSpec>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<PlacementSpec>,
@@ -298,8 +301,7 @@ pub struct ScheduleSpec {
     #[schemars(length(min = 1, max = 63))]
     pub name: String,
     /// 5 fields, or 6 with seconds first, e.g. `0 50 23 10 11 *`.
-    #[schemars(length(max = 128))]
-    #[x_kube(validation = Rule::new("self.matches('^\\\\s*\\\\S+(\\\\s+\\\\S+){4,5}\\\\s*$')").message("expected a cron expression (5 fields, or 6 with seconds first, e.g. \"0 50 23 10 11 *\")"))]
+    #[schemars(length(max = 128), regex(pattern = CRON_FIELDS))]
     pub cron: String,
     /// IANA time zone, e.g. `Asia/Shanghai`. Default UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
