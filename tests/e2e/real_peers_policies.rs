@@ -662,6 +662,16 @@ async fn tenants_stay_in_their_namespaces_and_deletes_and_restarts_lose_nothing(
     )
     .unwrap_or_else(|e| panic!("{e}"));
     wait_observed(&mut stage, NAMESPACE, "acme").await;
+    let object = stage.admin().get("scalingpolicy", Some(NAMESPACE), "acme");
+    let recorded = object
+        .as_ref()
+        .and_then(|o| o.pointer("/status/servingSpec/defaults/signals/qps/targetPerReplica"));
+    assert_eq!(
+        recorded,
+        Some(&serde_json::json!(40.43)),
+        "the status records the spec in force: {:?}",
+        object.as_ref().map(|o| &o["status"])
+    );
     assert!(
         spillway.terminate(Duration::from_secs(10)).is_some(),
         "Spillway stops"

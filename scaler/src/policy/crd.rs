@@ -379,6 +379,18 @@ impl JsonSchema for Quantity {
     }
 }
 
+/// An object the API server stores as written, nested values and all (no
+/// `additionalProperties`: that would give the values an empty schema, and they would
+/// be pruned to `{}`).
+fn kept_whole(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "nullable": true,
+        "x-kubernetes-preserve-unknown-fields": true,
+        "description": "The spec in force (of `servingGeneration`), so a restarted Spillway keeps serving it while the current spec is invalid.",
+    })
+}
+
 /// What Spillway made of the resource; written by Spillway only (the status subresource).
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -396,7 +408,7 @@ pub struct ScalingPolicyStatus {
     /// The spec in force (of `servingGeneration`), so a restarted Spillway keeps serving
     /// it while the current spec is invalid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
+    #[schemars(schema_with = "kept_whole")]
     pub serving_spec: Option<serde_json::Map<String, serde_json::Value>>,
     /// `Ready`: this generation is in force. `Invalid`: this generation was refused, with
     /// each problem's field path and message.
