@@ -38,6 +38,9 @@ const DNS_LABEL: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 /// A tenant's scaling policy: which namespaces may use it, the defaults every app
 /// inherits, and the apps it scales. The tenant is the `spillway.io/tenant` label of
 /// this resource's namespace.
+// Several printer columns are strings: clippy reads their repeated `type_ = "string"`
+// as a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "spillway.io",
