@@ -63,8 +63,11 @@ impl DecisionLoop {
         let mut refused = self.refused_tenants();
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut swaps = self.policies.swaps();
         loop {
             tokio::select! {
+                // A new policy set decides at once, not up to a tick later.
+                Ok(()) = swaps.changed() => ticker.reset_immediately(),
                 _ = self.ingest.changed() => {
                     let now_ms = clock::unix_ms();
                     for key in self.ingest.take_dirty() {

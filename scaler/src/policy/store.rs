@@ -77,6 +77,9 @@ pub struct PolicyStore {
     /// Policies from ScalingPolicy resources, served beside the files' (whose tenants
     /// they never take), and the resources' problems for `status`.
     from_resources: Mutex<(Vec<TenantPolicy>, Vec<FileStatus>)>,
+    /// Bumped whenever `current` is replaced, so the decision loop re-decides at once
+    /// instead of on its next tick.
+    swaps: tokio::sync::watch::Sender<u64>,
     files: Mutex<BTreeMap<PathBuf, FileState>>,
     reload_errors: AtomicU64,
     reload_panics: AtomicU64,
@@ -160,7 +163,13 @@ impl PolicyStore {
                 Ok(mut g) => *g = Arc::new(set),
                 Err(p) => *p.into_inner() = Arc::new(set),
             }
+            self.swaps.send_modify(|n| *n = n.wrapping_add(1));
         }
+    }
+
+    /// Changes each time the set in force is replaced.
+    pub fn swaps(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.swaps.subscribe()
     }
 
     /// The set in force. Cheap: one reference-count increment.
