@@ -155,6 +155,9 @@ pub async fn start(
     Ok(())
 }
 
+/// How long after a failed status write it is tried again (when no event came first).
+const STATUS_RETRY: Duration = Duration::from_secs(5);
+
 /// Runs until `shutdown`. `first` is told once the first complete view is in force.
 pub async fn run(
     client: Client,
@@ -181,11 +184,21 @@ pub async fn run(
     let mut resolver = Resolver::new();
     let mut first = first;
     let mut previous: Option<Vec<Verdict>> = None;
+    let mut retry_at: Option<tokio::time::Instant> = None;
     loop {
+        let retry = async {
+            match retry_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         let event = tokio::select! {
             event = events.next() => event,
+            // A status write failed and nothing has changed since: write it again.
+            () = retry => Some(Ok(())),
             _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
         };
+        retry_at = None;
         match event {
             None => return Ok(()),
             Some(Err(error)) => {
@@ -233,7 +246,9 @@ pub async fn run(
             let _ = first.send(());
         }
         for verdict in &resolution.verdicts {
-            write_status(&client, &resource, &policies, verdict, &stats).await;
+            if !write_status(&client, &resource, &policies, verdict, &stats).await {
+                retry_at = Some(tokio::time::Instant::now() + STATUS_RETRY);
+            }
         }
         previous = Some(resolution.verdicts);
     }
@@ -398,21 +413,22 @@ pub fn status_for(
     }
 }
 
+/// Writes the status a verdict calls for, when it differs; false: the write failed.
 async fn write_status(
     client: &Client,
     resource: &ApiResource,
     policies: &Store<DynamicObject>,
     verdict: &Verdict,
     stats: &PolicyWatchStats,
-) {
+) -> bool {
     let key =
         reflector::ObjectRef::new_with(&verdict.name, resource.clone()).within(&verdict.namespace);
     let Some(object) = policies.get(&key) else {
-        return;
+        return true;
     };
     // The object moved on since this verdict: its own event brings the next one.
     if object.metadata.generation.unwrap_or(0) != verdict.generation {
-        return;
+        return true;
     }
     let old: Option<ScalingPolicyStatus> = object
         .data
@@ -421,7 +437,7 @@ async fn write_status(
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let want = status_for(verdict, old.as_ref(), &now);
     if old.as_ref() == Some(&want) {
-        return;
+        return true;
     }
     let api = Api::<DynamicObject>::namespaced_with(client.clone(), &verdict.namespace, resource);
     // The whole status, replaced: a merge patch would keep keys dropped from servingSpec.
@@ -429,7 +445,7 @@ async fn write_status(
         { "op": "add", "path": "/status", "value": want }
     ])) {
         Ok(p) => p,
-        Err(_) => return,
+        Err(_) => return true,
     };
     if let Err(error) = api
         .patch_status(
@@ -440,6 +456,119 @@ async fn write_status(
         .await
     {
         stats.status_write_failures.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(policy = %format!("{}/{}", verdict.namespace, verdict.name), %error, "ScalingPolicy status not written; retried on the next change");
+        tracing::warn!(policy = %format!("{}/{}", verdict.namespace, verdict.name), %error, "ScalingPolicy status not written; retried");
+        return false;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::resources::Problem;
+
+    fn verdict(generation: i64, serving: Option<i64>, problem: Option<Problem>) -> Verdict {
+        Verdict {
+            namespace: "acme-prod".into(),
+            name: "acme".into(),
+            generation,
+            tenant: Some("acme".into()),
+            serving: serving.map(|g| (g, json!({ "namespaces": ["acme-prod"] }))),
+            apps: 1,
+            problem,
+        }
+    }
+
+    fn condition<'s>(status: &'s ScalingPolicyStatus, kind: &str) -> &'s PolicyCondition {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == kind)
+            .unwrap_or_else(|| panic!("no {kind} condition"))
+    }
+
+    #[test]
+    fn a_refused_generation_says_which_one_serves_and_keeps_unchanged_transition_times() {
+        let ready = status_for(&verdict(1, Some(1), None), None, "t1");
+        assert_eq!(condition(&ready, "Ready").status, "True");
+        assert_eq!(condition(&ready, "Invalid").status, "False");
+        assert_eq!(ready.serving_generation, Some(1));
+
+        let error = crate::policy::PolicyError {
+            source_name: "scalingpolicy acme-prod/acme".into(),
+            line: 1,
+            column: 2,
+            path: "spec.apps.checkout.replicas.min".into(),
+            message: "replicas.min (9) is above replicas.max (7)".into(),
+        };
+        let refused = status_for(
+            &verdict(2, Some(1), Some(Problem::Invalid(vec![error]))),
+            Some(&ready),
+            "t2",
+        );
+        let r = condition(&refused, "Ready");
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_str()),
+            ("False", "InvalidSpec")
+        );
+        assert!(
+            r.message.contains("generation 1 keeps serving"),
+            "{}",
+            r.message
+        );
+        assert_eq!(r.last_transition_time.as_deref(), Some("t2"));
+        let i = condition(&refused, "Invalid");
+        assert_eq!(
+            i.message,
+            "spec.apps.checkout.replicas.min: replicas.min (9) is above replicas.max (7)"
+        );
+        assert_eq!(refused.observed_generation, Some(2));
+        assert_eq!(refused.serving_generation, Some(1));
+
+        // Recomputed later with nothing changed: the same status, so nothing is written.
+        let again = status_for(
+            &verdict(2, Some(1), refused_problem(&refused)),
+            Some(&refused),
+            "t3",
+        );
+        assert_eq!(again, refused);
+    }
+
+    fn refused_problem(status: &ScalingPolicyStatus) -> Option<Problem> {
+        let message = &condition(status, "Invalid").message;
+        let (path, message) = message.split_once(": ")?;
+        Some(Problem::Invalid(vec![crate::policy::PolicyError {
+            source_name: String::new(),
+            line: 0,
+            column: 0,
+            path: path.into(),
+            message: message.into(),
+        }]))
+    }
+
+    #[test]
+    fn a_policy_of_no_tenant_serves_nothing_and_says_so() {
+        let mut v = verdict(
+            1,
+            None,
+            Some(Problem::NamespaceNotOwned {
+                namespace: "scratch".into(),
+            }),
+        );
+        v.tenant = None;
+        let status = status_for(&v, None, "t1");
+        let r = condition(&status, "Ready");
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_str()),
+            ("False", "NamespaceNotOwned")
+        );
+        assert!(
+            r.message.contains("nothing of it is in force"),
+            "{}",
+            r.message
+        );
+        assert_eq!(condition(&status, "Invalid").status, "False");
+        assert_eq!(status.serving_generation, None);
+        assert_eq!(status.serving_spec, None);
     }
 }

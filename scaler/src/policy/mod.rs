@@ -60,6 +60,13 @@
 //! | `activation.window` | 30s | quick scale-from-zero; KEDA's cooldown delays 1 → 0 |
 //! | `hpaTolerance` | 0.1 | what an HPA applies unless configured with `tolerance: 0` |
 //!
+//! # As a Kubernetes resource
+//!
+//! The same spec, as a namespaced `scalingpolicies.spillway.io/v1` resource: [`crd`]
+//! holds its types (the CRD's schema, printed by `spillway crd`), [`resources`] turns the
+//! resources into policies through this module's loader, with the tenant taken from the
+//! namespace's `spillway.io/tenant` label. The watcher is `cluster::policy_watch`.
+//!
 //! # Errors
 //!
 //! Every problem is reported at once, each as `file:line:column: field.path: what is
