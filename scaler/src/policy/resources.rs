@@ -132,6 +132,9 @@ pub struct Resolution {
 pub struct Resolver {
     last_good: BTreeMap<String, (i64, serde_json::Value)>,
     owners: BTreeMap<String, String>,
+    /// Each (uid, generation, tenant) parsed once: a generation's spec never changes, and
+    /// every event (Spillway's own status writes included) resolves every resource.
+    parsed: BTreeMap<(String, i64, String), Result<TenantPolicy, Vec<PolicyError>>>,
 }
 
 impl Resolver {
@@ -226,29 +229,26 @@ impl Resolver {
             return (verdict, None);
         };
         verdict.tenant = Some(tenant.clone());
-        let source = object.source_name();
-        let current = load(&source, tenant, &object.spec, tenants);
+        let current = self.load(object, object.generation, &object.spec, tenant, tenants);
         let (generation, spec, policy) = match current {
             Ok(policy) => (object.generation, object.spec.clone(), policy),
             Err(errors) => {
                 verdict.problem = Some(Problem::Invalid(errors));
                 // The previous good spec keeps serving: first this process's memory of
                 // it, then what an earlier process recorded in the status.
-                let earlier = self
+                let earlier: Vec<(i64, serde_json::Value)> = self
                     .last_good
                     .get(&object.uid)
                     .cloned()
                     .into_iter()
                     .chain(object.recorded.clone())
-                    .filter(|(g, _)| *g != object.generation);
-                let Some((g, spec, policy)) = earlier
-                    .filter_map(|(g, spec)| {
-                        load(&source, tenant, &spec, tenants)
-                            .ok()
-                            .map(|p| (g, spec, p))
-                    })
-                    .next()
-                else {
+                    .filter(|(g, _)| *g != object.generation)
+                    .collect();
+                let Some((g, spec, policy)) = earlier.into_iter().find_map(|(g, spec)| {
+                    self.load(object, g, &spec, tenant, tenants)
+                        .ok()
+                        .map(|p| (g, spec, p))
+                }) else {
                     return (verdict, None);
                 };
                 (g, spec, policy)
@@ -262,15 +262,35 @@ impl Resolver {
     }
 }
 
-/// The one loader, then ownership: every namespace the spec names must carry the
-/// resource's tenant.
-fn load(
+impl Resolver {
+    /// The one loader (once per generation), then ownership against today's labels.
+    fn load(
+        &mut self,
+        object: &PolicyObject,
+        generation: i64,
+        spec: &serde_json::Value,
+        tenant: &str,
+        tenants: &BTreeMap<String, String>,
+    ) -> Result<TenantPolicy, Vec<PolicyError>> {
+        let source = object.source_name();
+        let policy = self
+            .parsed
+            .entry((object.uid.clone(), generation, tenant.to_owned()))
+            .or_insert_with(|| {
+                super::parse_policy(&source, &document_text(tenant, spec)).map_err(|e| e.0)
+            })
+            .clone()?;
+        owned_by(&source, tenant, policy, tenants)
+    }
+}
+
+/// Every namespace the spec names must carry the resource's tenant.
+fn owned_by(
     source: &str,
     tenant: &str,
-    spec: &serde_json::Value,
+    policy: TenantPolicy,
     tenants: &BTreeMap<String, String>,
 ) -> Result<TenantPolicy, Vec<PolicyError>> {
-    let policy = super::parse_policy(source, &document_text(tenant, spec)).map_err(|e| e.0)?;
     let errors: Vec<PolicyError> = policy
         .namespaces
         .iter()
