@@ -65,6 +65,8 @@ pub struct ProcessConfig {
     pub inputs: CollectorInputs,
     /// The HTTP port's connection and timeout limits.
     pub http: crate::listener::HttpLimits,
+    /// TLS (and mTLS) on the HTTP port; `None`: plaintext.
+    pub http_tls: Option<Arc<crate::keda::tls::ReloadingTls>>,
     /// Who may call each input.
     pub access: Arc<Access>,
 }
@@ -310,6 +312,7 @@ pub async fn run_with_cluster(
         listeners.http,
         http_state,
         config.http.clone(),
+        config.http_tls.clone(),
         wait(shutdown.clone()),
     );
     tasks.spawn(async move { http_server.await.map_err(RunError::from) });

@@ -16,7 +16,7 @@ use spillway_collector::scrape::TargetHealth;
 use tokio::net::TcpListener;
 
 use crate::access::writes::WriteAuthority;
-use crate::access::{Access, Input, TenantScope};
+use crate::access::{Access, HttpCredentials, Input, TenantScope};
 use crate::cluster::hpa::HpaViews;
 use crate::policy::PolicyStore;
 use crate::status::{StatusReport, TargetStatus, WorkloadStatus};
@@ -66,8 +66,8 @@ pub fn router(state: HttpState) -> Router {
             let access = writes.access().clone();
             router.route(
                 "/api/v1/write",
-                post(move |headers: HeaderMap| async move {
-                    if let Err(refused) = access.authorize_http(Input::Write, &headers) {
+                post(move |credentials: HttpCredentials| async move {
+                    if let Err(refused) = access.authorize_http(Input::Write, &credentials) {
                         return refused.into_response();
                     }
                     crate::ha::refuse_remote_write(State((refusal, refused_writes)))
@@ -99,16 +99,29 @@ pub async fn serve(
     listener: TcpListener,
     state: HttpState,
     limits: crate::listener::HttpLimits,
+    tls: Option<Arc<crate::keda::tls::ReloadingTls>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let stats = state.metrics.http.clone();
-    crate::listener::serve(listener, router(state), limits, Arc::new(stats), shutdown).await
+    crate::listener::serve(
+        listener,
+        router(state),
+        limits,
+        tls,
+        Arc::new(stats),
+        shutdown,
+    )
+    .await
 }
 
 /// OpenMetrics for scrapers that ask for it (Prometheus does), the 0.0.4 text format
 /// for everyone else (curl, promtool).
-async fn metrics(State(state): State<HttpState>, headers: HeaderMap) -> Response {
-    if let Err(refused) = state.access.authorize_http(Input::Metrics, &headers) {
+async fn metrics(
+    State(state): State<HttpState>,
+    credentials: HttpCredentials,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refused) = state.access.authorize_http(Input::Metrics, &credentials) {
         return refused.into_response();
     }
     refresh_gauges(&state);
@@ -223,8 +236,8 @@ fn report(state: &HttpState, tenants: &TenantScope) -> StatusReport {
     }
 }
 
-async fn status(State(state): State<HttpState>, headers: HeaderMap) -> Response {
-    match state.access.authorize_http(Input::Status, &headers) {
+async fn status(State(state): State<HttpState>, credentials: HttpCredentials) -> Response {
+    match state.access.authorize_http(Input::Status, &credentials) {
         Ok(permit) => axum::Json(report(&state, &permit.tenants)).into_response(),
         Err(refused) => refused.into_response(),
     }
@@ -232,10 +245,10 @@ async fn status(State(state): State<HttpState>, headers: HeaderMap) -> Response 
 
 async fn workload(
     State(state): State<HttpState>,
-    headers: HeaderMap,
+    credentials: HttpCredentials,
     Path((tenant, app)): Path<(String, String)>,
 ) -> Response {
-    let permit = match state.access.authorize_http(Input::Status, &headers) {
+    let permit = match state.access.authorize_http(Input::Status, &credentials) {
         Ok(permit) => permit,
         Err(refused) => return refused.into_response(),
     };
