@@ -45,6 +45,8 @@ pub struct HttpState {
     pub access: Arc<Access>,
     /// Who may write what (remote-write).
     pub writes: Arc<WriteAuthority>,
+    /// What `/readyz` judges from.
+    pub readiness: Arc<crate::readiness::Readiness>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -55,7 +57,7 @@ pub fn router(state: HttpState) -> Router {
     let router = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
         .route("/api/v1/status", get(status))
         .route("/api/v1/workloads/{tenant}/{app}", get(workload))
         .with_state(state);
@@ -112,6 +114,26 @@ pub async fn serve(
         shutdown,
     )
     .await
+}
+
+/// 200 once this replica can take over from another ([`crate::readiness`]), else 503
+/// saying why. Open like `/healthz`: probes carry no credentials.
+async fn ready(State(state): State<HttpState>) -> Response {
+    let policies = state.policies.current();
+    let tried = state
+        .targets
+        .iter()
+        .map(|target| target.last_scrape_ms.is_some())
+        .collect::<Vec<_>>();
+    match state
+        .readiness
+        .check(tokio::time::Instant::now(), &policies, tried)
+    {
+        Ok(()) => "ok\n".into_response(),
+        Err(not_ready) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{not_ready}\n")).into_response()
+        }
+    }
 }
 
 /// OpenMetrics for scrapers that ask for it (Prometheus does), the 0.0.4 text format

@@ -601,7 +601,17 @@ async fn a_reader_sees_its_tenants_only() {
     assert_eq!(fixture.get("/metrics", Some("grafana-acme")).await.0, 403);
     assert_eq!(fixture.get("/metrics", None).await.0, 401);
     assert_eq!(fixture.get("/healthz", None).await.0, 200);
-    assert_eq!(fixture.get("/readyz", None).await.0, 200);
+    // Probes carry no credentials: /readyz answers anyone, 503 while warming up.
+    let ready_by = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = fixture.get("/readyz", None).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(tokio::time::Instant::now() < ready_by, "never ready: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // `spillway status` with the reader's token file: acme only.
     let url = format!("http://{}", fixture.spillway.http);
