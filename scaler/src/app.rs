@@ -65,6 +65,8 @@ pub struct ProcessConfig {
     pub inputs: CollectorInputs,
     /// The HTTP port's connection and timeout limits.
     pub http: crate::listener::HttpLimits,
+    /// TLS (and mTLS) on the HTTP port; `None`: plaintext.
+    pub http_tls: Option<Arc<crate::keda::tls::ReloadingTls>>,
     /// Who may call each input.
     pub access: Arc<Access>,
 }
@@ -231,8 +233,12 @@ pub async fn run_with_cluster(
     // answers can already hold at what runs; bounded, so an unreachable API server
     // delays KEDA's first calls by at most that (they wait on the connection, they do
     // not fail).
+    let readiness = Arc::new(crate::readiness::Readiness::new(
+        tokio::time::Instant::now(),
+        kubernetes.is_some(),
+    ));
     if let Some(settings) = kubernetes.clone() {
-        let (observed, first_pass) = tokio::sync::oneshot::channel();
+        let (observed, mut first_pass) = tokio::sync::oneshot::channel();
         let cluster = crate::cluster::runner::run(
             settings,
             workloads.clone(),
@@ -243,13 +249,21 @@ pub async fn run_with_cluster(
             Some(observed),
         );
         tasks.spawn(async move { cluster.await.map_err(RunError::from) });
-        if tokio::time::timeout(FIRST_OBSERVATION, first_pass)
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "replica counts not read within {FIRST_OBSERVATION:?} of start; serving without them meanwhile"
-            );
+        match tokio::time::timeout(FIRST_OBSERVATION, &mut first_pass).await {
+            Ok(Ok(())) => readiness.replica_counts_read(),
+            // The Kubernetes side ended: the task set reports why.
+            Ok(Err(_)) => {}
+            Err(_) => {
+                tracing::warn!(
+                    "replica counts not read within {FIRST_OBSERVATION:?} of start; serving without them meanwhile"
+                );
+                let readiness = readiness.clone();
+                tokio::spawn(async move {
+                    if first_pass.await.is_ok() {
+                        readiness.replica_counts_read();
+                    }
+                });
+            }
         }
     }
 
@@ -325,11 +339,13 @@ pub async fn run_with_cluster(
         write_refusal,
         access: access.clone(),
         writes,
+        readiness,
     };
     let http_server = http::serve(
         listeners.http,
         http_state,
         config.http.clone(),
+        config.http_tls.clone(),
         wait(shutdown.clone()),
     );
     tasks.spawn(async move { http_server.await.map_err(RunError::from) });

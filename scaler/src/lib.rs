@@ -26,7 +26,9 @@
 //! - [`replicas`]: where decided replicas run (a cluster, or the demo's node pool).
 //! - [`conditions`]: per-workload conditions the status API reports.
 //! - [`workloads`]: each workload's published decision, activity channel and history.
-//! - [`telemetry`]: `/metrics`; [`http`]: the HTTP side; [`status`]: the status report.
+//! - [`telemetry`]: `/metrics`; [`http`]: the HTTP side; [`status`]: the status report;
+//!   [`readiness`]: when `/readyz` says this replica can take over (pure);
+//!   [`listener`]: the HTTP port's bounded server, TLS and mTLS.
 //! - [`access`]: who may do what: identities (client certificates, bearer tokens),
 //!   roles, tenant-bound writes and reads; [`aliases`]: workloads scaled by another
 //!   app's borrowable policy entry, capped and expired.
@@ -53,6 +55,7 @@ pub mod keda;
 pub mod listener;
 pub mod placement;
 pub mod policy;
+pub mod readiness;
 pub mod replicas;
 pub mod runtime;
 pub mod shard_collector;

@@ -340,6 +340,11 @@ impl Metrics {
             "HTTP connections open",
             http.connections_open.clone(),
         );
+        registry.register(
+            "http_tls_handshakes_failed",
+            "HTTP connections closed because their TLS handshake failed (no or an untrusted client certificate, plaintext on the TLS port) or did not finish within listen.headerTimeout",
+            http.tls_handshakes_failed.clone(),
+        );
         let policy_reload_panics = Counter::default();
         registry.register(
             "policy_reload_panics",
