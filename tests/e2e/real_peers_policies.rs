@@ -686,5 +686,47 @@ async fn tenants_stay_in_their_namespaces_and_deletes_and_restarts_lose_nothing(
         status_number(stage.admin(), NAMESPACE, "acme", "servingGeneration"),
         last_good
     );
+
+    // The platform takes the namespace back: nothing of acme's policy serves, live (the
+    // Namespace watch); labelled again, the last good spec serves again.
+    stage
+        .admin()
+        .run(&["label", "namespace", NAMESPACE, "spillway.io/tenant-"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_desired(
+        &spillway,
+        "acme",
+        Duration::from_secs(5),
+        |d| d.is_none(),
+        "no decision once the namespace is no tenant's",
+    )
+    .await;
+    // The status is written just after the swap the decision follows.
+    let admin = stage.admin().clone();
+    spillway_tests::wait::until(
+        "Ready=False NamespaceNotOwned",
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        || {
+            let admin = admin.clone();
+            async move {
+                condition(&admin, NAMESPACE, "acme", "Ready")
+                    .filter(|c| c.0 == "False" && c.1 == "NamespaceNotOwned")
+            }
+        },
+    )
+    .await;
+    stage
+        .admin()
+        .run(&["label", "namespace", NAMESPACE, "spillway.io/tenant=acme"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_desired(
+        &spillway,
+        "acme",
+        Duration::from_secs(5),
+        |d| d == Some(24),
+        "24 once the namespace is acme's again",
+    )
+    .await;
     stage.assert_rbac_sufficient();
 }
