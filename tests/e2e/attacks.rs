@@ -609,7 +609,10 @@ async fn a_reader_sees_its_tenants_only() {
             break;
         }
         assert_eq!(status, 503, "{body}");
-        assert!(tokio::time::Instant::now() < ready_by, "never ready: {body}");
+        assert!(
+            tokio::time::Instant::now() < ready_by,
+            "never ready: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
