@@ -71,7 +71,6 @@ fn write_request() -> spillway_proto::prometheus::WriteRequest {
                 value: 1027.0,
                 timestamp: 1_700_000_000_000,
             }],
-            ..Default::default()
         }],
         ..Default::default()
     }
