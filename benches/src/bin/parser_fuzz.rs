@@ -7,7 +7,7 @@
 //! refusal, with proptest's shrunk input.
 
 use std::process::ExitCode;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use spillway_benches::parsers::{run, targets};
 
