@@ -3,20 +3,9 @@
 //!
 //! # Layout
 //!
-//! - [`policy`]: tenants' scaling policies: the YAML format (one file per tenant,
-//!   defaults + per-app overrides), validation that names file, line, column and field,
-//!   [`policy::PolicySet::lookup`] with namespace binding, and [`policy::PolicyStore`]
-//!   for hot reload. Pure apart from reading files.
-//! - [`engine`]: the decision engine. Pure and deterministic: policy + signal windows +
-//!   replicas + time + the workload's [`engine::WorkloadState`] in, a
-//!   [`engine::Decision`] with its rule and reason out.
-//! - [`placement`]: the placement planner. Pure: desired replicas + free node capacity in,
-//!   a regular / burst split out.
-//! - [`hpa`]: the HPA KEDA creates, as Spillway's answers meet it: its tolerance rule and
-//!   the number `GetMetrics` serves so the HPA applies the decision. Pure.
-//!
-//! - [`simulate`]: `spillway simulate`: a recorded trace replayed through the engine and
-//!   the placement simulator, next to the HPA, KEDA + HPA and fixed provisioning.
+//! The pure core (policy, engine, placement, hpa, conditions, simulate, durations) lives
+//! in the `spillway-core` crate and is re-exported here under the same names, so
+//! `spillway_scaler::engine` and `spillway_core::engine` are one module.
 //!
 //! Around that pure core, the edges:
 //!
@@ -24,7 +13,6 @@
 //! - [`keda`]: the KEDA `ExternalScaler` gRPC service and its server.
 //! - [`runtime`]: the decision loop that runs the engine when signals change.
 //! - [`replicas`]: where decided replicas run (a cluster, or the demo's node pool).
-//! - [`conditions`]: per-workload conditions the status API reports.
 //! - [`workloads`]: each workload's published decision, activity channel and history.
 //! - [`telemetry`]: `/metrics`; [`http`]: the HTTP side; [`status`]: the status report.
 //! - [`access`]: who may do what: identities (client certificates, bearer tokens),
@@ -41,22 +29,17 @@ pub mod access;
 pub mod aliases;
 pub mod app;
 pub mod cluster;
-pub mod conditions;
 pub mod config;
 pub mod demo;
-pub mod durations;
-pub mod engine;
 pub mod ha;
-pub mod hpa;
 pub mod http;
 pub mod keda;
 pub mod listener;
-pub mod placement;
-pub mod policy;
 pub mod replicas;
 pub mod runtime;
 pub mod shard_collector;
-pub mod simulate;
 pub mod status;
 pub mod telemetry;
 pub mod workloads;
+
+pub use spillway_core::{conditions, durations, engine, hpa, placement, policy, simulate};

@@ -9,11 +9,10 @@
 
 use std::collections::HashSet;
 
-use serde::{Deserialize, Serialize};
 use spillway_collector::{Signal, WorkloadKey};
 
-use crate::engine::ReplicaCounts;
 use crate::policy::AppPolicy;
+pub use spillway_core::published::Placed;
 
 /// One workload's desired count, handed to the source after a decision.
 #[derive(Debug)]
@@ -24,35 +23,6 @@ pub struct ReplicaSync<'a> {
     /// The QPS the decision saw (a simulation derives pod usage from it).
     pub qps: Option<f64>,
     pub now_secs: i64,
-}
-
-/// Where a workload's replicas are.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Placed {
-    /// Pods that exist (bound or Pending): the next decision's current count.
-    pub pods: u32,
-    /// Pods Ready to serve.
-    pub ready: u32,
-    /// Replicas the plan puts on regular nodes.
-    pub regular: u32,
-    /// Replicas the plan puts on virtual (burst) nodes.
-    pub burst: u32,
-    /// Replicas with no place at all.
-    pub shortfall: u32,
-    /// What the bound pods cost per hour, in the cost model's currency.
-    pub cost_per_hour: f64,
-    /// Why the split is what it is, in words.
-    pub reason: String,
-}
-
-impl Placed {
-    /// The counts the next decision starts from.
-    pub fn counts(&self) -> ReplicaCounts {
-        ReplicaCounts {
-            current: self.pods,
-            ready: self.ready,
-        }
-    }
 }
 
 /// A source's answer: the placement, and pod usage it measured, if it measures any.
