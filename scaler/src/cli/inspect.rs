@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use spillway_scaler::conditions::{Condition, ConditionStatus, ConditionType};
-use spillway_scaler::replicas::Placed;
-use spillway_scaler::status::{DecisionView, StatusReport, WorkloadStatus};
+use spillway_scaler::http::status::{DecisionView, StatusReport, WorkloadStatus};
+use spillway_scaler::serve::replicas::Placed;
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
@@ -39,7 +39,7 @@ pub struct TokenArgs {
 }
 
 fn client() -> anyhow::Result<reqwest::Client> {
-    spillway_scaler::app::install_crypto_provider();
+    spillway_scaler::serve::install_crypto_provider();
     Ok(reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()?)

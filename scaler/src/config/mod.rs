@@ -1,6 +1,8 @@
 //! `spillway serve --config FILE`: the process's own configuration (listen addresses,
 //! scrape targets, the policy directory). Tenants' policies live in their own files.
 
+pub mod kubernetes;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,7 +20,7 @@ use spillway_collector::resources::{ResourceMapping, WorkloadFrom};
 use spillway_collector::shard::FanOutConfig;
 use spillway_collector::timestamps::TimeBounds;
 
-use crate::app::CollectorInputs;
+use crate::serve::CollectorInputs;
 
 /// Largest config file read; a config is a few hundred lines at most.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -55,7 +57,7 @@ struct RawConfig {
     #[serde(default)]
     memory: RawMemory,
     #[serde(default)]
-    kubernetes: Option<crate::cluster::KubernetesSettings>,
+    kubernetes: Option<crate::config::kubernetes::KubernetesSettings>,
     #[serde(default)]
     tls: Option<RawTls>,
     /// Absent: no remote-write receiver (inputs are opt-in).
@@ -305,7 +307,7 @@ pub struct ServeConfig {
     pub store: StoreLimits,
     pub inputs: CollectorInputs,
     /// The cluster side (replica counts, placement, PodMetrics); None: off.
-    pub kubernetes: Option<crate::cluster::KubernetesSettings>,
+    pub kubernetes: Option<crate::config::kubernetes::KubernetesSettings>,
     /// TLS on the gRPC port; plaintext when absent.
     pub tls: Option<TlsConfig>,
     /// The memory budget the limits above were derived from.

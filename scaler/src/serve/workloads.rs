@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use crate::conditions::{Condition, Conditions, Probe};
 use crate::engine::{ReplicaCounts, WorkloadState};
 use crate::hpa::{HpaView, ScaleCounts, Served};
-use crate::replicas::Placed;
+use crate::serve::replicas::Placed;
 pub use spillway_core::published::{
     BandView, Basis, Known, Observed, PlacementAdjustment, ProposalView, Published, ServePlan,
     serve_plan,

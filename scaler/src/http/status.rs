@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::hpa::HpaView;
 use crate::conditions::Condition;
-use crate::replicas::Placed;
-use crate::workloads::{BandView, ProposalView, Published, WorkloadEntry};
+use crate::serve::replicas::Placed;
+use crate::serve::workloads::{BandView, ProposalView, Published, WorkloadEntry};
 use spillway_collector::scrape::TargetHealth;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

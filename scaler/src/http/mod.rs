@@ -1,6 +1,8 @@
 //! The HTTP side: `/metrics`, health probes, and the status API behind
 //! `spillway status` and `spillway explain`.
 
+pub mod status;
+
 use std::future::Future;
 use std::sync::Arc;
 
@@ -18,10 +20,10 @@ use tokio::net::TcpListener;
 use crate::access::writes::WriteAuthority;
 use crate::access::{Access, Input, TenantScope};
 use crate::cluster::hpa::HpaViews;
+use crate::http::status::{StatusReport, TargetStatus, WorkloadStatus};
 use crate::policy::PolicyStore;
-use crate::status::{StatusReport, TargetStatus, WorkloadStatus};
+use crate::serve::workloads::Workloads;
 use crate::telemetry::{Metrics, TargetLabels};
-use crate::workloads::Workloads;
 
 /// What the HTTP handlers read.
 #[derive(Clone)]
@@ -264,7 +266,10 @@ async fn workload(
     }
 }
 
-fn workload_status(state: &HttpState, entry: &crate::workloads::WorkloadEntry) -> WorkloadStatus {
+fn workload_status(
+    state: &HttpState,
+    entry: &crate::serve::workloads::WorkloadEntry,
+) -> WorkloadStatus {
     let mut status = WorkloadStatus::from_entry(entry);
     status.hpa = state.hpa.get(&entry.key).map(|view| (*view).clone());
     status

@@ -1,6 +1,24 @@
 //! One Spillway process: collector, decision loop, KEDA gRPC service and HTTP side,
 //! wired together and stopped together. `spillway demo` and `spillway serve` both run
 //! this; they differ only in where targets and policies come from.
+//!
+//! # Layout
+//!
+//! - this module: the process's parts ([`ProcessConfig`]), started and stopped together
+//!   ([`run`], [`run_with_cluster`]).
+//! - [`decision_loop`]: runs the engine for every workload whose signals changed, and
+//!   publishes each decision.
+//! - [`workloads`]: each workload's published decision, activity channel and history,
+//!   shared by the decision loop, the gRPC handlers and the HTTP side.
+//! - [`replicas`]: where decided replicas run (a cluster, or the demo's node pool).
+//! - [`shard_collector`]: `spillway collector --shard I/N`, the other process built from
+//!   the same parts: a collector on its own that scrapes its hash shard of the targets
+//!   and answers the scalers.
+
+pub mod decision_loop;
+pub mod replicas;
+pub mod shard_collector;
+pub mod workloads;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,10 +41,10 @@ use crate::access::writes::WriteAuthority;
 use crate::http::{self, HttpState};
 use crate::keda::{self, KedaService, ServerSettings};
 use crate::policy::PolicyStore;
-use crate::replicas::ReplicaSource;
-use crate::runtime::{DecisionLoop, DecisionObserver};
+use crate::serve::decision_loop::{DecisionLoop, DecisionObserver};
+use crate::serve::replicas::ReplicaSource;
+use crate::serve::workloads::Workloads;
 use crate::telemetry::{CollectorStats, Metrics};
-use crate::workloads::Workloads;
 
 /// Where policies come from and how often the directory is re-read.
 #[derive(Clone, Debug)]
@@ -144,7 +162,7 @@ pub async fn run_with_cluster(
     config: ProcessConfig,
     listeners: Listeners,
     shutdown: watch::Receiver<bool>,
-    kubernetes: Option<crate::cluster::KubernetesSettings>,
+    kubernetes: Option<crate::config::kubernetes::KubernetesSettings>,
 ) -> Result<(), RunError> {
     let access = config.access.clone();
     let workloads = Arc::new(Workloads::new());

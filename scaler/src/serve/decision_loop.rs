@@ -14,12 +14,12 @@ use crate::conditions;
 use crate::engine::{self, Decision, ReplicaCounts, Rule, WorkloadState};
 use crate::hpa::{HpaView, ScaleCounts};
 use crate::policy::{AppPolicy, PolicySet, PolicyStore};
-use crate::replicas::{Placed, ReplicaSource, ReplicaSync};
-use crate::telemetry::{DecisionLabels, Metrics, WorkloadLabels};
-use crate::workloads::{
+use crate::serve::replicas::{Placed, ReplicaSource, ReplicaSync};
+use crate::serve::workloads::{
     BandView, Basis, Known, ProposalView, Published, ServePlan, WorkloadEntry, Workloads,
     serve_plan,
 };
+use crate::telemetry::{DecisionLabels, Metrics, WorkloadLabels};
 
 fn settled(replicas: u32) -> ReplicaCounts {
     ReplicaCounts {
@@ -431,7 +431,7 @@ mod tests {
 
     use super::*;
     use crate::policy::parse_policy;
-    use crate::replicas::SyncOutcome;
+    use crate::serve::replicas::SyncOutcome;
 
     /// Runs what it is asked for, one replica short of Ready, and reports CPU.
     #[derive(Default)]

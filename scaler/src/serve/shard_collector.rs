@@ -24,8 +24,8 @@ use tokio::task::JoinSet;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::access::{Access, Input};
-use crate::app::{Listeners, RunError, scrape_client};
-use crate::status::TargetStatus;
+use crate::http::status::TargetStatus;
+use crate::serve::{Listeners, RunError, scrape_client};
 use crate::telemetry::{CollectorStats, Metrics};
 use tonic::service::interceptor::InterceptedService;
 
@@ -38,7 +38,7 @@ pub struct ShardProcess {
     /// Every target in the configuration; the shard keeps the ones it owns.
     pub targets: Vec<Target>,
     /// Gateway pods discovered (and followed) from here, also kept by ownership.
-    pub kubernetes: Option<crate::cluster::KubernetesSettings>,
+    pub kubernetes: Option<crate::config::kubernetes::KubernetesSettings>,
     pub max_windows: usize,
     /// Who may poll the shard service, read `/metrics` and the status.
     pub access: Arc<Access>,
@@ -156,9 +156,9 @@ pub async fn run(
         .map_err(RunError::from)
     });
 
-    crate::app::spawn_scraping(&mut tasks, scraper, owned, follower, &shutdown);
+    crate::serve::spawn_scraping(&mut tasks, scraper, owned, follower, &shutdown);
 
-    crate::app::join_parts(tasks).await
+    crate::serve::join_parts(tasks).await
 }
 
 async fn metrics_handler(State(state): State<ShardHttp>, headers: HeaderMap) -> Response {
