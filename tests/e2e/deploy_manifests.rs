@@ -317,10 +317,10 @@ fn parse_object(doc: &Value, source: &str) -> Object {
         }
         ("spillway.io/v1", "ScalingPolicy") => {
             // The resource's spec reads as a policy file's, through the same loader.
-            let policy: spillway_scaler::policy::crd::ScalingPolicy =
+            let policy: spillway_scaler::cluster::policy_crd::ScalingPolicy =
                 serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{source}: {e}"));
             let spec = serde_json::to_value(&policy.spec).expect("spec");
-            let text = spillway_scaler::policy::crd::document_text("example", &spec);
+            let text = spillway_scaler::cluster::policy_crd::document_text("example", &spec);
             spillway_scaler::policy::parse_policy(source, &text)
                 .unwrap_or_else(|e| panic!("{source}: {e}"));
             Object::Other

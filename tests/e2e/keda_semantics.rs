@@ -221,7 +221,7 @@ fn kubernetes(fake: &FakeKube) -> String {
 }
 
 async fn fake_cluster(replicas: u32) -> Arc<FakeKube> {
-    spillway_scaler::app::install_crypto_provider();
+    spillway_scaler::serve::install_crypto_provider();
     let fake = FakeKube::start().await.expect("fake API server");
     fake.put(fixtures::deployment("acme-prod", "web", replicas, "500m"));
     fake.put(fixtures::scaled_object("acme-prod", "web", "web"));

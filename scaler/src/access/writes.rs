@@ -13,7 +13,7 @@ use spillway_collector::write_scope::{WriteDenied, WriteGate, WriteScope};
 
 use super::{Access, Input, Permit, TenantScope};
 use crate::policy::{PolicySet, PolicyStore};
-use crate::workloads::Workloads;
+use crate::serve::workloads::Workloads;
 
 /// Turns an authorized writer into the scope its samples are checked against.
 pub struct WriteAuthority {

@@ -9,9 +9,9 @@ use spillway_collector::shard::ShardSpec;
 use std::sync::Arc;
 
 use spillway_scaler::access::{Access, Input, Mtls};
-use spillway_scaler::app::Listeners;
 use spillway_scaler::config::ServeConfig;
-use spillway_scaler::shard_collector::{self, ShardProcess};
+use spillway_scaler::serve::Listeners;
+use spillway_scaler::serve::shard_collector::{self, ShardProcess};
 use tokio::net::TcpListener;
 
 #[derive(Args, Debug)]

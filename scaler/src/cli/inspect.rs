@@ -10,8 +10,8 @@ use clap::Args;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use spillway_scaler::conditions::{Condition, ConditionStatus, ConditionType};
-use spillway_scaler::replicas::Placed;
-use spillway_scaler::status::{DecisionView, StatusReport, WorkloadStatus};
+use spillway_scaler::http::status::{DecisionView, StatusReport, WorkloadStatus};
+use spillway_scaler::serve::replicas::Placed;
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
@@ -93,7 +93,7 @@ fn tls_config(auth: &TokenArgs) -> anyhow::Result<rustls::ClientConfig> {
 }
 
 fn client(auth: &TokenArgs) -> anyhow::Result<reqwest::Client> {
-    spillway_scaler::app::install_crypto_provider();
+    spillway_scaler::serve::install_crypto_provider();
     let builder = reqwest::Client::builder().timeout(Duration::from_secs(5));
     let builder = if auth.ca_file.is_some() || auth.cert_file.is_some() {
         builder.tls_backend_preconfigured(tls_config(auth)?)

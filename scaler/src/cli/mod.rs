@@ -122,7 +122,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Collector(args) => collector::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Policy(PolicyCommand::Validate { files }) => Ok(validate(&files)),
         Command::Crd => {
-            emit(&spillway_scaler::policy::crd::crd_yaml());
+            emit(&spillway_scaler::cluster::policy_crd::crd_yaml());
             Ok(ExitCode::SUCCESS)
         }
         Command::Status(args) => inspect::status(args).await,

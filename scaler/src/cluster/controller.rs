@@ -21,7 +21,7 @@ use crate::placement::{
     BurstRule, DrainAction, DrainObservation, DrainState, MoveObservation, NodeClassifier,
     NodeKind, Plan, PlanInput, PlannerConfig, Resources, SurgeStatus, drain_step, plan,
 };
-use crate::workloads::PlacementAdjustment;
+use crate::serve::workloads::PlacementAdjustment;
 
 pub const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 

@@ -10,6 +10,7 @@
 //! - [`template`]: the pod template's toleration and node affinity (pure JSON patch).
 //! - [`inputs`]: collector inputs from the cluster: `metrics.k8s.io` CPU/memory, gateway discovery.
 //! - [`gateways`]: the gateway pods re-listed as they come and go, for the scrape loop.
+//! - [`policy_crd`]: the `ScalingPolicy` resource's types: the CRD's schema (`spillway crd`).
 //! - [`policy_watch`]: ScalingPolicy resources and the namespaces' tenant labels, watched
 //!   into the policies in force, each outcome written to the resource's status.
 //! - [`runner`]: `spillway serve`'s `kubernetes:` section and its loop.
@@ -44,6 +45,7 @@ pub mod gateways;
 pub mod hpa;
 pub mod inputs;
 pub mod lease;
+pub mod policy_crd;
 pub mod policy_watch;
 pub mod replicas;
 pub mod runner;
@@ -60,7 +62,6 @@ pub use convert::{LabelSelector, build_view, node_from_api, pod_requests};
 pub use inputs::{WorkloadLabels, discover_gateways, ingest_pod_metrics};
 pub use lease::{LeaseConfig, LeaseGate, LeaseObserver, LeaseRecord, LeaseStep};
 pub use replicas::{Replicas, ScaleTarget, read_replicas};
-pub use runner::KubernetesSettings;
 pub use view::ClusterCache;
 
 /// API calls one reconcile made.

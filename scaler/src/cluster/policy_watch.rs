@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::ClusterError;
-use crate::policy::crd::{PolicyCondition, ScalingPolicy, ScalingPolicyStatus, TENANT_LABEL};
+use super::policy_crd::{PolicyCondition, ScalingPolicy, ScalingPolicyStatus, TENANT_LABEL};
 use crate::policy::resources::{PolicyObject, Resolver, Verdict};
 use crate::policy::{FileStatus, PolicyStore};
 
@@ -132,20 +132,20 @@ const FIRST_VIEW: Duration = Duration::from_secs(10);
 /// Starts following the resources (a task in `tasks`) and waits, bounded, until their
 /// first complete view is in force, so the first decisions are made from it.
 pub async fn start(
-    settings: &super::KubernetesSettings,
+    settings: &crate::config::kubernetes::KubernetesSettings,
     store: Arc<PolicyStore>,
     stats: Arc<PolicyWatchStats>,
-    tasks: &mut tokio::task::JoinSet<Result<(), crate::app::RunError>>,
+    tasks: &mut tokio::task::JoinSet<Result<(), crate::serve::RunError>>,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<(), ClusterError> {
-    crate::app::install_crypto_provider();
+    crate::serve::install_crypto_provider();
     let client = super::runner::client(settings).await?;
     let (first, first_view) = tokio::sync::oneshot::channel();
     let shutdown = shutdown.clone();
     tasks.spawn(async move {
         run(client, store, stats, Some(first), shutdown)
             .await
-            .map_err(crate::app::RunError::from)
+            .map_err(crate::serve::RunError::from)
     });
     if tokio::time::timeout(FIRST_VIEW, first_view).await.is_err() {
         tracing::warn!(
