@@ -53,11 +53,6 @@ impl WorkloadState {
         self.panic.is_some()
     }
 
-    /// Since when the workload has been in panic mode.
-    pub fn panic_since(&self) -> Option<i64> {
-        self.panic.map(|p| p.since)
-    }
-
     /// Records the engine's answer as a scale event. Repeated answers while the replica
     /// count has not moved yet (the HPA applies changes on its own clock) update the
     /// pending event instead of counting the same change twice.
