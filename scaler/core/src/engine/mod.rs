@@ -231,11 +231,7 @@ pub fn decide(
     state: &mut WorkloadState,
 ) -> Decision {
     let ReplicaCounts { current, ready } = replicas;
-    let first_seen = *state.first_seen.get_or_insert(now);
-    if !state.seeded {
-        state.recommendations.push_back((now, current));
-        state.seeded = true;
-    }
+    let first_seen = state.begin(now, current);
     let h = &policy.hysteresis;
     let activity = activity(policy, signals, now);
     let active = activity.is_active();
@@ -277,16 +273,9 @@ pub fn decide(
         && stable.lower_bound.is_empty()
     {
         let step = toward_zero(policy, state, now, current, &warm_up);
-        state.record_change(now, current, step.desired);
-        prune(policy, state, now);
-        out.desired = step.desired;
-        out.ceiling = step.desired;
         out.recommendation = 0;
-        out.rule = step.rule;
-        out.reason = Reason {
-            need,
-            rule: step.why,
-        };
+        let ceiling = step.desired;
+        settle(&mut out, step, need, ceiling, policy, state, now, current);
         return out;
     }
 
@@ -319,23 +308,39 @@ pub fn decide(
     min_max(&mut step, policy, now, active);
 
     let max = policy.replicas.max;
-    state.record_change(now, current, step.desired);
-    prune(policy, state, now);
-    out.desired = step.desired;
     // A minimum raised past the rate limit is not bound by it (the HPA's `minReplicas`
     // is not either), so neither is the step that makes the HPA act on it.
-    out.ceiling = if step.desired > up_cap {
+    let ceiling = if step.desired > up_cap {
         max
     } else {
         up_cap.min(max)
     }
     .max(step.desired);
+    settle(&mut out, step, need, ceiling, policy, state, now, current);
+    out
+}
+
+/// Records the final step in the workload's history and in the decision.
+#[allow(clippy::too_many_arguments)] // the decision, its step, and the history to record it in
+fn settle(
+    out: &mut Decision,
+    step: Step,
+    need: String,
+    ceiling: u32,
+    policy: &AppPolicy,
+    state: &mut WorkloadState,
+    now: i64,
+    current: u32,
+) {
+    state.record_change(now, current, step.desired);
+    prune(policy, state, now);
+    out.desired = step.desired;
+    out.ceiling = ceiling;
     out.rule = step.rule;
     out.reason = Reason {
         need,
         rule: step.why,
     };
-    out
 }
 
 /// The count a stage of [`decide`] arrived at, the rule that set it and why.

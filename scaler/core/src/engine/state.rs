@@ -53,6 +53,18 @@ impl WorkloadState {
         self.panic.is_some()
     }
 
+    /// Notes a decision about to be made: when the workload was first seen, and on the
+    /// first decision the history seeded with the current count, as the HPA does.
+    /// Returns when the workload was first seen.
+    pub(crate) fn begin(&mut self, now: i64, current: u32) -> i64 {
+        let first_seen = *self.first_seen.get_or_insert(now);
+        if !self.seeded {
+            self.recommendations.push_back((now, current));
+            self.seeded = true;
+        }
+        first_seen
+    }
+
     /// Records the engine's answer as a scale event. Repeated answers while the replica
     /// count has not moved yet (the HPA applies changes on its own clock) update the
     /// pending event instead of counting the same change twice.
