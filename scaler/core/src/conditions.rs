@@ -29,17 +29,21 @@ pub enum ConditionType {
     /// is served may not go below what runs (or, with no replica count known, below the
     /// highest count the data asked for since start).
     WarmingUp,
+    /// The last attempt to decide the workload completed. False when it panicked: the
+    /// previous decision keeps serving, and the message says what broke.
+    Decided,
 }
 
 impl ConditionType {
     /// The conditions every decision probes, in display order.
-    pub const ALL: [ConditionType; 6] = [
+    pub const ALL: [ConditionType; 7] = [
         ConditionType::Active,
         ConditionType::ScalingLimited,
         ConditionType::DataFresh,
         ConditionType::PolicyValid,
         ConditionType::BurstShortfall,
         ConditionType::WarmingUp,
+        ConditionType::Decided,
     ];
     /// The conditions the Kubernetes side probes, shown after [`Self::ALL`].
     pub const CLUSTER: [ConditionType; 1] = [ConditionType::HpaPassThrough];
@@ -126,6 +130,18 @@ impl Conditions {
         let mut list = self.list.clone();
         list.sort_by_key(|c| c.kind.display_order());
         list
+    }
+}
+
+/// The `Decided` condition of an attempt that panicked with `message`.
+pub fn decision_failed(message: &str) -> Probe {
+    Probe {
+        kind: ConditionType::Decided,
+        status: ConditionStatus::False,
+        reason: "DecisionPanicked",
+        message: format!(
+            "deciding this workload panicked ({message}); the previous decision keeps serving"
+        ),
     }
 }
 
@@ -227,6 +243,12 @@ pub fn probes(decision: &Published, policy_error: Option<&str>) -> Vec<Probe> {
         },
     });
     out.push(warming_up(decision));
+    out.push(Probe {
+        kind: ConditionType::Decided,
+        status: True,
+        reason: "Decided",
+        message: "the last decision completed".to_owned(),
+    });
     out
 }
 

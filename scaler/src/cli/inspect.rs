@@ -265,7 +265,9 @@ fn render_status(workloads: &[WorkloadStatus]) -> String {
 /// Conditions in their unhealthy state.
 fn needs_attention(c: &Condition) -> bool {
     match c.kind {
-        ConditionType::DataFresh | ConditionType::PolicyValid => c.status == ConditionStatus::False,
+        ConditionType::DataFresh | ConditionType::PolicyValid | ConditionType::Decided => {
+            c.status == ConditionStatus::False
+        }
         ConditionType::ScalingLimited
         | ConditionType::BurstShortfall
         | ConditionType::WarmingUp => c.status == ConditionStatus::True,

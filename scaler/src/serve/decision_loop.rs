@@ -146,7 +146,41 @@ impl DecisionLoop {
     }
 
     /// [`Self::decide`] with the tenants whose latest policy file was refused, and why.
+    /// A panic while deciding one workload is caught there: it is counted
+    /// (`spillway_decision_panics_total`), logged and shown as the workload's `Decided`
+    /// condition, its previous decision keeps serving, and every other workload is
+    /// decided as usual.
     fn decide_with_refused(
+        &self,
+        entry: &WorkloadEntry,
+        policy: &AppPolicy,
+        now_ms: i64,
+        refused: &HashMap<String, String>,
+    ) {
+        let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.decide_unguarded(entry, policy, now_ms, refused);
+        }));
+        if let Err(payload) = attempt {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned());
+            self.metrics
+                .decision_panics
+                .get_or_create(&WorkloadLabels::from(&entry.key))
+                .inc();
+            tracing::error!(
+                tenant = %entry.key.tenant,
+                app = %entry.key.app,
+                %message,
+                "deciding the workload panicked; its previous decision keeps serving"
+            );
+            entry.observe_conditions(vec![conditions::decision_failed(&message)], now_ms);
+        }
+    }
+
+    fn decide_unguarded(
         &self,
         entry: &WorkloadEntry,
         policy: &AppPolicy,
@@ -554,6 +588,118 @@ spec:
         }
         let kinds: Vec<_> = entry.conditions().iter().map(|c| c.kind).collect();
         assert_eq!(kinds, crate::conditions::ConditionType::ALL.to_vec());
+    }
+
+    /// Once `on`, panics while placing `broken`; runs everything else as asked.
+    struct Breaks {
+        broken: WorkloadKey,
+        on: std::sync::atomic::AtomicBool,
+    }
+
+    impl ReplicaSource for Breaks {
+        fn name(&self) -> &str {
+            "breaks"
+        }
+
+        fn sync(&self, sync: &ReplicaSync<'_>) -> Option<SyncOutcome> {
+            let on = self.on.load(std::sync::atomic::Ordering::Relaxed);
+            assert!(
+                !on || *sync.key != self.broken,
+                "a bug in placing {}",
+                sync.key
+            );
+            None
+        }
+
+        fn retain(&self, _keep: &HashSet<WorkloadKey>) {}
+    }
+
+    #[test]
+    fn a_panic_deciding_one_workload_is_caught_counted_and_shown_and_the_rest_go_on() {
+        let text = POLICY.replace("    web: {}\n", "    web: {}\n    api: {}\n");
+        let set = PolicySet::from_policies(vec![
+            parse_policy("acme.yaml", &text).expect("test policy parses"),
+        ])
+        .expect("test policy is valid");
+        let policies = Arc::new(PolicyStore::from_set(set));
+        let (web, api) = (
+            WorkloadKey::new("acme", "web"),
+            WorkloadKey::new("acme", "api"),
+        );
+        let breaks = Arc::new(Breaks {
+            broken: web.clone(),
+            on: false.into(),
+        });
+        let decisions = DecisionLoop {
+            policies: policies.clone(),
+            ingest: Ingest::new(StoreLimits::default()),
+            workloads: Arc::new(Workloads::new()),
+            metrics: Arc::new(Metrics::new()),
+            observer: None,
+            tick: Duration::from_secs(1),
+            replicas: Some(breaks.clone()),
+        };
+        let policy_of = |key: &WorkloadKey| {
+            policies
+                .current()
+                .workloads()
+                .find(|(k, _)| k == key)
+                .map(|(_, p)| p)
+                .expect("in the policy")
+        };
+        let qps: Arc<str> = Arc::from("gateway");
+        for s in 0..3 {
+            decisions.ingest.apply(
+                &qps,
+                Signal::Qps,
+                vec![(web.clone(), 450.0), (api.clone(), 300.0)],
+                T0 + s * 1000,
+            );
+        }
+        let (web_entry, api_entry) = (
+            decisions.workloads.get_or_insert(&web),
+            decisions.workloads.get_or_insert(&api),
+        );
+        decisions.decide(&web_entry, &policy_of(&web), T0 + 2000);
+        let before = web_entry.latest().expect("a decision before the bug bites");
+        breaks.on.store(true, std::sync::atomic::Ordering::Relaxed);
+        decisions.decide(&web_entry, &policy_of(&web), T0 + 3000);
+        decisions.decide(&api_entry, &policy_of(&api), T0 + 3000);
+
+        let after = web_entry.latest().expect("still a decision");
+        assert_eq!(
+            after.at_ms, before.at_ms,
+            "the previous decision keeps serving"
+        );
+        let decided = web_entry
+            .conditions()
+            .into_iter()
+            .find(|c| c.kind == crate::conditions::ConditionType::Decided)
+            .expect("a Decided condition");
+        assert_eq!(decided.status, crate::conditions::ConditionStatus::False);
+        assert!(
+            decided.message.contains("a bug in placing acme/web"),
+            "{}",
+            decided.message
+        );
+        let panics = decisions
+            .metrics
+            .decision_panics
+            .get_or_create(&WorkloadLabels::from(&web))
+            .get();
+        assert_eq!(panics, 1);
+        // The other workload was decided as usual.
+        assert_eq!(
+            api_entry.latest().map(|p| p.desired),
+            Some(2),
+            "300/s at 150"
+        );
+        let api_decided = api_entry
+            .conditions()
+            .into_iter()
+            .find(|c| c.kind == crate::conditions::ConditionType::Decided)
+            .map(|c| c.status);
+        assert_eq!(api_decided, Some(crate::conditions::ConditionStatus::True));
     }
 
     /// A loop with no replica source over one tenant file, and its `web` policy.

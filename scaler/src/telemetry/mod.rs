@@ -129,6 +129,8 @@ pub struct Metrics {
     pub scrape_target_samples: Family<TargetLabels, Gauge<i64, AtomicI64>>,
     pub policy_files_refused: Gauge<i64, AtomicI64>,
     pub decisions: Family<DecisionLabels, Counter>,
+    /// Panics caught while deciding a workload (its previous decision kept serving).
+    pub decision_panics: Family<WorkloadLabels, Counter>,
     pub scrape_duration: Histogram,
     pub scrape_up: Family<TargetLabels, Gauge<i64, AtomicI64>>,
     pub scrapes: Counter,
@@ -175,6 +177,7 @@ impl Metrics {
             scrape_target_samples: Family::default(),
             policy_files_refused: Gauge::default(),
             decisions: Family::default(),
+            decision_panics: Family::default(),
             scrape_duration: scrape_histogram(),
             scrape_up: Family::default(),
             scrapes: Counter::default(),
@@ -312,6 +315,11 @@ impl Metrics {
             "decisions",
             "Decisions made, by the rule that settled them",
             self.decisions.clone(),
+        );
+        self.registry.register(
+            "decision_panics",
+            "Panics caught while deciding a workload; its previous decision kept serving and the others were decided as usual",
+            self.decision_panics.clone(),
         );
         self.registry.register_with_unit(
             "scrape_duration",
