@@ -30,6 +30,10 @@
 //! - [`access`]: who may do what: identities (client certificates, bearer tokens),
 //!   roles, tenant-bound writes and reads; [`aliases`]: workloads scaled by another
 //!   app's borrowable policy entry, capped and expired.
+//! - [`freeze`]: the emergency brake: freezes by app, tenant or everything, from the
+//!   status API or a ScaledObject annotation; [`audit`]: every change of policy, freeze
+//!   or grade, bounded in memory and logged; [`alerting`]: the series the shipped alert
+//!   rules need.
 //! - [`ha`]: several replicas behind one Service: writes that would reach only one are refused.
 //! - [`app`]: one Spillway process wired together; [`demo`]: `spillway demo`'s
 //!   built-in gateway, traffic profile and policies; [`config`]: `spillway serve`'s file.
@@ -38,14 +42,17 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod alerting;
 pub mod aliases;
 pub mod app;
+pub mod audit;
 pub mod cluster;
 pub mod conditions;
 pub mod config;
 pub mod demo;
 pub mod durations;
 pub mod engine;
+pub mod freeze;
 pub mod ha;
 pub mod hpa;
 pub mod http;

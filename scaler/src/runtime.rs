@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::conditions;
 use crate::engine::{self, Decision, ReplicaCounts, Rule, WorkloadState};
+use crate::freeze::Verdict;
 use crate::hpa::{HpaView, ScaleCounts};
 use crate::policy::{AppPolicy, PolicySet, PolicyStore};
 use crate::replicas::{Placed, ReplicaSource, ReplicaSync};
@@ -75,6 +76,7 @@ impl DecisionLoop {
                     }
                 }
                 _ = ticker.tick() => {
+                    self.workloads.freezes().sweep(self.workloads.audit(), clock::unix_ms());
                     refused = self.refused_tenants();
                     let current = self.policies.current();
                     if !Arc::ptr_eq(&current, &index.set) {
@@ -155,6 +157,7 @@ impl DecisionLoop {
             .hpa_view()
             .unwrap_or_else(|| HpaView::from_policy(policy));
         let adjustment = entry.adjustment();
+        let freeze = self.workloads.freezes().verdict(&entry.key, now_ms);
         let decided = entry.decide_with(|state, known| {
             let (decision, start, scale, basis) = match known {
                 Known {
@@ -206,11 +209,15 @@ impl DecisionLoop {
                     )
                 }
             };
-            let plan = ServePlan {
-                desired: decision.desired,
-                ceiling: decision.ceiling,
-                max: policy.replicas.max,
-                warming_up: decision.warming_up,
+            let plan = match &freeze {
+                Some(Verdict::Holding(f)) => crate::freeze::frozen_plan(f.held(start.current)),
+                _ => ServePlan {
+                    desired: decision.desired,
+                    ceiling: decision.ceiling,
+                    max: policy.replicas.max,
+                    warming_up: decision.warming_up,
+                    frozen: false,
+                },
             };
             let served = serve_plan(plan, adjustment, scale, basis == Basis::Observed, hpa);
             if basis != Basis::Nothing {
@@ -238,9 +245,18 @@ impl DecisionLoop {
             ),
             None => (decision.rule.label(), decision.reason.to_string()),
         };
+        let freeze = freeze.map(|verdict| crate::freeze::view(verdict, &decision));
+        let (rule, reason) = match &freeze {
+            Some(f) if f.holding => crate::freeze::explain(f, &reason, plan.desired),
+            _ => (rule, reason),
+        };
         let published = Published {
-            desired: decision.desired,
-            active: decision.active,
+            desired: plan.desired,
+            active: if plan.frozen {
+                plan.desired > 0
+            } else {
+                decision.active
+            },
             rule,
             reason,
             activity: decision.activity,
@@ -271,6 +287,7 @@ impl DecisionLoop {
             partial: decision.lower_bound.iter().map(|s| s.as_str()).collect(),
             band: band_view(&decision),
             placement,
+            freeze,
         };
         entry.observe_conditions(
             conditions::probes(

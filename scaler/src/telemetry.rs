@@ -539,11 +539,12 @@ impl Metrics {
         ] {
             family.remove(labels);
         }
-        for rule in crate::engine::Rule::ALL {
+        let rules = crate::engine::Rule::ALL.map(crate::engine::Rule::label);
+        for rule in rules.into_iter().chain([crate::freeze::RULE]) {
             self.decisions.remove(&DecisionLabels {
                 tenant: labels.tenant.clone(),
                 app: labels.app.clone(),
-                rule: rule.label().to_owned(),
+                rule: rule.to_owned(),
             });
         }
     }
@@ -673,6 +674,14 @@ impl Metrics {
 
     pub fn register_collector_stats(&mut self, stats: CollectorStats) {
         self.registry.register_collector(Box::new(stats));
+    }
+
+    /// Adds series read at scrape time by `collector` (call before sharing `Metrics`).
+    pub fn register_collector(
+        &mut self,
+        collector: Box<dyn prometheus_client::collector::Collector>,
+    ) {
+        self.registry.register_collector(collector);
     }
 }
 

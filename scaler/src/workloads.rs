@@ -67,6 +67,8 @@ pub struct Published {
     pub band: Option<BandView>,
     /// Where the desired replicas run, when a replica source places them.
     pub placement: Option<Placed>,
+    /// The freeze holding the workload, or an expired one still set.
+    pub freeze: Option<crate::freeze::FreezeView>,
 }
 
 /// One signal's proposal.
@@ -147,6 +149,9 @@ pub struct ServePlan {
     /// `replicas.max`: the warm-up floor never goes past it.
     pub max: u32,
     pub warming_up: bool,
+    /// A freeze holds `desired`: no burst cap lowers it, and a floor within the HPA's
+    /// tolerance is raised to the first count the HPA applies.
+    pub frozen: bool,
 }
 
 /// The number `GetMetrics` answers for `plan`: the decision, capped and surged for
@@ -159,6 +164,16 @@ pub fn serve_plan(
     observed: bool,
     hpa: HpaView,
 ) -> Served {
+    if plan.frozen {
+        return crate::hpa::serve(
+            ServeInput {
+                replicas: plan.desired.saturating_add(adjustment.surge),
+                ceiling: plan.ceiling.saturating_add(adjustment.surge),
+                scale,
+            },
+            hpa.tolerance,
+        );
+    }
     let placed = adjustment.serve(plan.desired);
     let floor = if plan.warming_up && observed {
         scale.spec.min(plan.max.saturating_add(adjustment.surge))
@@ -402,11 +417,23 @@ pub struct Workloads {
     /// Workloads scaled by another app's policy entry (trigger metadata `policy`), e.g.
     /// a canary scaled like its main app: workload → the app entry in the policy.
     aliases: crate::aliases::AliasBook,
+    freezes: crate::freeze::FreezeBook,
+    audit: crate::audit::AuditLog,
 }
 
 impl Workloads {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Freezes set through the API or read from ScaledObjects.
+    pub fn freezes(&self) -> &crate::freeze::FreezeBook {
+        &self.freezes
+    }
+
+    /// Every change of policy, freeze or grade.
+    pub fn audit(&self) -> &crate::audit::AuditLog {
+        &self.audit
     }
 
     pub fn get(&self, key: &WorkloadKey) -> Option<Arc<WorkloadEntry>> {
@@ -542,6 +569,7 @@ mod tests {
             ceiling: 200,
             max: 200,
             warming_up: false,
+            frozen: false,
         }
     }
 
@@ -574,6 +602,7 @@ mod tests {
             partial: Vec::new(),
             band: None,
             placement: None,
+            freeze: None,
         }
     }
 

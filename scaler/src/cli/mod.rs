@@ -14,6 +14,7 @@ macro_rules! outln {
 
 mod collector;
 mod demo;
+mod freeze;
 mod inspect;
 mod serve;
 mod simulate;
@@ -57,6 +58,10 @@ pub enum Command {
     Status(inspect::StatusArgs),
     /// Explain a workload's recent decisions: `spillway explain TENANT/APP`.
     Explain(inspect::ExplainArgs),
+    /// Emergency brake: hold the replicas of TENANT/APP, TENANT or `*` (admin only).
+    Freeze(freeze::FreezeArgs),
+    /// Lift a freeze set with `spillway freeze`.
+    Unfreeze(freeze::UnfreezeArgs),
     /// Replay a request-rate trace through Spillway and the HPA baselines; print a table.
     Simulate(simulate::SimulateArgs),
 }
@@ -120,6 +125,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(PolicyCommand::Validate { files }) => Ok(validate(&files)),
         Command::Status(args) => inspect::status(args).await,
         Command::Explain(args) => inspect::explain(args).await,
+        Command::Freeze(args) => freeze::freeze(args).await,
+        Command::Unfreeze(args) => freeze::unfreeze(args).await,
         Command::Simulate(args) => simulate::run(args).map(|()| ExitCode::SUCCESS),
     }
 }
