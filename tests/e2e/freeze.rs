@@ -273,3 +273,124 @@ access:
         "the audit trail"
     );
 }
+
+/// The brake without Spillway's API: an annotation on the ScaledObject, read with the
+/// replica counts from the Kubernetes API, freezes the workload; removing it lifts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_annotation_on_the_scaled_object_freezes_it_and_its_removal_lifts_it() {
+    use spillway_tests::fake_kube::{FakeKube, fixtures};
+    spillway_scaler::app::install_crypto_provider();
+    let fake = FakeKube::start().await.expect("fake API server");
+    fake.put(fixtures::regular_node("ecs-1", "8"));
+    fake.put(fixtures::deployment("acme-prod", "web", 3, "500m"));
+    let mut annotated = fixtures::scaled_object("acme-prod", "web", "web");
+    annotated["metadata"]["annotations"] = serde_json::json!({
+        "spillway.io/freeze": "INC-4711 database failover",
+        "spillway.io/freeze-floor": "4",
+    });
+    fake.put(annotated);
+    for _ in 0..3 {
+        fake.run_controllers();
+    }
+    let gateway = FakeGateway::start(Mode::Healthy).await;
+    gateway.drive("acme", "web", 900, Duration::from_millis(50));
+    let policy = acme_policy(
+        "replicas: { min: 1, max: 50 }
+signals: { window: 2s, qps: { targetPerReplica: 100 } }
+hysteresis: { upWindow: 0s, downWindow: 1s }
+panic: { enabled: false }
+limits: { up: { percent: 1000, per: 1s }, down: { percent: 100, per: 1s } }",
+        &["web"],
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = format!(
+        "scrape: {{ interval: 300ms, timeout: 250ms, targets: [{}] }}
+kubernetes:
+  apiServer: {}
+  interval: 1s
+  placement: false
+  workloads:
+    - {{ tenant: acme, app: web, namespace: acme-prod, scaledObject: web }}
+",
+        gateway.url(),
+        fake.url()
+    );
+    let config_path = write_serve_config(dir.path(), &[("acme.yaml", policy.as_str())], &config);
+    let spillway = Spillway::serve(BIN, &config_path);
+    let client = keda::connect(spillway.grpc).await;
+    let reference = scaled_object(
+        "acme-prod",
+        "web",
+        spillway.grpc,
+        &[("tenant", "acme"), ("app", "web")],
+    );
+    let url = format!("http://{}/api/v1/workloads/acme/web", spillway.http);
+    // 900/s asks for 9; the annotation holds 3 running at its floor of 4.
+    let held = wait::until(
+        "the annotation's freeze, with the engine at 9",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let url = url.clone();
+            async move {
+                let v: Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
+                (v["latest"]["freeze"]["engine_desired"] == 9).then_some(v)
+            }
+        },
+    )
+    .await;
+    assert_eq!(held["latest"]["desired"], 4, "{held}");
+    assert_eq!(held["latest"]["freeze"]["freeze"]["source"], "annotation");
+    assert_eq!(
+        frozen_condition(&held),
+        ("True".into(), "FrozenByAnnotation".into())
+    );
+    let mut poll_client = client.clone();
+    let poll = keda::poll(&mut poll_client, &reference)
+        .await
+        .expect("poll");
+    assert_eq!(poll.value, 4.0, "GetMetrics serves the floor");
+
+    // The annotation goes: the load decides again.
+    fake.put(fixtures::scaled_object("acme-prod", "web", "web"));
+    wait::until(
+        "9 replicas once the annotation is removed",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let mut client = client.clone();
+            let reference = reference.clone();
+            async move {
+                keda::poll(&mut client, &reference)
+                    .await
+                    .ok()
+                    .filter(|p| p.value == 9.0)
+            }
+        },
+    )
+    .await;
+    let status: Value = reqwest::get(format!("http://{}/api/v1/status", spillway.http))
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("status JSON");
+    let trail: Vec<(String, String)> = status["audit"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap_or_default().to_owned(),
+                e["by"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        trail,
+        [
+            ("freeze_set".to_owned(), "annotation".to_owned()),
+            ("freeze_lifted".to_owned(), "annotation".to_owned())
+        ]
+    );
+}
