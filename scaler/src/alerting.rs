@@ -6,6 +6,8 @@
 //!   still set (scaling resumed, the freeze was not removed);
 //! - `spillway_workload_freeze_held_replicas` / `_engine_replicas`: what the freeze serves
 //!   and what the engine would (the difference a freeze is holding back);
+//! - `spillway_workload_shadow_desired_replicas` / `_shadow_difference_replicas`: what
+//!   the tenant's candidate policy decides, and how far from the live one;
 //! - `spillway_workload_signal_stale{tenant,app,signal}`: 1 for each configured signal
 //!   without fresh data (scale-down is held meanwhile);
 //! - `spillway_audit_entries{kind}`: changes of policy, freeze and grade since start.
@@ -76,6 +78,30 @@ impl Collector for AlertingSeries {
                 let labels = [("tenant", &*key.tenant), ("app", &*key.app)];
                 let number = if engine { f.engine_desired } else { d.desired };
                 ConstGauge::new(i64::from(number)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        for (name, help, difference) in [
+            (
+                "workload_shadow_desired_replicas",
+                "Replicas the tenant's candidate policy decides for the workload (never acted on)",
+                false,
+            ),
+            (
+                "workload_shadow_difference_replicas",
+                "The candidate policy's desired replicas minus the live policy's",
+                true,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (key, d) in &decided {
+                let Some(shadow) = &d.shadow else { continue };
+                let labels = [("tenant", &*key.tenant), ("app", &*key.app)];
+                let number = if difference {
+                    shadow.difference
+                } else {
+                    i64::from(shadow.candidate_desired)
+                };
+                ConstGauge::new(number).encode(family.encode_family(&labels)?)?;
             }
         }
         let mut stale = encoder.encode_descriptor(

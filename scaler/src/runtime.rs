@@ -128,10 +128,14 @@ impl DecisionLoop {
     /// Decides every workload once, so KEDA's first calls (the gRPC server may take them
     /// the moment it listens) find a decision for every configured workload.
     pub fn prime(&self) {
+        self.prime_at(clock::unix_ms());
+    }
+
+    /// [`Self::prime`] at `now_ms`.
+    pub fn prime_at(&self, now_ms: i64) {
         let index = PolicyIndex::build(self.policies.current());
         self.sync_workloads(&index);
         let refused = self.refused_tenants();
-        let now_ms = clock::unix_ms();
         for entry in self.workloads.all() {
             if let Some(policy) = index
                 .by_workload
@@ -246,6 +250,7 @@ impl DecisionLoop {
             None => (decision.rule.label(), decision.reason.to_string()),
         };
         let freeze = freeze.map(|verdict| crate::freeze::view(verdict, &decision));
+        let shadow = self.shadow(entry, &view, start, now, &decision);
         let (rule, reason) = match &freeze {
             Some(f) if f.holding => crate::freeze::explain(f, &reason, plan.desired),
             _ => (rule, reason),
@@ -288,6 +293,7 @@ impl DecisionLoop {
             band: band_view(&decision),
             placement,
             freeze,
+            shadow,
         };
         entry.observe_conditions(
             conditions::probes(
@@ -311,6 +317,25 @@ impl DecisionLoop {
                 }
             }
         }
+    }
+
+    /// The candidate policy's decision from the same signals and counts, if the
+    /// workload's policy entry has one.
+    fn shadow(
+        &self,
+        entry: &WorkloadEntry,
+        view: &impl spillway_collector::SignalView,
+        start: ReplicaCounts,
+        now: i64,
+        live: &Decision,
+    ) -> Option<crate::policy::shadow::ShadowView> {
+        let shadows = self.workloads.shadows();
+        let policy_key = self.workloads.policy_key(&entry.key);
+        let Some(candidate) = self.policies.current().candidate(&policy_key) else {
+            shadows.forget(&entry.key);
+            return None;
+        };
+        Some(shadows.decide(&entry.key, &candidate, view, start, now, live))
     }
 
     /// Hands the count the HPA will run to the replica source, feeds what runs back to

@@ -67,6 +67,8 @@ pub struct DecisionView {
     pub placement: Option<Placed>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub freeze: Option<crate::freeze::FreezeView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<crate::policy::shadow::ShadowView>,
 }
 
 impl From<&Published> for DecisionView {
@@ -92,6 +94,7 @@ impl From<&Published> for DecisionView {
             band: p.band.clone(),
             placement: p.placement.clone(),
             freeze: p.freeze.clone(),
+            shadow: p.shadow.clone(),
         }
     }
 }

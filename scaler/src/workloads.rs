@@ -69,6 +69,8 @@ pub struct Published {
     pub placement: Option<Placed>,
     /// The freeze holding the workload, or an expired one still set.
     pub freeze: Option<crate::freeze::FreezeView>,
+    /// The candidate policy's decision, when the tenant's file carries one.
+    pub shadow: Option<crate::policy::shadow::ShadowView>,
 }
 
 /// One signal's proposal.
@@ -419,6 +421,7 @@ pub struct Workloads {
     aliases: crate::aliases::AliasBook,
     freezes: crate::freeze::FreezeBook,
     audit: crate::audit::AuditLog,
+    shadows: crate::policy::shadow::ShadowBook,
 }
 
 impl Workloads {
@@ -429,6 +432,11 @@ impl Workloads {
     /// Freezes set through the API or read from ScaledObjects.
     pub fn freezes(&self) -> &crate::freeze::FreezeBook {
         &self.freezes
+    }
+
+    /// The candidate policies' engine histories.
+    pub fn shadows(&self) -> &crate::policy::shadow::ShadowBook {
+        &self.shadows
     }
 
     /// Every change of policy, freeze or grade.
@@ -603,6 +611,7 @@ mod tests {
             band: None,
             placement: None,
             freeze: None,
+            shadow: None,
         }
     }
 

@@ -47,7 +47,10 @@ fn client() -> anyhow::Result<reqwest::Client> {
 
 /// GETs `url` with the token, if any. A refusal (401, 403) or a missing workload
 /// (404) is printed as the server wrote it and ends the command with a failure.
-async fn get(url: &str, auth: &TokenArgs) -> anyhow::Result<Result<reqwest::Response, ExitCode>> {
+pub(super) async fn get(
+    url: &str,
+    auth: &TokenArgs,
+) -> anyhow::Result<Result<reqwest::Response, ExitCode>> {
     let mut request = client()?.get(url);
     if let Some(path) = &auth.token_file {
         let token = spillway_scaler::access::tokens::read_token_file(path)?;
@@ -354,6 +357,17 @@ fn render_explain(workload: &WorkloadStatus) -> String {
                 )),
                 None => {}
             }
+            if let Some(s) = &d.shadow {
+                out.push_str(&format!(
+                    "  candidate policy: {} ({}) against the live {} ({}), {:+}: {}\n",
+                    s.candidate_desired,
+                    s.candidate_rule,
+                    s.live_desired,
+                    s.live_rule,
+                    s.difference,
+                    s.candidate_reason
+                ));
+            }
             for p in &d.proposals {
                 let dominant = if d.dominant.as_deref() == Some(p.signal.as_str()) {
                     "  (dominant)"
@@ -488,6 +502,7 @@ mod tests {
                     reason: "regular nodes full at 9 replicas; 3 burst to virtual nodes".into(),
                 }),
                 freeze: None,
+                shadow: None,
             }),
             recent: Vec::new(),
             conditions,

@@ -14,6 +14,7 @@ macro_rules! outln {
 
 mod collector;
 mod demo;
+mod diff;
 mod freeze;
 mod inspect;
 mod serve;
@@ -73,6 +74,9 @@ pub enum PolicyCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Show a running Spillway's live decision next to the tenant's candidate policy's,
+    /// per workload: `spillway policy diff TENANT[/APP]`.
+    Diff(diff::DiffArgs),
 }
 
 /// Listen addresses shared by `demo` and (through the config file) `serve`.
@@ -123,6 +127,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Collector(args) => collector::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Policy(PolicyCommand::Validate { files }) => Ok(validate(&files)),
+        Command::Policy(PolicyCommand::Diff(args)) => diff::diff(args).await,
         Command::Status(args) => inspect::status(args).await,
         Command::Explain(args) => inspect::explain(args).await,
         Command::Freeze(args) => freeze::freeze(args).await,

@@ -31,6 +31,10 @@
 //!     search: {}
 //! ```
 //!
+//! A file may also carry `candidate:` beside `spec:` (its own `defaults` and `apps`, no
+//! namespaces): decided every tick beside the live spec and never acted on, see
+//! [`shadow`].
+//!
 //! An app must be listed under `apps` to be known. Its values are merged field by field:
 //! the app's override, else the tenant's `defaults`, else the built-in default. Two
 //! exceptions: an app's `schedules` list replaces the tenant's list whole, and a limit's
@@ -74,6 +78,7 @@ mod model;
 mod parse;
 mod quantity;
 mod set;
+pub mod shadow;
 mod store;
 mod validate;
 mod yaml;

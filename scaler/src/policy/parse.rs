@@ -32,6 +32,9 @@ pub struct RawDocument {
     pub defaults: RawApp,
     pub apps: Vec<(At<String>, RawApp)>,
     pub apps_loc: Option<Loc>,
+    /// `candidate:`, a spec decided beside the live one and never acted on
+    /// ([`crate::policy::shadow`]): its own `defaults` and `apps`, no namespaces.
+    pub candidate: Option<Box<RawDocument>>,
 }
 
 /// One `defaults` block or one app's overrides; every field optional.
@@ -342,8 +345,11 @@ impl<'s> Reader<'s> {
             root: loc_of(root, ""),
             ..RawDocument::default()
         };
-        let Some(fields) = self.fields(root, "", &["apiVersion", "kind", "metadata", "spec"])
-        else {
+        let Some(fields) = self.fields(
+            root,
+            "",
+            &["apiVersion", "kind", "metadata", "spec", "candidate"],
+        ) else {
             return doc;
         };
         let (mut api, mut kind, mut spec_seen, mut meta_seen) = (false, false, false, false);
@@ -377,6 +383,14 @@ impl<'s> Reader<'s> {
                 "spec" => {
                     spec_seen = true;
                     self.spec(node, &path, &mut doc);
+                }
+                "candidate" => {
+                    let mut candidate = RawDocument {
+                        root: loc_of(node, &path),
+                        ..RawDocument::default()
+                    };
+                    self.spec(node, &path, &mut candidate);
+                    doc.candidate = Some(Box::new(candidate));
                 }
                 _ => {}
             }
@@ -418,7 +432,14 @@ impl<'s> Reader<'s> {
     }
 
     fn spec(&mut self, node: &Node, path: &str, doc: &mut RawDocument) {
-        let Some(fields) = self.fields(node, path, &["namespaces", "defaults", "apps"]) else {
+        // A candidate changes how the live spec's apps scale, not who may use them.
+        let candidate = path == "candidate";
+        let allowed: &[&str] = if candidate {
+            &["defaults", "apps"]
+        } else {
+            &["namespaces", "defaults", "apps"]
+        };
+        let Some(fields) = self.fields(node, path, allowed) else {
             return;
         };
         for (key, n, p) in fields {
@@ -470,7 +491,7 @@ impl<'s> Reader<'s> {
                 _ => {}
             }
         }
-        if doc.namespaces.is_none() {
+        if doc.namespaces.is_none() && !candidate {
             self.missing(
                 node,
                 path,

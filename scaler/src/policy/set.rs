@@ -181,6 +181,17 @@ impl PolicySet {
         })
     }
 
+    /// The candidate policy of a workload's policy entry, if its file carries one.
+    pub fn candidate(&self, key: &WorkloadKey) -> Option<Arc<AppPolicy>> {
+        self.tenants
+            .get(&*key.tenant)?
+            .candidate
+            .as_ref()?
+            .apps
+            .get(&*key.app)
+            .cloned()
+    }
+
     pub fn tenant(&self, tenant: &str) -> Option<&TenantPolicy> {
         self.tenants.get(tenant)
     }

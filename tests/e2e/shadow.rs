@@ -1,0 +1,137 @@
+//! A shadow policy end to end: a tenant's file carries a `candidate:`; `spillway serve`
+//! decides with both every tick, serves KEDA the live decision only, and shows the
+//! difference in the status API, `/metrics` and `spillway policy diff`; editing the
+//! candidate changes the shadow on the next reload, not what KEDA is served.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use spillway_tests::gateway::{FakeGateway, Mode};
+use spillway_tests::keda::{self, scaled_object};
+use spillway_tests::process::{Spillway, write_serve_config};
+use spillway_tests::wait;
+
+const BIN: &str = env!("CARGO_BIN_EXE_spillway");
+
+fn policy(candidate_target: u32) -> String {
+    format!(
+        "apiVersion: spillway.io/v1
+kind: ScalingPolicy
+metadata: {{ tenant: acme }}
+spec:
+  namespaces: [acme-prod]
+  defaults:
+    replicas: {{ min: 1, max: 50 }}
+    signals: {{ window: 2s, qps: {{ targetPerReplica: 100 }} }}
+  apps:
+    web: {{}}
+    api: {{}}
+candidate:
+  defaults:
+    replicas: {{ min: 1, max: 50 }}
+    signals: {{ window: 2s, qps: {{ targetPerReplica: {candidate_target} }} }}
+  apps:
+    web: {{}}
+"
+    )
+}
+
+async fn shadow_of(http: std::net::SocketAddr) -> Option<Value> {
+    let v: Value = reqwest::get(format!("http://{http}/api/v1/workloads/acme/web"))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    Some(v["latest"]["shadow"].clone()).filter(|s| !s.is_null())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_candidate_is_decided_beside_the_live_policy_and_never_served() {
+    spillway_scaler::app::install_crypto_provider();
+    let gateway = FakeGateway::start(Mode::Healthy).await;
+    gateway.drive("acme", "web", 600, Duration::from_millis(50));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = format!(
+        "policyReload: 300ms\nscrape: {{ interval: 300ms, timeout: 250ms, targets: [{}] }}\n",
+        gateway.url()
+    );
+    let config_path = write_serve_config(dir.path(), &[("acme.yaml", &policy(50))], &config);
+    let spillway = Spillway::serve(BIN, &config_path);
+    let client = keda::connect(spillway.grpc).await;
+    let reference = scaled_object(
+        "acme-prod",
+        "web",
+        spillway.grpc,
+        &[("tenant", "acme"), ("app", "web")],
+    );
+    // 600/s: the live 100 per replica asks for 6, the candidate's 50 for 12.
+    let shadow = wait::until(
+        "the candidate at 12 beside the live 6",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            shadow_of(spillway.http)
+                .await
+                .filter(|s| s["candidate_desired"] == 12 && s["live_desired"] == 6)
+        },
+    )
+    .await;
+    assert_eq!(shadow["difference"], 6);
+    let mut poll_client = client.clone();
+    let poll = keda::poll(&mut poll_client, &reference)
+        .await
+        .expect("poll");
+    assert_eq!(poll.value, 6.0, "KEDA is served the live decision");
+
+    let output = Command::new(BIN)
+        .args(["policy", "diff", "acme", "--url"])
+        .arg(format!("http://{}", spillway.http))
+        .stdin(Stdio::null())
+        .output()
+        .expect("spillway policy diff");
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("acme/web"))
+        .unwrap_or_else(|| panic!("no acme/web row in:\n{table}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cells[..4], ["acme/web", "6", "12", "+6"], "{table}");
+    assert!(
+        table.contains("no candidate") && table.contains("acme/api"),
+        "{table}"
+    );
+
+    let metrics = reqwest::get(format!("http://{}/metrics", spillway.http))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(
+        metrics.contains(
+            "spillway_workload_shadow_difference_replicas{tenant=\"acme\",app=\"web\"} 6"
+        ),
+        "{metrics}"
+    );
+
+    // A new candidate (40/s per replica: 15) reaches the shadow on the next reload.
+    std::fs::write(dir.path().join("policies/acme.yaml"), policy(40)).expect("write");
+    wait::until(
+        "the edited candidate at 15",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            shadow_of(spillway.http)
+                .await
+                .filter(|s| s["candidate_desired"] == 15)
+        },
+    )
+    .await;
+    let poll = keda::poll(&mut poll_client, &reference)
+        .await
+        .expect("poll");
+    assert_eq!(poll.value, 6.0, "still the live decision");
+}
