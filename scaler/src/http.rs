@@ -59,6 +59,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/workloads/{tenant}/{app}", get(workload))
         .merge(crate::freeze::api::router())
+        .merge(crate::preview::router())
         .with_state(state);
     match (refusal, remote_write) {
         (Some(refusal), _) => {

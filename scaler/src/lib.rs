@@ -16,7 +16,9 @@
 //!   the number `GetMetrics` serves so the HPA applies the decision. Pure.
 //!
 //! - [`simulate`]: `spillway simulate`: a recorded trace replayed through the engine and
-//!   the placement simulator, next to the HPA, KEDA + HPA and fixed provisioning.
+//!   the placement simulator, next to the HPA, KEDA + HPA and fixed provisioning;
+//!   [`preview`]: a candidate policy replayed beside the live one on the workload's own
+//!   recent request rate.
 //!
 //! Around that pure core, the edges:
 //!
@@ -60,6 +62,7 @@ pub mod keda;
 pub mod listener;
 pub mod placement;
 pub mod policy;
+pub mod preview;
 pub mod replicas;
 pub mod runtime;
 pub mod shard_collector;

@@ -104,6 +104,31 @@ async fn the_candidate_is_decided_beside_the_live_policy_and_never_served() {
         "{table}"
     );
 
+    // Both replayed over the workload's own recent request rate.
+    let output = Command::new(BIN)
+        .args(["policy", "diff", "acme/web", "--replay", "--url"])
+        .arg(format!("http://{}", spillway.http))
+        .stdin(Stdio::null())
+        .output()
+        .expect("spillway policy diff --replay");
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let peak = |policy: &str| -> u32 {
+        let row = table
+            .lines()
+            .find(|l| l.trim_start().starts_with(policy))
+            .unwrap_or_else(|| panic!("no {policy} row in:\n{table}"));
+        row.split_whitespace()
+            .nth(4)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no peak in {row}"))
+    };
+    assert_eq!((peak("live"), peak("candidate")), (6, 12), "{table}");
+
     let metrics = reqwest::get(format!("http://{}/metrics", spillway.http))
         .await
         .expect("metrics")

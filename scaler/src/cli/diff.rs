@@ -1,5 +1,8 @@
 //! `spillway policy diff TENANT[/APP]`: the live policy's decision next to the tenant's
-//! candidate's, per workload, as a running Spillway makes them every tick.
+//! candidate's, per workload, as a running Spillway makes them every tick; with
+//! `--replay`, both replayed over each workload's recent request rate (the store's
+//! window) through the engine `spillway simulate` uses, as a table of
+//! under/over-provisioning, actions and cost.
 
 use std::process::ExitCode;
 
@@ -17,6 +20,9 @@ pub struct DiffArgs {
     pub url: String,
     #[command(flatten)]
     pub auth: TokenArgs,
+    /// Replay both policies over each workload's recent request rate instead.
+    #[arg(long)]
+    pub replay: bool,
 }
 
 pub async fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
@@ -42,8 +48,41 @@ pub async fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
         eprintln!("no workload {} in Spillway's policies", args.workload);
         return Ok(ExitCode::FAILURE);
     }
-    super::emit(&render(&selected));
-    Ok(ExitCode::SUCCESS)
+    if !args.replay {
+        super::emit(&render(&selected));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let base = args.url.trim_end_matches('/');
+    let mut out = String::new();
+    let mut replayed = 0;
+    for w in selected {
+        if w.latest.as_ref().and_then(|d| d.shadow.as_ref()).is_none() {
+            outln!(
+                out,
+                "{}/{}: no candidate policy; nothing to replay",
+                w.tenant,
+                w.app
+            );
+            continue;
+        }
+        let url = format!("{base}/api/v1/workloads/{}/{}/preview", w.tenant, w.app);
+        let response = match super::inspect::get(&url, &args.auth).await? {
+            Ok(response) => response,
+            Err(code) => return Ok(code),
+        };
+        let preview: spillway_scaler::preview::Preview = response
+            .json()
+            .await
+            .with_context(|| format!("reading {url}"))?;
+        out.push_str(&preview.table());
+        replayed += 1;
+    }
+    super::emit(&out);
+    Ok(if replayed > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn render(workloads: &[&WorkloadStatus]) -> String {
