@@ -8,6 +8,7 @@
 //!   and what the engine would (the difference a freeze is holding back);
 //! - `spillway_workload_shadow_desired_replicas` / `_shadow_difference_replicas`: what
 //!   the tenant's candidate policy decides, and how far from the live one;
+//! - `spillway_workload_candidate_acting`: 1 where a candidate's grade promotes it;
 //! - `spillway_workload_signal_stale{tenant,app,signal}`: 1 for each configured signal
 //!   without fresh data (scale-down is held meanwhile);
 //! - `spillway_audit_entries{kind}`: changes of policy, freeze and grade since start.
@@ -103,6 +104,18 @@ impl Collector for AlertingSeries {
                 };
                 ConstGauge::new(number).encode(family.encode_family(&labels)?)?;
             }
+        }
+        let mut acting = encoder.encode_descriptor(
+            "workload_candidate_acting",
+            "1 where the tenant's candidate policy is promoted by its grade and KEDA is served its decision; 0 where it is shadow only or was rolled back",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (key, d) in &decided {
+            let Some(shadow) = &d.shadow else { continue };
+            let labels = [("tenant", &*key.tenant), ("app", &*key.app)];
+            ConstGauge::new(i64::from(shadow.acting == "candidate"))
+                .encode(acting.encode_family(&labels)?)?;
         }
         let mut stale = encoder.encode_descriptor(
             "workload_signal_stale",

@@ -29,6 +29,9 @@ fn settled(replicas: u32) -> ReplicaCounts {
     }
 }
 
+/// A workload's candidate policy, its grade and guards, and whether it is promoted.
+type Rollout = (Arc<AppPolicy>, crate::policy::grade::Rollout, bool);
+
 /// Called with every decision that changed something (desired, activity or rule).
 pub type DecisionObserver = Arc<dyn Fn(&WorkloadKey, &Published, Option<&Published>) + Send + Sync>;
 
@@ -96,6 +99,9 @@ impl DecisionLoop {
     }
 
     fn sync_workloads(&self, index: &PolicyIndex) {
+        self.workloads
+            .grades()
+            .observe_set(&index.set, self.workloads.audit(), clock::unix_ms());
         let mut keys: std::collections::HashSet<WorkloadKey> =
             index.by_workload.keys().cloned().collect();
         // Aliased workloads live as long as the policy entry they follow.
@@ -154,6 +160,12 @@ impl DecisionLoop {
         now_ms: i64,
         refused: &HashMap<String, String>,
     ) {
+        let live_policy = policy;
+        let rollout = self.rollout(entry);
+        let policy: &AppPolicy = match &rollout {
+            Some((candidate, _, true)) => candidate,
+            _ => live_policy,
+        };
         let now = now_ms.div_euclid(1000);
         let view = self.ingest.store().view(&entry.key);
         let has_data = Signal::ALL.iter().any(|s| view.newest(*s).is_some());
@@ -249,8 +261,12 @@ impl DecisionLoop {
             ),
             None => (decision.rule.label(), decision.reason.to_string()),
         };
+        let reason = match &rollout {
+            Some((_, _, true)) => format!("candidate policy (promoted by its grade): {reason}"),
+            _ => reason,
+        };
         let freeze = freeze.map(|verdict| crate::freeze::view(verdict, &decision));
-        let shadow = self.shadow(entry, &view, start, now, &decision);
+        let shadow = self.shadow(entry, &view, start, now, &decision, live_policy, &rollout);
         let (rule, reason) = match &freeze {
             Some(f) if f.holding => crate::freeze::explain(f, &reason, plan.desired),
             _ => (rule, reason),
@@ -302,6 +318,7 @@ impl DecisionLoop {
             ),
             now_ms,
         );
+        self.guard(entry, &rollout, live_policy, &published, now_ms);
         self.record_metrics(&entry.key, &published);
         let changed_from = entry.publish(published);
         if let Some(observer) = &self.observer {
@@ -319,23 +336,86 @@ impl DecisionLoop {
         }
     }
 
-    /// The candidate policy's decision from the same signals and counts, if the
-    /// workload's policy entry has one.
+    /// The candidate of the workload's policy entry, its grade and guards, and whether
+    /// the grade promotes it for this workload (not rolled back).
+    fn rollout(&self, entry: &WorkloadEntry) -> Option<Rollout> {
+        let set = self.policies.current();
+        let policy_key = self.workloads.policy_key(&entry.key);
+        let candidate = set.candidate(&policy_key)?;
+        let rollout = set.rollout(&policy_key.tenant)?.clone();
+        let promoted = self
+            .workloads
+            .grades()
+            .acting(&entry.key, &candidate, &rollout);
+        Some((candidate, rollout, promoted))
+    }
+
+    /// The decision of the policy not acted on (the candidate, or the live spec where
+    /// the candidate is promoted), from the same signals and counts.
+    #[allow(clippy::too_many_arguments)]
     fn shadow(
         &self,
         entry: &WorkloadEntry,
         view: &impl spillway_collector::SignalView,
         start: ReplicaCounts,
         now: i64,
-        live: &Decision,
+        acting: &Decision,
+        live: &AppPolicy,
+        rollout: &Option<Rollout>,
     ) -> Option<crate::policy::shadow::ShadowView> {
         let shadows = self.workloads.shadows();
-        let policy_key = self.workloads.policy_key(&entry.key);
-        let Some(candidate) = self.policies.current().candidate(&policy_key) else {
+        let Some((candidate, grade, promoted)) = rollout else {
             shadows.forget(&entry.key);
             return None;
         };
-        Some(shadows.decide(&entry.key, &candidate, view, start, now, live))
+        let other: &AppPolicy = if *promoted { live } else { candidate };
+        let mut view = shadows.decide(&entry.key, other, view, start, now, acting, *promoted);
+        view.rolled_back = self
+            .workloads
+            .grades()
+            .rollback(&entry.key, candidate, grade)
+            .map(|r| r.reason);
+        Some(view)
+    }
+
+    /// A promoted candidate's guards see each of its decisions. Demand is the load in
+    /// the live spec's replicas (its `targetPerReplica`), so a candidate that asks for
+    /// fewer replicas is judged by what the live spec says they carry.
+    fn guard(
+        &self,
+        entry: &WorkloadEntry,
+        rollout: &Option<Rollout>,
+        live: &AppPolicy,
+        published: &Published,
+        now_ms: i64,
+    ) {
+        let grades = self.workloads.grades();
+        match rollout {
+            Some((candidate, grade, true)) => {
+                if grades
+                    .guard(
+                        &entry.key,
+                        candidate,
+                        grade,
+                        published
+                            .qps
+                            .zip(live.signals.qps)
+                            .map(|(qps, target)| qps / target.target_per_replica)
+                            .or(published.band.as_ref().map(|b| b.load_replicas)),
+                        published.ready,
+                        published.desired,
+                        self.workloads.audit(),
+                        now_ms,
+                    )
+                    .is_some()
+                {
+                    // The shadow's history was the live spec's, which acts from now on;
+                    // the candidate's shadow starts over.
+                    self.workloads.shadows().forget(&entry.key);
+                }
+            }
+            _ => grades.idle(&entry.key),
+        }
     }
 
     /// Hands the count the HPA will run to the replica source, feeds what runs back to

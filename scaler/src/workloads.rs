@@ -422,6 +422,7 @@ pub struct Workloads {
     freezes: crate::freeze::FreezeBook,
     audit: crate::audit::AuditLog,
     shadows: crate::policy::shadow::ShadowBook,
+    grades: crate::policy::grade::GradeBook,
 }
 
 impl Workloads {
@@ -437,6 +438,11 @@ impl Workloads {
     /// The candidate policies' engine histories.
     pub fn shadows(&self) -> &crate::policy::shadow::ShadowBook {
         &self.shadows
+    }
+
+    /// Candidates' promotions and rollbacks.
+    pub fn grades(&self) -> &crate::policy::grade::GradeBook {
+        &self.grades
     }
 
     /// Every change of policy, freeze or grade.

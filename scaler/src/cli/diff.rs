@@ -87,8 +87,8 @@ pub async fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
 
 fn render(workloads: &[&WorkloadStatus]) -> String {
     let mut out = format!(
-        "{:<24} {:>5} {:>9} {:>5}  {:<18} {:<18}\n",
-        "WORKLOAD", "LIVE", "CANDIDATE", "DIFF", "LIVE RULE", "CANDIDATE RULE"
+        "{:<24} {:>5} {:>9} {:>5}  {:<18} {:<18} {:<9}\n",
+        "WORKLOAD", "LIVE", "CANDIDATE", "DIFF", "LIVE RULE", "CANDIDATE RULE", "SERVED"
     );
     let mut without = Vec::new();
     for w in workloads {
@@ -99,13 +99,17 @@ fn render(workloads: &[&WorkloadStatus]) -> String {
         };
         outln!(
             out,
-            "{name:<24} {:>5} {:>9} {:>+5}  {:<18} {:<18}",
+            "{name:<24} {:>5} {:>9} {:>+5}  {:<18} {:<18} {:<9}",
             shadow.live_desired,
             shadow.candidate_desired,
             shadow.difference,
             shadow.live_rule,
-            shadow.candidate_rule
+            shadow.candidate_rule,
+            shadow.acting
         );
+        if let Some(why) = &shadow.rolled_back {
+            outln!(out, "  ROLLED BACK to the live spec: {why}");
+        }
         if shadow.differs() {
             outln!(out, "  candidate: {}", shadow.candidate_reason);
         }

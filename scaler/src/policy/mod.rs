@@ -73,6 +73,7 @@
 mod cron_check;
 mod duration;
 mod error;
+pub mod grade;
 mod load;
 mod model;
 mod parse;

@@ -35,6 +35,8 @@ pub struct RawDocument {
     /// `candidate:`, a spec decided beside the live one and never acted on
     /// ([`crate::policy::shadow`]): its own `defaults` and `apps`, no namespaces.
     pub candidate: Option<Box<RawDocument>>,
+    /// A candidate's `grade` and `guards` ([`crate::policy::grade`]).
+    pub rollout: super::grade::RawRollout,
 }
 
 /// One `defaults` block or one app's overrides; every field optional.
@@ -153,7 +155,12 @@ impl<'s> Reader<'s> {
 
     /// The entries of a mapping whose keys must be among `allowed`. A null node reads as an
     /// empty mapping, so `checkout:` and `checkout: {}` mean the same.
-    fn fields<'n>(&mut self, node: &'n Node, path: &str, allowed: &[&str]) -> Option<Fields<'n>> {
+    pub(super) fn fields<'n>(
+        &mut self,
+        node: &'n Node,
+        path: &str,
+        allowed: &[&str],
+    ) -> Option<Fields<'n>> {
         let entries = match &node.value {
             Value::Map(entries) => entries,
             Value::Null => return Some(Vec::new()),
@@ -238,7 +245,7 @@ impl<'s> Reader<'s> {
         }
     }
 
-    fn u32(&mut self, node: &Node, path: &str) -> Option<At<u32>> {
+    pub(super) fn u32(&mut self, node: &Node, path: &str) -> Option<At<u32>> {
         let expected = format!("a whole number from 0 to {}", u32::MAX);
         self.typed(node, path, &expected, |value| match *value {
             Value::UInt(u) => u32::try_from(u).ok(),
@@ -247,7 +254,7 @@ impl<'s> Reader<'s> {
         })
     }
 
-    fn f64(&mut self, node: &Node, path: &str) -> Option<At<f64>> {
+    pub(super) fn f64(&mut self, node: &Node, path: &str) -> Option<At<f64>> {
         self.typed(node, path, "a number", |value| match *value {
             Value::UInt(u) => Some(u as f64),
             Value::Int(i) => Some(i as f64),
@@ -263,7 +270,7 @@ impl<'s> Reader<'s> {
         })
     }
 
-    fn string(&mut self, node: &Node, path: &str) -> Option<At<String>> {
+    pub(super) fn string(&mut self, node: &Node, path: &str) -> Option<At<String>> {
         self.typed(node, path, "a string", |value| match value {
             Value::Str(s) => Some(s.clone()),
             v @ (Value::Int(_) | Value::UInt(_)) => Some(scalar_text(v)),
@@ -271,7 +278,7 @@ impl<'s> Reader<'s> {
         })
     }
 
-    fn duration(&mut self, node: &Node, path: &str) -> Option<At<u32>> {
+    pub(super) fn duration(&mut self, node: &Node, path: &str) -> Option<At<u32>> {
         let loc = loc_of(node, path);
         let parsed = match &node.value {
             Value::Str(s) => parse_duration_secs(s),
@@ -435,7 +442,7 @@ impl<'s> Reader<'s> {
         // A candidate changes how the live spec's apps scale, not who may use them.
         let candidate = path == "candidate";
         let allowed: &[&str] = if candidate {
-            &["defaults", "apps"]
+            &["defaults", "apps", "grade", "guards"]
         } else {
             &["namespaces", "defaults", "apps"]
         };
@@ -488,6 +495,7 @@ impl<'s> Reader<'s> {
                         }
                     }
                 }
+                "grade" | "guards" => self.rollout(&key, n, &p, &mut doc.rollout),
                 _ => {}
             }
         }

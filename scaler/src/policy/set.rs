@@ -192,6 +192,15 @@ impl PolicySet {
             .cloned()
     }
 
+    /// The grade and guards of a tenant's candidate, if its file carries one.
+    pub fn rollout(&self, tenant: &str) -> Option<&super::grade::Rollout> {
+        self.tenants
+            .get(tenant)?
+            .candidate
+            .as_ref()
+            .map(|c| &c.rollout)
+    }
+
     pub fn tenant(&self, tenant: &str) -> Option<&TenantPolicy> {
         self.tenants.get(tenant)
     }

@@ -63,6 +63,12 @@ pub struct ShadowView {
     pub candidate_reason: String,
     /// Candidate minus live, in replicas.
     pub difference: i64,
+    /// Which one KEDA is served: `live`, or `candidate` where its grade promotes it.
+    #[serde(default)]
+    pub acting: String,
+    /// Why a promoted candidate went back to the live spec, when a guard tripped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<String>,
 }
 
 impl ShadowView {
@@ -83,28 +89,38 @@ impl ShadowBook {
         Self::default()
     }
 
-    /// Decides `key` with `candidate` from what the live decision started from.
+    /// Decides `key` with `other` (the policy not acted on) from what the acting
+    /// decision started from; `promoted`: the acting one is the candidate.
+    #[allow(clippy::too_many_arguments)]
     pub fn decide(
         &self,
         key: &WorkloadKey,
-        candidate: &AppPolicy,
+        other: &AppPolicy,
         signals: &impl SignalView,
         start: ReplicaCounts,
         now: i64,
-        live: &Decision,
+        acting: &Decision,
+        promoted: bool,
     ) -> ShadowView {
         let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
         let state = states
             .entry(key.clone())
             .or_insert_with(|| WorkloadState::new(now));
-        let shadow = engine::decide(candidate, signals, start, now, state);
+        let shadow = engine::decide(other, signals, start, now, state);
+        let (live, candidate) = if promoted {
+            (&shadow, acting)
+        } else {
+            (acting, &shadow)
+        };
         ShadowView {
             live_desired: live.desired,
             live_rule: live.rule.label().to_owned(),
-            candidate_desired: shadow.desired,
-            candidate_rule: shadow.rule.label().to_owned(),
-            candidate_reason: shadow.reason.to_string(),
-            difference: i64::from(shadow.desired) - i64::from(live.desired),
+            candidate_desired: candidate.desired,
+            candidate_rule: candidate.rule.label().to_owned(),
+            candidate_reason: candidate.reason.to_string(),
+            difference: i64::from(candidate.desired) - i64::from(live.desired),
+            acting: if promoted { "candidate" } else { "live" }.to_owned(),
+            rolled_back: None,
         }
     }
 

@@ -115,6 +115,7 @@ pub fn resolve(reader: &mut Reader<'_>, mut doc: RawDocument) -> Option<TenantPo
             apps.insert(name.value.clone(), Arc::new(app));
         }
     }
+    let rollout = super::grade::resolve(reader, &doc.rollout, &apps);
     let candidate = candidate.and_then(|candidate| {
         super::shadow::resolve_candidate(reader, *candidate, &doc, &apps).map(Box::new)
     });
@@ -133,6 +134,7 @@ pub fn resolve(reader: &mut Reader<'_>, mut doc: RawDocument) -> Option<TenantPo
         namespaces,
         apps,
         candidate,
+        rollout,
     })
 }
 
