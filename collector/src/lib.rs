@@ -3,9 +3,9 @@
 //!
 //! # Layout
 //!
-//! - [`signal`]: the vocabulary shared with the engine: which workload ([`WorkloadKey`]),
-//!   which signal ([`Signal`]), and [`SignalView`], the read-only window queries the
-//!   engine is allowed to make.
+//! - [`signal`] and [`clock`]: the vocabulary shared with the engine (workload keys,
+//!   signals, the signal view, the clock), re-exported from the `spillway-model` crate
+//!   both depend on.
 //! - [`exposition`]: the Prometheus text / OpenMetrics parser. Pure and zero-copy over
 //!   the response bytes; this is the ingest hot path.
 //! - [`rate`]: counters to rates per source, with reset and staleness handling.
@@ -24,12 +24,10 @@
 //!   scalers' fan-out and merge.
 //! - [`timestamps`]: how far a pushed sample's timestamp may be from now.
 //! - [`write_scope`]: what one authenticated writer may write, checked per sample.
-//! - [`clock`]: the only place wall-clock time is read.
 #![forbid(unsafe_code)]
 
 pub mod aggregate;
 pub mod budget;
-pub mod clock;
 pub mod exposition;
 pub mod ingest;
 pub mod ingest_grpc;
@@ -39,9 +37,8 @@ pub mod remote_write;
 pub mod resources;
 pub mod scrape;
 pub mod shard;
-pub mod signal;
 pub mod store;
 pub mod timestamps;
 pub mod write_scope;
 
-pub use signal::{Signal, SignalView, WorkloadKey};
+pub use spillway_model::{Signal, SignalView, WorkloadKey, clock, signal};

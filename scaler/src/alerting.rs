@@ -21,7 +21,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
-use crate::workloads::Workloads;
+use crate::serve::workloads::Workloads;
 
 #[derive(Debug)]
 pub struct AlertingSeries {

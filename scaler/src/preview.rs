@@ -13,13 +13,13 @@
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use spillway_collector::{Signal, SignalView, WorkloadKey};
 
-use crate::access::Input;
+use crate::access::{HttpCredentials, Input};
 use crate::http::HttpState;
 use crate::policy::AppPolicy;
 use crate::simulate::trace::Trace;
@@ -164,10 +164,10 @@ pub fn router() -> Router<HttpState> {
 
 async fn preview_handler(
     State(state): State<HttpState>,
-    headers: HeaderMap,
+    credentials: HttpCredentials,
     Path((tenant, app)): Path<(String, String)>,
 ) -> Response {
-    let permit = match state.access.authorize_http(Input::Status, &headers) {
+    let permit = match state.access.authorize_http(Input::Status, &credentials) {
         Ok(permit) => permit,
         Err(refused) => return refused.into_response(),
     };

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use spillway_scaler::cluster::KubernetesSettings;
 use spillway_scaler::cluster::gateways::follow;
+use spillway_scaler::config::kubernetes::KubernetesSettings;
 use spillway_tests::fake_kube::{Collection, FakeKube, fixtures};
 use tokio::sync::watch;
 
@@ -34,7 +34,7 @@ async fn next_list(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_pods_are_followed_as_they_come_and_go() {
-    spillway_scaler::app::install_crypto_provider();
+    spillway_scaler::serve::install_crypto_provider();
     let fake = FakeKube::start().await.expect("fake API server");
     fake.put(gateway_pod("gw-1", "10.0.0.1"));
     let settings: KubernetesSettings = serde_saphyr::from_str(&format!(

@@ -13,10 +13,10 @@ use spillway_collector::signal::WorkloadKey;
 use spillway_scaler::cluster::hpa::{
     FindingReason, HpaRead, HpaReads, HpaViews, PolicyBounds, judge, read_hpa,
 };
-use spillway_scaler::cluster::runner::WorkloadBinding;
 use spillway_scaler::conditions::{ConditionStatus, ConditionType};
+use spillway_scaler::config::kubernetes::WorkloadBinding;
 use spillway_scaler::policy::AppPolicy;
-use spillway_scaler::workloads::Workloads;
+use spillway_scaler::serve::workloads::Workloads;
 use spillway_tests::fake_kube::{FakeKube, fixtures};
 
 /// `replicas: {min: 1, max: 100}` and the policy's default limits.

@@ -46,7 +46,7 @@ fn find_number(v: &Value, key: &str) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_places_through_the_api_and_observes_replicas() {
-    spillway_scaler::app::install_crypto_provider();
+    spillway_scaler::serve::install_crypto_provider();
     let fake = FakeKube::start().await.expect("fake API server");
     fake.put(fixtures::regular_node("ecs-1", "2"));
     fake.put(fixtures::regular_node("ecs-2", "2"));

@@ -290,7 +290,7 @@ access:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_annotation_on_the_scaled_object_freezes_it_and_its_removal_lifts_it() {
     use spillway_tests::fake_kube::{FakeKube, fixtures};
-    spillway_scaler::app::install_crypto_provider();
+    spillway_scaler::serve::install_crypto_provider();
     let fake = FakeKube::start().await.expect("fake API server");
     fake.put(fixtures::regular_node("ecs-1", "8"));
     fake.put(fixtures::deployment("acme-prod", "web", 3, "500m"));

@@ -55,7 +55,7 @@ async fn shadow_of(http: std::net::SocketAddr) -> Option<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_candidate_is_decided_beside_the_live_policy_and_never_served() {
-    spillway_scaler::app::install_crypto_provider();
+    spillway_scaler::serve::install_crypto_provider();
     let gateway = FakeGateway::start(Mode::Healthy).await;
     gateway.drive_exact(
         "acme",
@@ -205,7 +205,7 @@ candidate:
 /// its guard rolls it back to the live spec by itself, saying why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graded_candidate_is_served_until_its_guard_rolls_it_back() {
-    spillway_scaler::app::install_crypto_provider();
+    spillway_scaler::serve::install_crypto_provider();
     let gateway = FakeGateway::start(Mode::Healthy).await;
     gateway.drive_exact(
         "acme",

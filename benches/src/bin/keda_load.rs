@@ -9,7 +9,7 @@
 //!    the `StreamIsActive` push, over many trials: median and p99.
 //! 3. **Memory**: resident memory before Spillway starts and with every workload decided.
 //!
-//! Spillway runs through `spillway_scaler::app::run`, as `spillway serve` does, scraping an
+//! Spillway runs through `spillway_scaler::serve::run`, as `spillway serve` does, scraping an
 //! in-process gateway that serves every workload's request counter.
 //!
 //! `cargo run --release -p spillway-benches --bin keda_load -- [workloads] [seconds] [trials]`
@@ -33,9 +33,9 @@ use spillway_proto::externalscaler::{
     GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec,
     MetricValue, ScaledObjectRef,
 };
-use spillway_scaler::app::{self, Listeners, PolicySource, ProcessConfig};
 use spillway_scaler::keda::ServerSettings;
 use spillway_scaler::policy::PolicyStore;
+use spillway_scaler::serve::{self, Listeners, PolicySource, ProcessConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -254,10 +254,11 @@ async fn start_spillway(
         inputs: Default::default(),
         http: Default::default(),
         // Loopback only: the load is measured without authentication in the way.
+        http_tls: None,
         access: Arc::new(spillway_scaler::access::Access::insecure_everywhere()),
     };
     tokio::spawn(async move {
-        if let Err(e) = app::run(config, Listeners { grpc, http }, shutdown).await {
+        if let Err(e) = serve::run(config, Listeners { grpc, http }, shutdown).await {
             eprintln!("spillway stopped: {e}");
         }
     });

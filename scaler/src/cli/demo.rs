@@ -11,7 +11,6 @@ use spillway_collector::WorkloadKey;
 use spillway_collector::scrape::{ScrapeConfig, Target};
 use spillway_collector::store::StoreLimits;
 use spillway_scaler::access::{Access, Input};
-use spillway_scaler::app::{self, Listeners, PolicySource, ProcessConfig};
 use spillway_scaler::demo::POLICIES;
 use spillway_scaler::demo::gateway::DemoGateway;
 use spillway_scaler::demo::pool::{DemoPool, PoolConfig};
@@ -19,8 +18,9 @@ use spillway_scaler::demo::profile::{DEFAULT_PROFILE, Profile};
 use spillway_scaler::keda::ServerSettings;
 use spillway_scaler::placement::Resources;
 use spillway_scaler::policy::{self, PolicySet, PolicyStore};
-use spillway_scaler::replicas::ReplicaSource;
-use spillway_scaler::workloads::Published;
+use spillway_scaler::serve::replicas::ReplicaSource;
+use spillway_scaler::serve::workloads::Published;
+use spillway_scaler::serve::{self, Listeners, PolicySource, ProcessConfig};
 use tokio::net::TcpListener;
 
 use super::{ListenArgs, parse_duration};
@@ -178,7 +178,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         staleness: args.scrape_interval * 10,
         ..ScrapeConfig::default()
     };
-    let observer: Option<spillway_scaler::runtime::DecisionObserver> = if args.quiet {
+    let observer: Option<spillway_scaler::serve::decision_loop::DecisionObserver> = if args.quiet {
         None
     } else {
         Some(Arc::new(print_decision))
@@ -195,9 +195,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         replicas: pool.map(|p| Arc::new(p) as Arc<dyn ReplicaSource>),
         inputs: Default::default(),
         http: Default::default(),
+        http_tls: None,
         access: Arc::new(access),
     };
-    app::run(config, Listeners { grpc, http }, shutdown).await?;
+    serve::run(config, Listeners { grpc, http }, shutdown).await?;
     gateway_task.await??;
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use spillway_scaler::status::{StatusReport, WorkloadStatus};
+use spillway_scaler::http::status::{StatusReport, WorkloadStatus};
 
 use super::inspect::TokenArgs;
 

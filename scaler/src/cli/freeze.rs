@@ -3,7 +3,6 @@
 //! ScaledObject instead (see `spillway freeze --help`).
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -52,11 +51,8 @@ fn request(
     url: &str,
     auth: &TokenArgs,
 ) -> anyhow::Result<reqwest::RequestBuilder> {
-    spillway_scaler::app::install_crypto_provider();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()?;
-    let mut request = client.request(method, url);
+    // The same client as `status` and `explain`: the token, and TLS options if given.
+    let mut request = super::inspect::client(auth)?.request(method, url);
     if let Some(path) = &auth.token_file {
         request = request.bearer_auth(spillway_scaler::access::tokens::read_token_file(path)?);
     }

@@ -12,7 +12,8 @@ use spillway_collector::scrape::Target;
 use tokio::sync::watch;
 
 use super::ClusterError;
-use super::runner::{GatewayDiscovery, KubernetesSettings, client};
+use super::runner::client;
+use crate::config::kubernetes::{GatewayDiscovery, KubernetesSettings};
 
 /// Which discovered targets this process scrapes (a collector shard keeps its own).
 pub type TargetFilter = Arc<dyn Fn(&Target) -> bool + Send + Sync>;
@@ -51,7 +52,7 @@ pub async fn follow(
         let list = target_list(&fixed, Vec::new(), &keep);
         return Ok((watch::channel(list).1, None));
     };
-    crate::app::install_crypto_provider();
+    crate::serve::install_crypto_provider();
     let client = client(settings).await?;
     let found = list_gateways(&client, &discovery).await?;
     tracing::info!(found = found.len(), "gateway targets discovered");

@@ -47,7 +47,7 @@ use super::ClusterError;
 use super::replicas::scaled_object_resource;
 use crate::conditions::{ConditionStatus, ConditionType, Probe};
 use crate::policy::{AppPolicy, RateLimit, SelectPolicy};
-use crate::workloads::WorkloadEntry;
+use crate::serve::workloads::WorkloadEntry;
 
 /// `--horizontal-pod-autoscaler-tolerance`'s default (`cmd/kube-controller-manager`,
 /// `HPAControllerConfiguration`), for a direction the HPA sets no tolerance for.
@@ -385,7 +385,7 @@ impl HpaReads {
     pub async fn refresh(
         &mut self,
         client: &Client,
-        binding: &super::runner::WorkloadBinding,
+        binding: &crate::config::kubernetes::WorkloadBinding,
         key: &WorkloadKey,
         policy: &AppPolicy,
         entry: &WorkloadEntry,

@@ -57,7 +57,6 @@ pub use convert::{LabelSelector, build_view, node_from_api, pod_requests};
 pub use inputs::{WorkloadLabels, discover_gateways, ingest_pod_metrics};
 pub use lease::{LeaseConfig, LeaseGate, LeaseObserver, LeaseRecord, LeaseStep};
 pub use replicas::{Replicas, ScaleTarget, read_replicas};
-pub use runner::KubernetesSettings;
 pub use view::ClusterCache;
 
 /// API calls one reconcile made.

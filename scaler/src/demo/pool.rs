@@ -14,7 +14,7 @@ use spillway_collector::{Signal, WorkloadKey};
 use crate::placement::sim::{SimConfig, Simulation};
 use crate::placement::{BurstRule, CostModel, PlannerConfig, Resources};
 
-use crate::replicas::{Placed, ReplicaSource, ReplicaSync, SyncOutcome};
+use crate::serve::replicas::{Placed, ReplicaSource, ReplicaSync, SyncOutcome};
 
 /// The pool's shape.
 #[derive(Clone, Debug, PartialEq)]

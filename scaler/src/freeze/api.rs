@@ -12,16 +12,16 @@
 
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
 use super::{Freeze, FreezeRequest, Scope, annotation};
-use crate::access::{Input, TenantScope};
+use crate::access::{HttpCredentials, Input, TenantScope};
 use crate::audit::AuditEntry;
 use crate::http::HttpState;
-use crate::workloads::Workloads;
+use crate::serve::workloads::Workloads;
 
 pub fn router() -> Router<HttpState> {
     Router::new().route("/api/v1/freezes", get(list).post(set).delete(lift))
@@ -73,8 +73,8 @@ fn covers(workloads: &Workloads, scope: &Scope) -> usize {
         .count()
 }
 
-async fn list(State(state): State<HttpState>, headers: HeaderMap) -> Response {
-    match state.access.authorize_http(Input::Status, &headers) {
+async fn list(State(state): State<HttpState>, credentials: HttpCredentials) -> Response {
+    match state.access.authorize_http(Input::Status, &credentials) {
         Ok(permit) => {
             axum::Json(visible_freezes(&state.workloads, &permit.tenants)).into_response()
         }
@@ -98,8 +98,12 @@ fn ha_refusal(state: &HttpState) -> Option<Response> {
     })
 }
 
-async fn set(State(state): State<HttpState>, headers: HeaderMap, body: String) -> Response {
-    let permit = match state.access.authorize_http(Input::Control, &headers) {
+async fn set(
+    State(state): State<HttpState>,
+    credentials: HttpCredentials,
+    body: String,
+) -> Response {
+    let permit = match state.access.authorize_http(Input::Control, &credentials) {
         Ok(permit) => permit,
         Err(refused) => return refused.into_response(),
     };
@@ -135,10 +139,10 @@ async fn set(State(state): State<HttpState>, headers: HeaderMap, body: String) -
 
 async fn lift(
     State(state): State<HttpState>,
-    headers: HeaderMap,
+    credentials: HttpCredentials,
     query: Result<Query<LiftQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let permit = match state.access.authorize_http(Input::Control, &headers) {
+    let permit = match state.access.authorize_http(Input::Control, &credentials) {
         Ok(permit) => permit,
         Err(refused) => return refused.into_response(),
     };

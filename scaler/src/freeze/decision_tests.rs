@@ -13,9 +13,9 @@ use crate::conditions::{ConditionStatus, ConditionType};
 use crate::engine::ReplicaCounts;
 use crate::hpa::{HpaSource, HpaTolerance, HpaView, ScaleCounts};
 use crate::policy::{PolicySet, PolicyStore, parse_policy};
-use crate::runtime::DecisionLoop;
+use crate::serve::decision_loop::DecisionLoop;
+use crate::serve::workloads::Workloads;
 use crate::telemetry::Metrics;
-use crate::workloads::Workloads;
 
 const T0: i64 = 1_800_000_000_000;
 
@@ -90,7 +90,7 @@ fn freeze(scope: &str, floor: Option<u32>, duration: &str) -> Freeze {
     .expect("valid")
 }
 
-fn condition(entry: &crate::workloads::WorkloadEntry) -> crate::conditions::Condition {
+fn condition(entry: &crate::serve::workloads::WorkloadEntry) -> crate::conditions::Condition {
     entry
         .conditions()
         .into_iter()

@@ -37,8 +37,8 @@ use tonic::{Request, Response, Status};
 use super::request::{WorkloadRef, lookup_status, parse_ref};
 use crate::engine;
 use crate::policy::{AppPolicy, PolicyStore};
+use crate::serve::workloads::{WorkloadEntry, Workloads};
 use crate::telemetry::{GrpcMethod, Metrics, StreamGuard};
-use crate::workloads::{WorkloadEntry, Workloads};
 
 /// The one metric Spillway serves: the desired replica count, with target 1, so KEDA's
 /// AverageValue HPA computes `ceil(desired / 1)` and applies Spillway's decision as is.

@@ -31,7 +31,7 @@ pub fn leases_c() -> Collection {
 }
 
 pub async fn client(fake: &FakeKube) -> kube::Client {
-    spillway_scaler::app::install_crypto_provider();
+    spillway_scaler::serve::install_crypto_provider();
     let config = spillway_scaler::cluster::runner::without_retry(kube::Config::new(
         fake.url().parse().expect("the fake's URL parses"),
     ));
