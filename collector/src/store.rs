@@ -363,14 +363,6 @@ impl Store {
         }
     }
 
-    /// Forgets a workload, e.g. when its policy is removed.
-    pub fn remove_workload(&self, workload: &WorkloadKey) {
-        let _admit = self.admit.lock().unwrap_or_else(PoisonError::into_inner);
-        for signal in Signal::ALL {
-            self.remove_locked(&(workload.clone(), signal));
-        }
-    }
-
     pub fn window_count(&self) -> usize {
         self.windows.len()
     }

@@ -3,11 +3,9 @@
 //! not at all), `scale` reads and writes the Deployment, evictions honour
 //! PodDisruptionBudgets, and replace is a compare-and-swap.
 
-mod cluster_support;
-
 use std::time::Duration;
 
-use cluster_support::*;
+use crate::cluster_support::*;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;

@@ -3,11 +3,9 @@
 //! workload for the served number, and reported as the workload's `HpaPassThrough`
 //! condition, including when it is missing or cannot be read.
 
-mod cluster_support;
-
 use std::time::Duration;
 
-use cluster_support::*;
+use crate::cluster_support::*;
 use serde_json::json;
 use spillway_collector::signal::WorkloadKey;
 use spillway_scaler::cluster::hpa::{

@@ -1,9 +1,7 @@
 //! The placement controller against the fake API server: burst, scale-in, drain-back,
 //! a lost Lease and API errors mid-reconcile.
 
-mod cluster_support;
-
-use cluster_support::*;
+use crate::cluster_support::*;
 use serde_json::{Value, json};
 use spillway_scaler::cluster::Write;
 use spillway_scaler::placement::BurstRule;

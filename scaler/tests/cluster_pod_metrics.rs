@@ -2,12 +2,10 @@
 //! tenant only through a policy's `spec.namespaces`: a namespace no policy lists feeds
 //! nobody (counted), whatever it is called.
 
-mod cluster_support;
-
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use cluster_support::*;
+use crate::cluster_support::*;
 use serde_json::json;
 use spillway_collector::ingest::Ingest;
 use spillway_collector::signal::{Signal, SignalView, WorkloadKey};

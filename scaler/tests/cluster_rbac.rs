@@ -3,13 +3,11 @@
 //! request the code made against deploy/rbac (each one allowed) and every rule there
 //! (each one used).
 
-mod cluster_support;
-
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use cluster_support::*;
+use crate::cluster_support::*;
 use serde::Deserialize;
 use serde_json::json;
 use spillway_collector::ingest::Ingest;

@@ -311,7 +311,7 @@ async fn every_overlay_renders_and_the_api_server_accepts_it() {
     let Some(peers) = PeerDir::locate("real_peers::install") else {
         return;
     };
-    let stage = Stage::start(&peers, &logs("install"), &repo(), 1, "4").await;
+    let stage = Stage::start_sharing(&peers, &logs("install"), &repo(), 1, "4").await;
     let admin = stage.admin();
     let deploy = repo().join("deploy");
     // The namespaces exist, as they would after the first install: a dry run creates
@@ -431,7 +431,7 @@ async fn keda_and_the_hpa_keep_what_spillway_decided() {
     let Some(peers) = PeerDir::locate("real_peers::semantics") else {
         return;
     };
-    let mut stage = Stage::start(&peers, &logs("semantics"), &repo(), 3, "8").await;
+    let mut stage = Stage::start_sharing(&peers, &logs("semantics"), &repo(), 3, "8").await;
     let policy = semantics_policy(
         "idle: { replicas: { min: 2 } }
 zero: { replicas: { min: 0 } }
@@ -1129,7 +1129,7 @@ async fn with_burst_off_extra_pods_stay_pending_and_the_shortfall_is_reported() 
     let Some(peers) = PeerDir::locate("real_peers::burst_off") else {
         return;
     };
-    let mut stage = Stage::start(&peers, &logs("burst_off"), &repo(), 1, "4").await;
+    let mut stage = Stage::start_sharing(&peers, &logs("burst_off"), &repo(), 1, "4").await;
     let policy = fast_policy(false, &["capped"]);
     let dir = tempfile::tempdir().expect("temp dir");
     let spillway = stage.serve(

@@ -77,13 +77,13 @@ impl Prometheus {
         rules: &[PathBuf],
         attempt: u32,
     ) -> Result<Self, String> {
-        let dir = std::env::temp_dir().join(format!(
-            "spillway-prometheus-{}-{attempt}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos())
-        ));
+        // A fresh directory per attempt (removed on drop): a reused one would hand
+        // Prometheus an older run's data.
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("spillway-prometheus-{attempt}-"))
+            .tempdir()
+            .map_err(|e| format!("temp dir: {e}"))?
+            .keep();
         std::fs::create_dir_all(dir.join("data")).map_err(|e| format!("temp dir: {e}"))?;
         let config_path = dir.join("prometheus.yml");
         std::fs::write(&config_path, config(target, interval, rules))

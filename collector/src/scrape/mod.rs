@@ -205,24 +205,26 @@ impl Scraper {
             }
             self.health
                 .insert(target.id.clone(), TargetHealth::new(&target.url));
-            let handle = tasks.spawn(run_target(
-                target.clone(),
-                self.client.clone(),
-                self.config.clone(),
-                self.ingest.clone(),
-                self.health.clone(),
-                self.stats.clone(),
-                self.hook.clone(),
-                permits.clone(),
-                shutdown.clone(),
-            ));
+            let task = TargetTask {
+                target: target.clone(),
+                client: self.client.clone(),
+                config: self.config.clone(),
+                ingest: self.ingest.clone(),
+                health: self.health.clone(),
+                stats: self.stats.clone(),
+                hook: self.hook.clone(),
+                permits: permits.clone(),
+            };
+            let handle = tasks.spawn(task.run(shutdown.clone()));
             running.insert(target.id.clone(), handle);
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_target(
+/// One target's scrape loop and what it shares with the scraper's other targets: the
+/// HTTP client, the config, where samples go, health and stats, and the permits that
+/// bound how many scrapes run at once.
+struct TargetTask {
     target: Target,
     client: reqwest::Client,
     config: ScrapeConfig,
@@ -231,51 +233,67 @@ async fn run_target(
     stats: Arc<ScrapeStats>,
     hook: Option<ScrapeHook>,
     permits: Arc<Semaphore>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let max_gap_ms =
-        (config.staleness.as_millis() as i64).max(3 * config.interval.as_millis() as i64);
-    let mut tracker = CounterTracker::new(max_gap_ms).with_max_series(config.max_series_per_target);
-    let mut cpu = CounterTracker::new(max_gap_ms).with_max_series(config.max_series_per_target);
-    let mut ticker = tokio::time::interval(config.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        let Ok(_permit) = permits.acquire().await else {
-            return;
-        };
-        let started = tokio::time::Instant::now();
-        let at_ms = crate::clock::unix_ms();
-        let (outcome, resources) =
-            scrape_with_resources(&client, &target, &config, &mut tracker, &mut cpu, at_ms).await;
-        let elapsed = started.elapsed();
-        let dropped = tracker.take_dropped() + cpu.take_dropped();
-        stats
-            .dropped_samples
-            .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
-        if let Some(resources) = resources {
-            ingest.apply(&target.id, Signal::CpuCores, resources.cpu_cores, at_ms);
-            ingest.apply(
-                &target.id,
-                Signal::MemoryBytes,
-                resources.memory_bytes,
-                at_ms,
-            );
-        }
-        stats.record(elapsed, &outcome);
-        if let Some(hook) = &hook {
-            hook(elapsed, &outcome);
-        }
-        if let Some(mut entry) = health.get_mut(&target.id) {
-            entry.update(&outcome, elapsed, at_ms);
-        }
-        if let Ok(scraped) = outcome {
-            ingest.apply(&target.id, Signal::Qps, scraped.rates, at_ms);
-        } else if let Err(error) = outcome {
-            tracing::debug!(target = %target.url, %error, "scrape failed");
+}
+
+impl TargetTask {
+    /// Scrapes every `config.interval` until `shutdown` changes.
+    async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let TargetTask {
+            target,
+            client,
+            config,
+            ingest,
+            health,
+            stats,
+            hook,
+            permits,
+        } = self;
+        let max_gap_ms =
+            (config.staleness.as_millis() as i64).max(3 * config.interval.as_millis() as i64);
+        let mut tracker =
+            CounterTracker::new(max_gap_ms).with_max_series(config.max_series_per_target);
+        let mut cpu = CounterTracker::new(max_gap_ms).with_max_series(config.max_series_per_target);
+        let mut ticker = tokio::time::interval(config.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let Ok(_permit) = permits.acquire().await else {
+                return;
+            };
+            let started = tokio::time::Instant::now();
+            let at_ms = crate::clock::unix_ms();
+            let (outcome, resources) =
+                scrape_with_resources(&client, &target, &config, &mut tracker, &mut cpu, at_ms)
+                    .await;
+            let elapsed = started.elapsed();
+            let dropped = tracker.take_dropped() + cpu.take_dropped();
+            stats
+                .dropped_samples
+                .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
+            if let Some(resources) = resources {
+                ingest.apply(&target.id, Signal::CpuCores, resources.cpu_cores, at_ms);
+                ingest.apply(
+                    &target.id,
+                    Signal::MemoryBytes,
+                    resources.memory_bytes,
+                    at_ms,
+                );
+            }
+            stats.record(elapsed, &outcome);
+            if let Some(hook) = &hook {
+                hook(elapsed, &outcome);
+            }
+            if let Some(mut entry) = health.get_mut(&target.id) {
+                entry.update(&outcome, elapsed, at_ms);
+            }
+            if let Ok(scraped) = outcome {
+                ingest.apply(&target.id, Signal::Qps, scraped.rates, at_ms);
+            } else if let Err(error) = outcome {
+                tracing::debug!(target = %target.url, %error, "scrape failed");
+            }
         }
     }
 }

@@ -1,11 +1,9 @@
 //! The engine's clock going back: decisions carry on from the jump instead of holding
 //! until the clock catches up. Time is a plain i64; nothing sleeps.
 
-mod support;
-
+use crate::support::{VecSignals, bare_qps};
 use spillway_core::engine::{ReplicaCounts, WorkloadState, decide};
 use spillway_model::signal::Signal;
-use support::{VecSignals, bare_qps};
 
 const T0: i64 = 1_790_000_000;
 const HOUR: i64 = 3_600;

@@ -6,12 +6,10 @@
 //! 2. With a sensible Spillway policy, Spillway makes fewer scaling actions; the figures
 //!    (actions, under-provisioned replica-seconds, replica-seconds) are printed.
 
-mod support;
-
+use crate::support::{VecSignals, app_policy};
 use spillway_core::engine::{ReplicaCounts, WorkloadState, decide};
 use spillway_core::simulate::baselines::{Hpa, HpaConfig};
 use spillway_model::signal::{Signal, SignalView};
-use support::{VecSignals, app_policy};
 
 const TRACE: &str = include_str!("../../../tests/data/nasa_http_1995_slice_6h.csv");
 const T0: i64 = 1_790_000_000;

@@ -1,12 +1,10 @@
 //! Invariants of the engine over generated policies and loads.
 
-mod support;
-
+use crate::support::{VecSignals, app_policy};
 use proptest::prelude::*;
 use spillway_core::engine::{ReplicaCounts, WorkloadState, decide};
 use spillway_core::hpa::{HpaView, ScaleCounts, ServeInput, hpa_proposal, serve};
 use spillway_model::signal::Signal;
-use support::{VecSignals, app_policy};
 
 const T0: i64 = 1_790_000_000;
 

@@ -1,14 +1,12 @@
 //! One test (or a few) per engine rule. Time is a plain i64; nothing sleeps.
 
-mod support;
-
+use crate::support::{VecSignals, app_policy, bare_qps};
 use spillway_core::engine::{
     Activity, ReplicaCounts, Rule, WorkloadState, activity, decide, effective_min, first_ask,
     is_active,
 };
 use spillway_core::hpa::{HpaView, ScaleCounts, ServeInput, serve};
 use spillway_model::signal::Signal;
-use support::{VecSignals, app_policy, bare_qps};
 
 const T0: i64 = 1_790_000_000;
 

@@ -1,10 +1,8 @@
 //! `simulate` on traces small enough to check by hand, and on the committed NASA slice.
 
-mod support;
-
+use crate::support::bare_qps;
 use spillway_core::simulate::trace::{self, AzurePick, Trace, TraceFormat};
 use spillway_core::simulate::{Report, Totals, World, simulate};
-use support::bare_qps;
 
 /// 60 s at 10 req/s, then 60 s at 30 req/s; one replica serves 10 req/s.
 fn step_trace() -> Trace {
@@ -123,7 +121,7 @@ fn replicas_beyond_the_regular_pool_burst_and_cost_more() {
 
 #[test]
 fn a_policy_without_qps_is_refused() {
-    let policy = support::app_policy(
+    let policy = crate::support::app_policy(
         "signals: { cpu: { targetUtilization: 0.5 } }\nplacement: { requests: { cpu: 500m, memory: 1Gi } }",
     );
     let err = simulate(&policy, &step_trace(), &World::new(10.0)).unwrap_err();

@@ -65,6 +65,9 @@ pub enum Command {
     Unfreeze(freeze::UnfreezeArgs),
     /// Replay a request-rate trace through Spillway and the HPA baselines; print a table.
     Simulate(simulate::SimulateArgs),
+    /// Print the `scalingpolicies.spillway.io` CustomResourceDefinition (YAML), generated
+    /// from the policy types: `spillway crd | kubectl apply -f -`.
+    Crd,
 }
 
 #[derive(Subcommand, Debug)]
@@ -127,6 +130,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Collector(args) => collector::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Policy(PolicyCommand::Validate { files }) => Ok(validate(&files)),
+        Command::Crd => {
+            emit(&spillway_scaler::cluster::policy_crd::crd_yaml());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Policy(PolicyCommand::Diff(args)) => diff::diff(args).await,
         Command::Status(args) => inspect::status(args).await,
         Command::Explain(args) => inspect::explain(args).await,

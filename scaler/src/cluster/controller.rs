@@ -12,7 +12,7 @@ use kube::api::{Api, EvictParams, Patch, PatchParams};
 use serde_json::json;
 
 use super::convert::{pod_ready, workload_pod};
-use super::lease::LeaseGate;
+use super::lease::{LeaseGate, LeaseNow};
 use super::replicas::{Replicas, read_replicas};
 use super::template::template_patch;
 use super::view::ClusterCache;
@@ -160,17 +160,19 @@ impl Controller {
     }
 
     /// Reads replica counts (2 GETs), then, holding the Lease, plans and writes what
-    /// differs. `now_ms` is unix milliseconds, passed in so tests control time.
+    /// differs. `now` is passed in so tests control time: its unix milliseconds date
+    /// the plan, its monotonic ones measure the Lease's term.
     pub async fn reconcile(
         &mut self,
         w: &WorkloadRef,
         goal: &PlacementGoal,
-        now_ms: i64,
+        now: impl Into<LeaseNow>,
     ) -> Result<ReconcileReport, ReconcileError> {
+        let now = now.into();
         let mut calls = ApiCalls::default();
         let mut writes = Vec::new();
         let result = self
-            .reconcile_inner(w, goal, now_ms, &mut calls, &mut writes)
+            .reconcile_inner(w, goal, now, &mut calls, &mut writes)
             .await;
         match result {
             Ok(o) => Ok(ReconcileReport {
@@ -195,7 +197,7 @@ impl Controller {
         &mut self,
         w: &WorkloadRef,
         goal: &PlacementGoal,
-        now_ms: i64,
+        now: LeaseNow,
         calls: &mut ApiCalls,
         writes: &mut Vec<Write>,
     ) -> Result<Outcome, ClusterError> {
@@ -222,7 +224,7 @@ impl Controller {
             &self.config.planner,
         );
 
-        let leader = self.lease.check(now_ms, calls).await;
+        let leader = self.lease.check(now, calls).await;
         if !leader {
             return Ok(Outcome {
                 leader: false,
@@ -299,7 +301,7 @@ impl Controller {
         }
 
         // 3. Drain back: surge (scale up), then evict once the surge pod is Ready.
-        let now = now_ms.div_euclid(1000);
+        let now = now.unix_ms.div_euclid(1000);
         let node_kind: HashMap<&str, NodeKind> = view
             .nodes
             .iter()

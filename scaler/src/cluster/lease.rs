@@ -17,6 +17,27 @@ use kube::api::{Api, PostParams};
 
 use super::ApiCalls;
 
+/// A moment as two clocks read it. The wall clock is what goes into the Lease
+/// (`acquireTime`, `renewTime`) for people and other tools to read; the monotonic clock
+/// is what terms are measured on, so setting the system clock neither ends a term early
+/// nor stretches one (client-go measures on Go's monotonic clock for the same reason).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseNow {
+    pub unix_ms: i64,
+    /// Milliseconds on a clock that never goes back, from any fixed origin.
+    pub monotonic_ms: i64,
+}
+
+/// Tests drive both clocks with one counter.
+impl From<i64> for LeaseNow {
+    fn from(ms: i64) -> Self {
+        LeaseNow {
+            unix_ms: ms,
+            monotonic_ms: ms,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseConfig {
     pub namespace: String,
@@ -195,7 +216,9 @@ impl LeaseGate {
 
     /// One GET, plus one write when creating, renewing or taking over. True: this
     /// replica may write now. API errors count as "not leader" unless our term still runs.
-    pub async fn check(&mut self, now_ms: i64, calls: &mut ApiCalls) -> bool {
+    pub async fn check(&mut self, now: impl Into<LeaseNow>, calls: &mut ApiCalls) -> bool {
+        let now = now.into();
+        let now_ms = now.monotonic_ms;
         calls.reads += 1;
         let current = match self.api.get_opt(&self.config.name).await {
             Ok(l) => l,
@@ -222,14 +245,14 @@ impl LeaseGate {
                 lease.metadata.namespace = Some(self.config.namespace.clone());
                 let mut spec: LeaseSpec = lease.spec.clone().unwrap_or_default();
                 if step != LeaseStep::Renew {
-                    spec.acquire_time = stamp(now_ms);
+                    spec.acquire_time = stamp(now.unix_ms);
                     if step == LeaseStep::TakeOver {
                         spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
                     }
                 }
                 spec.holder_identity = Some(self.config.identity.clone());
                 spec.lease_duration_seconds = Some(self.config.duration_secs);
-                spec.renew_time = stamp(now_ms);
+                spec.renew_time = stamp(now.unix_ms);
                 lease.spec = Some(spec);
                 // The resourceVersion read above makes the write a compare-and-swap:
                 // two replicas racing for the same Lease cannot both win.

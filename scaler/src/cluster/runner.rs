@@ -15,7 +15,7 @@ use super::ClusterError;
 use super::controller::{Controller, ControllerConfig, PlacementGoal, WorkloadRef};
 use super::hpa::{HpaReads, HpaViews};
 use super::inputs::{WorkloadLabels, ingest_pod_metrics};
-use super::lease::{LeaseConfig, LeaseGate};
+use super::lease::{LeaseConfig, LeaseGate, LeaseNow};
 use super::replicas::{Replicas, read_replicas};
 use super::view::ClusterCache;
 use crate::config::kubernetes::KubernetesSettings;
@@ -102,6 +102,8 @@ pub async fn run(
             planner: cluster_planner(),
         },
     );
+    // The Lease's terms are measured from here on tokio's clock, which never goes back.
+    let started = tokio::time::Instant::now();
     let metrics_source: Arc<str> = "kubernetes-metrics".into();
     let mut hpa_reads = HpaReads::new(settings.hpa_refresh);
     let mut ticker = tokio::time::interval(settings.interval);
@@ -174,7 +176,12 @@ pub async fn run(
                             policy.placement.requests.memory_bytes,
                         ),
                     };
-                    match controller.reconcile(&w, &goal, unix_ms()).await {
+                    let now = LeaseNow {
+                        unix_ms: unix_ms(),
+                        monotonic_ms: i64::try_from(started.elapsed().as_millis())
+                            .unwrap_or(i64::MAX),
+                    };
+                    match controller.reconcile(&w, &goal, now).await {
                         Ok(r) => {
                             if !r.writes.is_empty() || !r.drain_actions.is_empty() {
                                 tracing::info!(tenant = %b.tenant, app = %b.app, plan = %r.plan.reason,

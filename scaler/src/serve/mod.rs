@@ -224,6 +224,15 @@ pub async fn run_with_cluster(
         shards: shards.clone(),
         shard_server: None,
     });
+    let policy_watch = kubernetes
+        .as_ref()
+        .filter(|k| k.scaling_policies)
+        .map(|_| Arc::new(crate::cluster::policy_watch::PolicyWatchStats::default()));
+    if let Some(stats) = &policy_watch {
+        metrics.register_collector(Box::new(crate::cluster::policy_watch::PolicyWatchMetrics(
+            stats.clone(),
+        )));
+    }
     metrics.register_collector(Box::new(crate::alerting::AlertingSeries {
         workloads: workloads.clone(),
     }));
@@ -277,6 +286,17 @@ pub async fn run_with_cluster(
                 });
             }
         }
+    }
+
+    if let (Some(settings), Some(stats)) = (&kubernetes, policy_watch) {
+        crate::cluster::policy_watch::start(
+            settings,
+            config.policies.clone(),
+            stats,
+            &mut tasks,
+            &shutdown,
+        )
+        .await?;
     }
 
     // Every configured workload has a decision before the gRPC port takes a call, so

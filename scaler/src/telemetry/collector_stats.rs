@@ -1,5 +1,12 @@
 //! The collector's counters on `/metrics`, read from its stats structs at scrape time.
 
+use std::sync::atomic::Ordering::Relaxed;
+
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+
 use super::Metrics;
 
 /// The collector's own counters (samples by source, refusals, dropped samples, series
@@ -27,59 +34,67 @@ impl Metrics {
         );
     }
 
-    pub fn register_collector_stats(&mut self, stats: CollectorStats) {
-        self.registry.register_collector(Box::new(stats));
-    }
-
-    /// Adds series read at scrape time by `collector` (call before sharing `Metrics`).
+    /// A collector of another part's counts (e.g. the ScalingPolicy watcher's).
     pub fn register_collector(
         &mut self,
         collector: Box<dyn prometheus_client::collector::Collector>,
     ) {
         self.registry.register_collector(collector);
     }
+
+    pub fn register_collector_stats(&mut self, stats: CollectorStats) {
+        self.registry.register_collector(Box::new(stats));
+    }
 }
 
-impl prometheus_client::collector::Collector for CollectorStats {
-    fn encode(
-        &self,
-        mut encoder: prometheus_client::encoding::DescriptorEncoder,
-    ) -> Result<(), std::fmt::Error> {
-        use prometheus_client::encoding::EncodeMetric;
-        use prometheus_client::metrics::MetricType;
-        use prometheus_client::metrics::counter::ConstCounter;
-        use prometheus_client::metrics::gauge::ConstGauge;
-        use std::sync::atomic::Ordering::Relaxed;
+type Rows = Vec<(&'static str, &'static str, u64)>;
 
-        type Rows = Vec<(&'static str, &'static str, u64)>;
-        let mut family = |name: &'static str, help: &'static str, kind: MetricType, rows: Rows| {
-            if rows.is_empty() {
-                return Ok(());
-            }
-            let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
-            for (label, value, number) in rows {
-                let labels = [(label, value)];
-                let row = metric.encode_family(&labels)?;
-                match kind {
-                    MetricType::Counter => ConstCounter::new(number).encode(row)?,
-                    _ => ConstGauge::new(number as i64).encode(row)?,
-                }
-            }
-            Ok::<(), std::fmt::Error>(())
-        };
-        let mut samples: Rows = Vec::new();
-        let mut dropped: Rows = Vec::new();
-        let mut series: Rows = Vec::new();
-        let mut refused: Rows = Vec::new();
+/// The rows of the families every input adds to, gathered before they are written.
+#[derive(Default)]
+struct SourceRows {
+    samples: Rows,
+    dropped: Rows,
+    series: Rows,
+    refused: Rows,
+}
+
+/// One family of constant counters or gauges, each row one label; none when empty.
+fn family(
+    encoder: &mut DescriptorEncoder,
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    rows: Rows,
+) -> Result<(), std::fmt::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+    for (label, value, number) in rows {
+        let labels = [(label, value)];
+        let row = metric.encode_family(&labels)?;
+        match kind {
+            MetricType::Counter => ConstCounter::new(number).encode(row)?,
+            _ => ConstGauge::new(number as i64).encode(row)?,
+        }
+    }
+    Ok(())
+}
+
+impl CollectorStats {
+    /// Samples, dropped samples, series and refusals of every input this process has.
+    fn source_rows(&self) -> SourceRows {
+        let mut rows = SourceRows::default();
         if let Some(rw) = &self.remote_write {
             let s = &rw.stats;
-            samples.push(("source", "remote_write", s.samples_used.load(Relaxed)));
-            dropped.push((
+            rows.samples
+                .push(("source", "remote_write", s.samples_used.load(Relaxed)));
+            rows.dropped.push((
                 "reason",
                 "remote_write_series_limit",
                 s.samples_dropped.load(Relaxed),
             ));
-            dropped.push((
+            rows.dropped.push((
                 "reason",
                 "remote_write_out_of_order",
                 s.out_of_order.load(Relaxed),
@@ -94,17 +109,23 @@ impl prometheus_client::collector::Collector for CollectorStats {
                 ("remote_write_tenant_not_allowed", &s.tenant_not_allowed),
                 ("remote_write_unknown_workload", &s.unknown_workload),
             ] {
-                dropped.push(("reason", reason, counter.load(Relaxed)));
+                rows.dropped.push(("reason", reason, counter.load(Relaxed)));
             }
-            series.push(("source", "remote_write", rw.series_count() as u64));
-            refused.push(("reason", "bad_request", s.bad_requests.load(Relaxed)));
-            refused.push(("reason", "too_large", s.too_large.load(Relaxed)));
-            refused.push(("reason", "unsupported", s.unsupported.load(Relaxed)));
-            refused.push(("reason", "busy", s.busy.load(Relaxed)));
-            refused.push(("reason", "body_timeout", s.body_timeouts.load(Relaxed)));
+            rows.series
+                .push(("source", "remote_write", rw.series_count() as u64));
+            rows.refused
+                .push(("reason", "bad_request", s.bad_requests.load(Relaxed)));
+            rows.refused
+                .push(("reason", "too_large", s.too_large.load(Relaxed)));
+            rows.refused
+                .push(("reason", "unsupported", s.unsupported.load(Relaxed)));
+            rows.refused.push(("reason", "busy", s.busy.load(Relaxed)));
+            rows.refused
+                .push(("reason", "body_timeout", s.body_timeouts.load(Relaxed)));
         }
         if let Some(push) = &self.push {
-            samples.push(("source", "push", push.samples_accepted.load(Relaxed)));
+            rows.samples
+                .push(("source", "push", push.samples_accepted.load(Relaxed)));
             for (reason, counter) in [
                 ("push_too_old", &push.rejected_too_old),
                 ("push_too_new", &push.rejected_too_new),
@@ -113,98 +134,89 @@ impl prometheus_client::collector::Collector for CollectorStats {
                 ("push_tenant_not_allowed", &push.rejected_tenant_not_allowed),
                 ("push_unknown_workload", &push.rejected_unknown_workload),
             ] {
-                dropped.push(("reason", reason, counter.load(Relaxed)));
+                rows.dropped.push(("reason", reason, counter.load(Relaxed)));
             }
         }
         if let Some(promql) = &self.promql {
-            samples.push(("source", "promql", promql.samples.load(Relaxed)));
-            dropped.push((
+            rows.samples
+                .push(("source", "promql", promql.samples.load(Relaxed)));
+            rows.dropped.push((
                 "reason",
                 "promql_unmapped",
                 promql.samples_skipped.load(Relaxed),
             ));
         }
         if let Some(scrape) = &self.scrape {
-            dropped.push((
+            rows.dropped.push((
                 "reason",
                 "scrape_series_limit",
                 scrape.dropped_samples.load(Relaxed),
             ));
         }
         if let Some(ingest) = &self.ingest {
-            dropped.push((
+            rows.dropped.push((
                 "reason",
                 "store_full",
                 ingest.stats.values_refused.load(Relaxed),
             ));
-            dropped.push((
+            rows.dropped.push((
                 "reason",
                 "out_of_range",
                 ingest.stats.values_out_of_range.load(Relaxed),
             ));
-            dropped.push((
+            rows.dropped.push((
                 "reason",
                 "unlisted_namespace",
                 ingest.stats.values_unmapped.load(Relaxed),
             ));
-            dropped.push((
+            rows.dropped.push((
                 "reason",
                 "store_tenant_quota",
                 ingest.stats.values_refused_tenant_quota.load(Relaxed),
             ));
-            dropped.push(("reason", "too_many_sources", ingest.refused_sources()));
+            rows.dropped
+                .push(("reason", "too_many_sources", ingest.refused_sources()));
         }
-        family(
-            "collector_samples",
-            "Samples ingested, by source (scrapes are counted in spillway_ingested_samples)",
-            MetricType::Counter,
-            samples,
-        )?;
-        family(
-            "collector_dropped_samples",
-            "Samples or values not used, by reason",
-            MetricType::Counter,
-            dropped,
-        )?;
-        family(
-            "collector_series",
-            "Series whose state the collector holds, by source",
-            MetricType::Gauge,
-            series,
-        )?;
-        family(
-            "remote_write_refused_requests",
-            "Remote-write requests refused, by reason (400, 413, 415; busy 503, body_timeout 408)",
-            MetricType::Counter,
-            refused,
-        )?;
+        rows
+    }
+
+    /// Families only some inputs have: remote-write's, PromQL's, the shard server's.
+    fn encode_input_families(
+        &self,
+        encoder: &mut DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
         if let Some(rw) = &self.remote_write {
             let s = &rw.stats;
             family(
+                encoder,
                 "remote_write_requests",
                 "Remote-write requests received",
                 MetricType::Counter,
                 vec![("api", "v1", s.requests.load(Relaxed))],
             )?;
             family(
+                encoder,
                 "remote_write_received_bytes",
                 "Compressed remote-write body bytes received",
                 MetricType::Counter,
                 vec![("api", "v1", s.bytes.load(Relaxed))],
             )?;
             family(
+                encoder,
                 "remote_write_series_memory_bytes",
                 "Approximate memory held by remote-write series state",
                 MetricType::Gauge,
                 vec![("api", "v1", rw.approximate_bytes() as u64)],
             )?;
             family(
+                encoder,
                 "remote_write_ha_failovers",
                 "HA Prometheus clusters whose elected replica changed after it went silent",
                 MetricType::Counter,
                 vec![("api", "v1", rw.ha().failovers())],
             )?;
             family(
+                encoder,
                 "remote_write_ha_clusters",
                 "HA Prometheus clusters with an elected replica",
                 MetricType::Gauge,
@@ -213,6 +225,7 @@ impl prometheus_client::collector::Collector for CollectorStats {
         }
         if let Some(promql) = &self.promql {
             family(
+                encoder,
                 "promql_queries",
                 "PromQL source queries, by outcome",
                 MetricType::Counter,
@@ -227,6 +240,7 @@ impl prometheus_client::collector::Collector for CollectorStats {
         }
         if let Some(server) = &self.shard_server {
             family(
+                encoder,
                 "shard_snapshots",
                 "Snapshot calls this collector shard answered, by outcome",
                 MetricType::Counter,
@@ -236,26 +250,72 @@ impl prometheus_client::collector::Collector for CollectorStats {
                 ],
             )?;
         }
+        Ok(())
+    }
+}
+
+/// Exact quantiles (3 significant digits) over the process's life from the collector's
+/// hdrhistogram, beside the bucketed histogram Prometheus sums.
+fn encode_scrape_quantiles(
+    encoder: &mut DescriptorEncoder,
+    scrape: &spillway_collector::scrape::ScrapeStats,
+) -> Result<(), std::fmt::Error> {
+    if scrape.scrapes.load(Relaxed) == 0 {
+        return Ok(());
+    }
+    let mut metric = encoder.encode_descriptor(
+        "scrape_duration_quantile_seconds",
+        "Scrape duration at each quantile since start (hdrhistogram)",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (label, q) in [("0.5", 0.5), ("0.9", 0.9), ("0.99", 0.99), ("1", 1.0)] {
+        // Not `quantile`: that label belongs to summaries, and this is a gauge.
+        let labels = [("q", label)];
+        ConstGauge::new(scrape.duration_quantile(q).as_secs_f64())
+            .encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl prometheus_client::collector::Collector for CollectorStats {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let rows = self.source_rows();
+        let encoder = &mut encoder;
+        family(
+            encoder,
+            "collector_samples",
+            "Samples ingested, by source (scrapes are counted in spillway_ingested_samples)",
+            MetricType::Counter,
+            rows.samples,
+        )?;
+        family(
+            encoder,
+            "collector_dropped_samples",
+            "Samples or values not used, by reason",
+            MetricType::Counter,
+            rows.dropped,
+        )?;
+        family(
+            encoder,
+            "collector_series",
+            "Series whose state the collector holds, by source",
+            MetricType::Gauge,
+            rows.series,
+        )?;
+        family(
+            encoder,
+            "remote_write_refused_requests",
+            "Remote-write requests refused, by reason (400, 413, 415; busy 503, body_timeout 408)",
+            MetricType::Counter,
+            rows.refused,
+        )?;
+        self.encode_input_families(encoder)?;
         if let Some(shards) = &self.shards {
-            encode_shards(&mut encoder, shards)?;
+            encode_shards(encoder, shards)?;
         }
-        if let Some(scrape) = &self.scrape
-            && scrape.scrapes.load(Relaxed) > 0
-        {
-            // Exact quantiles (3 significant digits) over the process's life from the
-            // collector's hdrhistogram, beside the bucketed histogram Prometheus sums.
-            let mut metric = encoder.encode_descriptor(
-                "scrape_duration_quantile_seconds",
-                "Scrape duration at each quantile since start (hdrhistogram)",
-                None,
-                MetricType::Gauge,
-            )?;
-            for (label, q) in [("0.5", 0.5), ("0.9", 0.9), ("0.99", 0.99), ("1", 1.0)] {
-                // Not `quantile`: that label belongs to summaries, and this is a gauge.
-                let labels = [("q", label)];
-                ConstGauge::new(scrape.duration_quantile(q).as_secs_f64())
-                    .encode(metric.encode_family(&labels)?)?;
-            }
+        if let Some(scrape) = &self.scrape {
+            encode_scrape_quantiles(encoder, scrape)?;
         }
         Ok(())
     }
@@ -264,14 +324,9 @@ impl prometheus_client::collector::Collector for CollectorStats {
 /// Per-shard families of the scalers' fan-out: whether each shard is counted, how old its
 /// answer is, its polls and targets; and whether the sums are complete.
 fn encode_shards(
-    encoder: &mut prometheus_client::encoding::DescriptorEncoder,
+    encoder: &mut DescriptorEncoder,
     stats: &spillway_collector::shard::FanOutStats,
 ) -> Result<(), std::fmt::Error> {
-    use prometheus_client::encoding::EncodeMetric;
-    use prometheus_client::metrics::MetricType;
-    use prometheus_client::metrics::counter::ConstCounter;
-    use prometheus_client::metrics::gauge::ConstGauge;
-
     let shards = stats.shards();
     let now_ms = spillway_collector::clock::unix_ms();
     let index: Vec<String> = (0..shards.len()).map(|i| i.to_string()).collect();

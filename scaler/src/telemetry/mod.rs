@@ -151,282 +151,266 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("spillway");
-        let grpc_duration =
-            Family::<GrpcLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+        let mut metrics = Self {
+            registry: Registry::with_prefix("spillway"),
+            grpc_duration: Family::<GrpcLabels, Histogram, fn() -> Histogram>::new_with_constructor(
                 grpc_histogram as fn() -> Histogram,
-            );
-        registry.register_with_unit(
+            ),
+            grpc_streams: Gauge::default(),
+            desired_replicas: Family::default(),
+            current_replicas: Family::default(),
+            active: Family::default(),
+            qps: Family::default(),
+            cpu_cores: Family::default(),
+            memory_bytes: Family::default(),
+            ready_replicas: Family::default(),
+            band_low_replicas: Family::default(),
+            band_high_replicas: Family::default(),
+            load_replicas: Family::default(),
+            regular_replicas: Family::default(),
+            burst_replicas: Family::default(),
+            shortfall_replicas: Family::default(),
+            cost_per_hour: Family::default(),
+            ingested_values: Family::default(),
+            scrape_target_samples: Family::default(),
+            policy_files_refused: Gauge::default(),
+            decisions: Family::default(),
+            scrape_duration: scrape_histogram(),
+            scrape_up: Family::default(),
+            scrapes: Counter::default(),
+            scrape_failures: Counter::default(),
+            samples_scraped: Counter::default(),
+            malformed_lines: Counter::default(),
+            store_windows: Gauge::default(),
+            store_bytes: Gauge::default(),
+            workloads: Gauge::default(),
+            policy_reloads: Counter::default(),
+            policy_reload_errors: Counter::default(),
+            http: crate::listener::HttpStats::default(),
+            policy_reload_panics: Counter::default(),
+            hpa_passthrough: Family::default(),
+            hpa_findings: Family::default(),
+            hpa_tolerance: Family::default(),
+            writes_refused: Family::default(),
+        };
+        // Registration order is the order /metrics lists the families in.
+        metrics.register_grpc();
+        metrics.register_workloads();
+        metrics.register_inputs();
+        metrics.register_process();
+        metrics
+    }
+
+    /// The KEDA gRPC service.
+    fn register_grpc(&mut self) {
+        self.registry.register_with_unit(
             "grpc_request_duration",
             "Time to answer a KEDA gRPC call, by method and status code",
             Unit::Seconds,
-            grpc_duration.clone(),
+            self.grpc_duration.clone(),
         );
-        let grpc_streams = Gauge::default();
-        registry.register(
+        self.registry.register(
             "grpc_streams_open",
             "StreamIsActive streams currently open",
-            grpc_streams.clone(),
+            self.grpc_streams.clone(),
         );
-        let desired_replicas = Family::default();
-        registry.register(
+    }
+
+    /// Per-workload series: the decision, its inputs, the band and the placement.
+    fn register_workloads(&mut self) {
+        self.registry.register(
             "workload_desired_replicas",
             "Replicas Spillway last decided for the workload (what KEDA is served)",
-            desired_replicas.clone(),
+            self.desired_replicas.clone(),
         );
-        let current_replicas = Family::default();
-        registry.register(
+        self.registry.register(
             "workload_current_replicas",
             "Replicas the last decision started from",
-            current_replicas.clone(),
+            self.current_replicas.clone(),
         );
-        let active = Family::default();
-        registry.register(
+        self.registry.register(
             "workload_active",
             "1 when the workload is active (IsActive answers true)",
-            active.clone(),
+            self.active.clone(),
         );
-        let qps = Family::default();
-        registry.register(
+        self.registry.register(
             "workload_qps",
             "Requests per second reaching the workload, summed over gateway instances",
-            qps.clone(),
+            self.qps.clone(),
         );
-        let cpu_cores = Family::default();
-        registry.register(
+        self.registry.register(
             "workload_cpu_cores",
             "CPU in use by the workload's pods, in cores (5 s mean)",
-            cpu_cores.clone(),
+            self.cpu_cores.clone(),
         );
-        let memory_bytes = Family::default();
-        registry.register_with_unit(
+        self.registry.register_with_unit(
             "workload_memory",
             "Memory in use by the workload's pods (5 s mean)",
             Unit::Bytes,
-            memory_bytes.clone(),
+            self.memory_bytes.clone(),
         );
-        let ready_replicas = Family::default();
-        registry.register(
+        self.registry.register(
             "workload_ready_replicas",
             "Ready replicas the last decision started from",
-            ready_replicas.clone(),
+            self.ready_replicas.clone(),
         );
-        let band_low_replicas = Family::default();
-        registry.register(
+        self.registry.register(
             "workload_band_low_replicas",
             "Hysteresis band low edge: the dominant signal's load, in replicas at target, below which the workload scales down",
-            band_low_replicas.clone(),
+            self.band_low_replicas.clone(),
         );
-        let band_high_replicas = Family::default();
-        registry.register(
+        self.registry.register(
             "workload_band_high_replicas",
             "Hysteresis band high edge: the dominant signal's load, in replicas at target, above which the workload scales up",
-            band_high_replicas.clone(),
+            self.band_high_replicas.clone(),
         );
-        let load_replicas = Family::default();
-        registry.register(
+        self.registry.register(
             "workload_load_replicas",
             "The dominant signal's load expressed in replicas at target (compare with the band edges)",
-            load_replicas.clone(),
+            self.load_replicas.clone(),
         );
-        let regular_replicas = Family::default();
-        registry.register(
+        self.registry.register(
             "workload_regular_replicas",
             "Desired replicas placed on regular nodes",
-            regular_replicas.clone(),
+            self.regular_replicas.clone(),
         );
-        let burst_replicas = Family::default();
-        registry.register(
+        self.registry.register(
             "workload_burst_replicas",
             "Desired replicas placed on virtual (burst) nodes",
-            burst_replicas.clone(),
+            self.burst_replicas.clone(),
         );
-        let shortfall_replicas = Family::default();
-        registry.register(
+        self.registry.register(
             "workload_shortfall_replicas",
             "Desired replicas with no place (regular nodes full, burst disabled, capped or full)",
-            shortfall_replicas.clone(),
+            self.shortfall_replicas.clone(),
         );
-        let cost_per_hour = Family::default();
-        registry.register(
+        self.registry.register(
             "workload_cost_per_hour",
             "What the workload's bound pods cost per hour, in the cost model's currency",
-            cost_per_hour.clone(),
+            self.cost_per_hour.clone(),
         );
-        let ingested_values = Family::default();
-        registry.register(
+    }
+
+    /// Ingest, scrapes, policy refusals and decisions by rule.
+    fn register_inputs(&mut self) {
+        self.registry.register(
             "ingested_values",
             "Per-workload signal values ingested, by source (scrape, or a replica source reporting pod usage)",
-            ingested_values.clone(),
+            self.ingested_values.clone(),
         );
-        let scrape_target_samples = Family::default();
-        registry.register(
+        self.registry.register(
             "scrape_target_samples",
             "Samples parsed from the target's last successful scrape",
-            scrape_target_samples.clone(),
+            self.scrape_target_samples.clone(),
         );
-        let policy_files_refused = Gauge::default();
-        registry.register(
+        self.registry.register(
             "policy_files_refused",
             "Policy files whose latest version is refused (the last good version serves)",
-            policy_files_refused.clone(),
+            self.policy_files_refused.clone(),
         );
-        let decisions = Family::default();
-        registry.register(
+        self.registry.register(
             "decisions",
             "Decisions made, by the rule that settled them",
-            decisions.clone(),
+            self.decisions.clone(),
         );
-        let scrape_duration = scrape_histogram();
-        registry.register_with_unit(
+        self.registry.register_with_unit(
             "scrape_duration",
             "Time to fetch and ingest one scrape target",
             Unit::Seconds,
-            scrape_duration.clone(),
+            self.scrape_duration.clone(),
         );
-        let scrape_up = Family::default();
-        registry.register(
+        self.registry.register(
             "scrape_target_up",
             "1 when the target's last scrape succeeded",
-            scrape_up.clone(),
+            self.scrape_up.clone(),
         );
-        let scrapes = Counter::default();
-        registry.register("scrapes", "Scrapes attempted", scrapes.clone());
-        let scrape_failures = Counter::default();
-        registry.register(
+        self.registry
+            .register("scrapes", "Scrapes attempted", self.scrapes.clone());
+        self.registry.register(
             "scrape_failures",
             "Scrapes that failed (network, status, timeout, size, garbage)",
-            scrape_failures.clone(),
+            self.scrape_failures.clone(),
         );
-        let samples_scraped = Counter::default();
-        registry.register(
+        self.registry.register(
             "ingested_samples",
             "Exposition samples parsed from scrapes",
-            samples_scraped.clone(),
+            self.samples_scraped.clone(),
         );
-        let malformed_lines = Counter::default();
-        registry.register(
+        self.registry.register(
             "exposition_malformed_lines",
             "Exposition lines skipped because they could not be parsed",
-            malformed_lines.clone(),
+            self.malformed_lines.clone(),
         );
-        let store_windows = Gauge::default();
-        registry.register(
+    }
+
+    /// The store, policy reloads, the HTTP port, the HPA views and HA refusals.
+    fn register_process(&mut self) {
+        self.registry.register(
             "store_windows",
             "Signal windows held (one per workload and signal)",
-            store_windows.clone(),
+            self.store_windows.clone(),
         );
-        let store_bytes = Gauge::default();
-        registry.register_with_unit(
+        self.registry.register_with_unit(
             "store_memory",
             "Approximate memory held by signal windows",
             Unit::Bytes,
-            store_bytes.clone(),
+            self.store_bytes.clone(),
         );
-        let workloads = Gauge::default();
-        registry.register(
+        self.registry.register(
             "workloads",
             "Workloads known from policies",
-            workloads.clone(),
+            self.workloads.clone(),
         );
-        let policy_reloads = Counter::default();
-        registry.register(
+        self.registry.register(
             "policy_reloads",
             "Policy directory reloads that changed something",
-            policy_reloads.clone(),
+            self.policy_reloads.clone(),
         );
-        let policy_reload_errors = Counter::default();
-        registry.register(
+        self.registry.register(
             "policy_reload_errors",
             "Policy files refused on reload (the last good version keeps serving)",
-            policy_reload_errors.clone(),
+            self.policy_reload_errors.clone(),
         );
-        let http = crate::listener::HttpStats::default();
-        registry.register(
+        self.registry.register(
             "http_connections_refused",
             "HTTP connections closed on arrival because the connection cap was reached",
-            http.connections_refused.clone(),
+            self.http.connections_refused.clone(),
         );
-        registry.register(
+        self.registry.register(
             "http_connections",
             "HTTP connections open",
-            http.connections_open.clone(),
+            self.http.connections_open.clone(),
         );
-        registry.register(
+        self.registry.register(
             "http_tls_handshakes_failed",
             "HTTP connections closed because their TLS handshake failed (no or an untrusted client certificate, plaintext on the TLS port) or did not finish within listen.headerTimeout",
-            http.tls_handshakes_failed.clone(),
+            self.http.tls_handshakes_failed.clone(),
         );
-        let policy_reload_panics = Counter::default();
-        registry.register(
+        self.registry.register(
             "policy_reload_panics",
             "Panics caught while reloading policies (the file, or the whole reload, is refused; what serves keeps serving)",
-            policy_reload_panics.clone(),
+            self.policy_reload_panics.clone(),
         );
-        let hpa_passthrough = Family::default();
-        registry.register(
+        self.registry.register(
             "hpa_passthrough",
             "1 when the HPA KEDA created applies Spillway's count as is, 0 when it changes it (see spillway_hpa_findings)",
-            hpa_passthrough.clone(),
+            self.hpa_passthrough.clone(),
         );
-        let hpa_findings = Family::default();
-        registry.register(
+        self.registry.register(
             "hpa_findings",
             "1 for each way the workload's HPA is not a pass-through, by reason",
-            hpa_findings.clone(),
+            self.hpa_findings.clone(),
         );
-        let hpa_tolerance = Family::default();
-        registry.register(
+        self.registry.register(
             "hpa_tolerance",
             "The tolerance the workload's HPA applies, by direction (set on the HPA, or the cluster default 0.1)",
-            hpa_tolerance.clone(),
+            self.hpa_tolerance.clone(),
         );
-        let writes_refused = Family::default();
-        registry.register(
+        self.registry.register(
             "ha_writes_refused",
             "Writes (remote-write, gRPC push) refused because this replica runs in HA mode and one write would reach only it",
-            writes_refused.clone(),
+            self.writes_refused.clone(),
         );
-        Self {
-            registry,
-            grpc_duration,
-            grpc_streams,
-            desired_replicas,
-            current_replicas,
-            active,
-            qps,
-            cpu_cores,
-            memory_bytes,
-            ready_replicas,
-            band_low_replicas,
-            band_high_replicas,
-            load_replicas,
-            regular_replicas,
-            burst_replicas,
-            shortfall_replicas,
-            cost_per_hour,
-            ingested_values,
-            scrape_target_samples,
-            policy_files_refused,
-            decisions,
-            scrape_duration,
-            scrape_up,
-            scrapes,
-            scrape_failures,
-            samples_scraped,
-            malformed_lines,
-            store_windows,
-            store_bytes,
-            workloads,
-            policy_reloads,
-            policy_reload_errors,
-            policy_reload_panics,
-            http,
-            hpa_passthrough,
-            hpa_findings,
-            hpa_tolerance,
-            writes_refused,
-        }
     }
 
     /// Mirrors the HPA views, read at scrape time: every series is rebuilt, so a

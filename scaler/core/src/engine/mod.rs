@@ -220,6 +220,9 @@ pub fn first_ask(policy: &AppPolicy, signals: &impl SignalView, now: i64) -> u32
 
 /// Decides the replica count for one workload at `now`. Deterministic: the same policy,
 /// signals, replicas, time and state give the same decision and the same new state.
+///
+/// The stages run in the order the module documentation lists; each may replace the
+/// count, the rule and the reason the previous one left.
 pub fn decide(
     policy: &AppPolicy,
     signals: &impl SignalView,
@@ -228,26 +231,12 @@ pub fn decide(
     state: &mut WorkloadState,
 ) -> Decision {
     let ReplicaCounts { current, ready } = replicas;
-    let first_seen = *state.first_seen.get_or_insert(now);
-    if !state.seeded {
-        state.recommendations.push_back((now, current));
-        state.seeded = true;
-    }
+    let first_seen = state.begin(now, current);
     let h = &policy.hysteresis;
     let activity = activity(policy, signals, now);
     let active = activity.is_active();
-    let data_start = configured(policy)
-        .map(|s| signals.oldest(s).unwrap_or(now))
-        .fold(first_seen, i64::max);
-    let fresh = now - data_start;
-    let warming_up = fresh < i64::from(h.down_window_secs);
-    let warm_up_text = || {
-        format!(
-            "only {} of fresh data since start: no scale-down until a full {} scale-down window; holding {current}",
-            format_secs(fresh.max(0) as u32),
-            format_secs(h.down_window_secs)
-        )
-    };
+    let warm_up = WarmUp::measure(policy, signals, now, first_seen, current);
+    // 1. proposals
     let stable = proposal::proposals(
         policy,
         signals,
@@ -258,20 +247,7 @@ pub fn decide(
     );
     let top = band::dominant(&stable.found).copied();
     let band = band::band_for(policy, top.as_ref());
-    let mut need = top.as_ref().map(describe_need).unwrap_or_default();
-    if !stable.missing.is_empty() {
-        let names: Vec<&str> = stable.missing.iter().map(|s| s.as_str()).collect();
-        let sep = if need.is_empty() { "" } else { "; " };
-        need = format!("{need}{sep}no fresh {} data", names.join(", "));
-    }
-    if !stable.lower_bound.is_empty() {
-        let names: Vec<&str> = stable.lower_bound.iter().map(|s| s.as_str()).collect();
-        let sep = if need.is_empty() { "" } else { "; " };
-        need = format!(
-            "{need}{sep}{} only partly known (a collector shard is lost)",
-            names.join(", ")
-        );
-    }
+    let need = describe_data(top.as_ref(), &stable);
     let mut out = Decision {
         desired: current,
         active,
@@ -285,7 +261,7 @@ pub fn decide(
         recommendation: current,
         rule: Rule::HeldInBand,
         panic: false,
-        warming_up,
+        warming_up: warm_up.active,
         ceiling: current,
     };
 
@@ -296,46 +272,10 @@ pub fn decide(
         && stable.missing.is_empty()
         && stable.lower_bound.is_empty()
     {
-        state.recommendations.push_back((now, 0));
-        state.panic = None;
-        let idle = format!(
-            "nothing above the activation threshold in the last {}",
-            format_secs(policy.activation.window_secs)
-        );
-        // The HPA never goes below 1: from 1 KEDA's activation takes the workload to 0.
-        // The way down is a scale-down like any other (warm-up, `limits.down`), the last
-        // step, 1 → 0, included, so the HPA sees 1 before 0 and 0 is answered only
-        // from 1 (or at 0).
-        let target = if current <= 1 { 0 } else { 1 };
-        let (desired, rule, why) = if warming_up && current > 0 {
-            (current, Rule::RestartWarmup, warm_up_text())
-        } else {
-            let floor = limits::down_limit(state, &policy.limits.down, now, current);
-            let desired = floor.max(target);
-            let why = if desired == 0 {
-                format!(
-                    "{idle}: scale to zero (IsActive false; KEDA takes 1 → 0 after its cooldownPeriod)"
-                )
-            } else {
-                format!(
-                    "{idle}: scaling in toward zero, {current} → {desired} by 'down: {}', then 0 from 1",
-                    policy.limits.down
-                )
-            };
-            let rule = if desired == target {
-                Rule::ScaledToZero
-            } else {
-                Rule::RateLimited
-            };
-            (desired, rule, why)
-        };
-        state.record_change(now, current, desired);
-        prune(policy, state, now);
-        out.desired = desired;
-        out.ceiling = desired;
+        let step = toward_zero(policy, state, now, current, &warm_up);
         out.recommendation = 0;
-        out.rule = rule;
-        out.reason = Reason { need, rule: why };
+        let ceiling = step.desired;
+        settle(&mut out, step, need, ceiling, policy, state, now, current);
         return out;
     }
 
@@ -348,7 +288,185 @@ pub fn decide(
         current,
     );
     out.recommendation = rec;
-    let (mut rule, mut why) = match outcome {
+    let mut step = band_step(policy, outcome, &out.band, &stable, rec, current);
+    // 3. stabilization
+    stabilization(&mut step, state, now, rec, current, h);
+    // 4. restart rule (checked on the recommendation: the seeded history would also hold,
+    // but the restart is the reason people need to read)
+    if rec < current && step.desired <= current && warm_up.active {
+        step = Step::new(current, Rule::RestartWarmup, warm_up.text());
+    }
+    // 5. panic
+    let panic = panic::evaluate(policy, signals, now, current, ready, state);
+    out.panic = panic.is_some();
+    if let Some(p) = &panic {
+        panic_floor(&mut step, policy, p, ready);
+    }
+    // 6. rate limits
+    let up_cap = rate_limits(&mut step, policy, state, now, current, panic.is_some());
+    // 7. min / max, schedules
+    min_max(&mut step, policy, now, active);
+
+    let max = policy.replicas.max;
+    // A minimum raised past the rate limit is not bound by it (the HPA's `minReplicas`
+    // is not either), so neither is the step that makes the HPA act on it.
+    let ceiling = if step.desired > up_cap {
+        max
+    } else {
+        up_cap.min(max)
+    }
+    .max(step.desired);
+    settle(&mut out, step, need, ceiling, policy, state, now, current);
+    out
+}
+
+/// Records the final step in the workload's history and in the decision.
+#[allow(clippy::too_many_arguments)] // the decision, its step, and the history to record it in
+fn settle(
+    out: &mut Decision,
+    step: Step,
+    need: String,
+    ceiling: u32,
+    policy: &AppPolicy,
+    state: &mut WorkloadState,
+    now: i64,
+    current: u32,
+) {
+    state.record_change(now, current, step.desired);
+    prune(policy, state, now);
+    out.desired = step.desired;
+    out.ceiling = ceiling;
+    out.rule = step.rule;
+    out.reason = Reason {
+        need,
+        rule: step.why,
+    };
+}
+
+/// The count a stage of [`decide`] arrived at, the rule that set it and why.
+struct Step {
+    desired: u32,
+    rule: Rule,
+    why: String,
+}
+
+impl Step {
+    fn new(desired: u32, rule: Rule, why: String) -> Self {
+        Step { desired, rule, why }
+    }
+}
+
+/// The restart rule's measure: how much fresh data exists since start.
+struct WarmUp {
+    /// Seconds of data since the later of first sight and every signal's oldest value.
+    fresh: i64,
+    down_window_secs: u32,
+    current: u32,
+    /// Less than a full scale-down window: no scale-down.
+    active: bool,
+}
+
+impl WarmUp {
+    fn measure(
+        policy: &AppPolicy,
+        signals: &impl SignalView,
+        now: i64,
+        first_seen: i64,
+        current: u32,
+    ) -> Self {
+        let data_start = configured(policy)
+            .map(|s| signals.oldest(s).unwrap_or(now))
+            .fold(first_seen, i64::max);
+        let fresh = now - data_start;
+        let down_window_secs = policy.hysteresis.down_window_secs;
+        WarmUp {
+            fresh,
+            down_window_secs,
+            current,
+            active: fresh < i64::from(down_window_secs),
+        }
+    }
+
+    fn text(&self) -> String {
+        format!(
+            "only {} of fresh data since start: no scale-down until a full {} scale-down window; holding {}",
+            format_secs(self.fresh.max(0) as u32),
+            format_secs(self.down_window_secs),
+            self.current
+        )
+    }
+}
+
+/// What the data asks for, and what it lacks (missing or partly known signals).
+fn describe_data(top: Option<&Proposal>, stable: &proposal::Proposals) -> String {
+    let mut need = top.map(describe_need).unwrap_or_default();
+    if !stable.missing.is_empty() {
+        let names: Vec<&str> = stable.missing.iter().map(|s| s.as_str()).collect();
+        let sep = if need.is_empty() { "" } else { "; " };
+        need = format!("{need}{sep}no fresh {} data", names.join(", "));
+    }
+    if !stable.lower_bound.is_empty() {
+        let names: Vec<&str> = stable.lower_bound.iter().map(|s| s.as_str()).collect();
+        let sep = if need.is_empty() { "" } else { "; " };
+        need = format!(
+            "{need}{sep}{} only partly known (a collector shard is lost)",
+            names.join(", ")
+        );
+    }
+    need
+}
+
+/// 8. Scale to zero: nothing is active, so the count goes toward 0 as a scale-down.
+fn toward_zero(
+    policy: &AppPolicy,
+    state: &mut WorkloadState,
+    now: i64,
+    current: u32,
+    warm_up: &WarmUp,
+) -> Step {
+    state.recommendations.push_back((now, 0));
+    state.panic = None;
+    let idle = format!(
+        "nothing above the activation threshold in the last {}",
+        format_secs(policy.activation.window_secs)
+    );
+    // The HPA never goes below 1: from 1 KEDA's activation takes the workload to 0.
+    // The way down is a scale-down like any other (warm-up, `limits.down`), the last
+    // step, 1 → 0, included, so the HPA sees 1 before 0 and 0 is answered only
+    // from 1 (or at 0).
+    let target = if current <= 1 { 0 } else { 1 };
+    if warm_up.active && current > 0 {
+        return Step::new(current, Rule::RestartWarmup, warm_up.text());
+    }
+    let floor = limits::down_limit(state, &policy.limits.down, now, current);
+    let desired = floor.max(target);
+    let why = if desired == 0 {
+        format!("{idle}: scale to zero (IsActive false; KEDA takes 1 → 0 after its cooldownPeriod)")
+    } else {
+        format!(
+            "{idle}: scaling in toward zero, {current} → {desired} by 'down: {}', then 0 from 1",
+            policy.limits.down
+        )
+    };
+    let rule = if desired == target {
+        Rule::ScaledToZero
+    } else {
+        Rule::RateLimited
+    };
+    Step::new(desired, rule, why)
+}
+
+/// 2. The band's recommendation, in words.
+fn band_step(
+    policy: &AppPolicy,
+    outcome: BandOutcome,
+    band: &Band,
+    stable: &proposal::Proposals,
+    rec: u32,
+    current: u32,
+) -> Step {
+    let h = &policy.hysteresis;
+    let (rule, why) = match outcome {
         BandOutcome::Up => (
             Rule::ScaledUp,
             format!(
@@ -365,7 +483,7 @@ pub fn decide(
         ),
         BandOutcome::Hold => (
             Rule::HeldInBand,
-            in_band_text(&band, h.scale_down_below, h.scale_up_above, current),
+            in_band_text(band, h.scale_down_below, h.scale_up_above, current),
         ),
         BandOutcome::Missing if stable.missing.is_empty() => (
             Rule::HeldMissingData,
@@ -376,9 +494,19 @@ pub fn decide(
             format!("never scaling down on missing data: holding {current}"),
         ),
     };
+    Step::new(rec, rule, why)
+}
 
-    // 3. stabilization
-    let mut desired = stabilize::stabilize(
+/// 3. Stabilization over recent recommendations.
+fn stabilization(
+    step: &mut Step,
+    state: &mut WorkloadState,
+    now: i64,
+    rec: u32,
+    current: u32,
+    h: &crate::policy::Hysteresis,
+) {
+    let desired = stabilize::stabilize(
         state,
         now,
         rec,
@@ -386,9 +514,10 @@ pub fn decide(
         h.up_window_secs,
         h.down_window_secs,
     );
+    step.desired = desired;
     if desired != rec {
-        rule = Rule::Stabilized;
-        why = if desired > rec {
+        step.rule = Rule::Stabilized;
+        step.why = if desired > rec {
             format!(
                 "scale-down stabilized at {desired} (highest recommendation in the last {})",
                 format_secs(h.down_window_secs)
@@ -400,76 +529,81 @@ pub fn decide(
             )
         };
     }
+}
 
-    // 4. restart rule (checked on the recommendation: the seeded history would also hold,
-    // but the restart is the reason people need to read)
-    if rec < current && desired <= current && warming_up {
-        desired = current;
-        rule = Rule::RestartWarmup;
-        why = warm_up_text();
+/// 5. Panic: a burst holds the count at or above its floor.
+fn panic_floor(step: &mut Step, policy: &AppPolicy, p: &panic::PanicOutcome, ready: u32) {
+    if step.desired > p.floor {
+        return;
     }
+    let short = p
+        .proposal
+        .map(|pr| {
+            format!(
+                "{} {} in the last {} needs {}",
+                pr.signal,
+                fmt_value(pr.signal, pr.value),
+                format_secs(policy.panic.window_secs),
+                pr.replicas
+            )
+        })
+        .unwrap_or_default();
+    let verb = if p.entered_now {
+        "entered panic"
+    } else {
+        "in panic"
+    };
+    step.why = format!(
+        "{verb} ({short}, threshold {}× {} ready): at least {}, no scale-down until {} without a burst",
+        policy.panic.threshold,
+        ready,
+        p.floor,
+        format_secs(policy.panic.stable_window_secs)
+    );
+    step.desired = p.floor;
+    step.rule = Rule::Panic;
+}
 
-    // 5. panic
-    let panic = panic::evaluate(policy, signals, now, current, ready, state);
-    out.panic = panic.is_some();
-    if let Some(p) = &panic
-        && desired <= p.floor
-    {
-        let short = p
-            .proposal
-            .map(|pr| {
-                format!(
-                    "{} {} in the last {} needs {}",
-                    pr.signal,
-                    fmt_value(pr.signal, pr.value),
-                    format_secs(policy.panic.window_secs),
-                    pr.replicas
-                )
-            })
-            .unwrap_or_default();
-        let verb = if p.entered_now {
-            "entered panic"
-        } else {
-            "in panic"
-        };
-        why = format!(
-            "{verb} ({short}, threshold {}× {} ready): at least {}, no scale-down until {} without a burst",
-            policy.panic.threshold,
-            ready,
-            p.floor,
-            format_secs(policy.panic.stable_window_secs)
-        );
-        desired = p.floor;
-        rule = Rule::Panic;
-    }
-
-    // 6. rate limits
-    let up_cap = if panic.is_some() {
+/// 6. Rate limits per direction; returns the scale-up cap (unbounded in panic).
+fn rate_limits(
+    step: &mut Step,
+    policy: &AppPolicy,
+    state: &WorkloadState,
+    now: i64,
+    current: u32,
+    panic: bool,
+) -> u32 {
+    let up_cap = if panic {
         u32::MAX
     } else {
         limits::up_limit(state, &policy.limits.up, now, current)
     };
+    let desired = step.desired;
     if desired > current && desired > up_cap {
-        why = format!(
+        step.why = format!(
             "scale-up to {desired} limited to {up_cap} by 'up: {}'",
             policy.limits.up
         );
-        desired = up_cap;
-        rule = Rule::RateLimited;
+        step.desired = up_cap;
+        step.rule = Rule::RateLimited;
     }
-    if desired < current {
+    if step.desired < current {
         let floor = limits::down_limit(state, &policy.limits.down, now, current);
+        let desired = step.desired;
         if desired < floor {
-            why = format!(
+            step.why = format!(
                 "scale-down to {desired} limited to {floor} by 'down: {}'",
                 policy.limits.down
             );
-            desired = floor;
-            rule = Rule::RateLimited;
+            step.desired = floor;
+            step.rule = Rule::RateLimited;
         }
     }
+    up_cap
+}
 
-    // 7. min / max, schedules
+/// 7. `replicas.min` (raised by a schedule in force, at least 1 while active) and `max`.
+fn min_max(step: &mut Step, policy: &AppPolicy, now: i64, active: bool) {
     let max = policy.replicas.max;
     let mut min = policy.replicas.min.max(u32::from(active)).min(max);
     let mut min_why = format!("raised to replicas.min {min}");
@@ -485,31 +619,16 @@ pub fn decide(
             schedule::local_time(s.schedule, s.ends_at)
         );
     }
-    if desired < min {
-        desired = min;
-        rule = min_rule;
-        why = min_why;
+    if step.desired < min {
+        step.desired = min;
+        step.rule = min_rule;
+        step.why = min_why;
     }
-    if desired > max {
-        why = format!("{why}; capped at replicas.max {max}");
-        desired = max;
-        rule = Rule::MaxReplicas;
+    if step.desired > max {
+        step.why = format!("{}; capped at replicas.max {max}", step.why);
+        step.desired = max;
+        step.rule = Rule::MaxReplicas;
     }
-
-    state.record_change(now, current, desired);
-    prune(policy, state, now);
-    out.desired = desired;
-    // A minimum raised past the rate limit is not bound by it (the HPA's `minReplicas`
-    // is not either), so neither is the step that makes the HPA act on it.
-    out.ceiling = if desired > up_cap {
-        max
-    } else {
-        up_cap.min(max)
-    }
-    .max(desired);
-    out.rule = rule;
-    out.reason = Reason { need, rule: why };
-    out
 }
 
 fn in_band_text(band: &Band, low: f64, high: f64, current: u32) -> String {

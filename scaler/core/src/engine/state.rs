@@ -53,9 +53,16 @@ impl WorkloadState {
         self.panic.is_some()
     }
 
-    /// Since when the workload has been in panic mode.
-    pub fn panic_since(&self) -> Option<i64> {
-        self.panic.map(|p| p.since)
+    /// Notes a decision about to be made: when the workload was first seen, and on the
+    /// first decision the history seeded with the current count, as the HPA does.
+    /// Returns when the workload was first seen.
+    pub(crate) fn begin(&mut self, now: i64, current: u32) -> i64 {
+        let first_seen = *self.first_seen.get_or_insert(now);
+        if !self.seeded {
+            self.recommendations.push_back((now, current));
+            self.seeded = true;
+        }
+        first_seen
     }
 
     /// Records the engine's answer as a scale event. Repeated answers while the replica

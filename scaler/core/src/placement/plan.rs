@@ -301,6 +301,9 @@ pub struct Plan {
     pub drain: DrainDecision,
 }
 
+/// A pod with where it runs and its deletion cost.
+type Ranked<'a> = (&'a WorkloadPod, PodPlace, i32);
+
 /// Plans one workload. Pure and deterministic.
 pub fn plan(input: &PlanInput<'_>, config: &PlannerConfig) -> Plan {
     let desired = input.desired;
@@ -308,6 +311,79 @@ pub fn plan(input: &PlanInput<'_>, config: &PlannerConfig) -> Plan {
     let draining: BTreeSet<&str> = input.draining.iter().map(String::as_str).collect();
     let own: BTreeSet<&str> = input.pods.iter().map(|p| p.name.as_str()).collect();
 
+    let ranked = rank_pods(input, &draining);
+    let deletion_costs: Vec<PodDeletionCost> = ranked
+        .iter()
+        .map(|(p, place, cost)| PodDeletionCost {
+            pod: p.name.clone(),
+            place: *place,
+            cost: *cost,
+        })
+        .collect();
+
+    // Who is left after the ReplicaSet converges on `target` replicas. Draining pods are
+    // leaving in any case; their surge replicas are already among the others.
+    let staying_candidates: Vec<&Ranked<'_>> = ranked
+        .iter()
+        .filter(|(p, _, _)| !draining.contains(p.name.as_str()))
+        .collect();
+    let (removed, staying) = converge(&staying_candidates, desired);
+    let kept_regular = count(staying, PodPlace::Regular);
+
+    // Regular room once the scale-in victims are gone.
+    let new_regular = pack(
+        &regular_room(cluster, &removed),
+        &input.requests,
+        desired.saturating_sub(kept_regular),
+    );
+    let regular = kept_regular.saturating_add(new_regular.placed).min(desired);
+
+    let needed = desired - regular;
+    let cap = input.burst.cap();
+    let burst_slots = pack(
+        &virtual_room(cluster, &own, config),
+        &input.requests,
+        needed.min(cap),
+    );
+    let burst = burst_slots.placed;
+    let shortfall = needed - burst;
+    let reason = plan_reason(desired, regular, burst, shortfall, cap, input.burst.enabled);
+
+    let replicas = if matches!(reason, PlanReason::BurstCapped { .. }) && cap > 0 {
+        regular + burst
+    } else {
+        desired
+    };
+
+    // Drain back. After the ReplicaSet converges on `replicas`, burst pods beyond what the
+    // non-regular part needs have a regular slot waiting: exactly the slots left after
+    // new and unplaced replicas take theirs, which is why the targets are the tail of
+    // `new_regular`. (When pods past the burst cap are withheld, the ReplicaSet removes
+    // more burst pods than `desired` alone would say; moving those would be wasted.)
+    let (_, staying) = converge(&staying_candidates, replicas);
+    let burst_after = count(staying, PodPlace::Burst);
+    let wanted = burst_after.saturating_sub(replicas - regular);
+    let (drain_moves, drain) = drain_back(staying, &new_regular, wanted, config);
+
+    Plan {
+        desired,
+        regular,
+        burst,
+        shortfall,
+        replicas,
+        allow_burst_toleration: cap > 0,
+        deletion_costs,
+        drain_moves,
+        new_regular,
+        burst_slots,
+        reason,
+        drain,
+    }
+}
+
+/// Every pod with its place and deletion cost, in the ReplicaSet's victim order.
+fn rank_pods<'a>(input: &'a PlanInput<'_>, draining: &BTreeSet<&str>) -> Vec<Ranked<'a>> {
+    let cluster = input.cluster;
     let place_of = |p: &WorkloadPod| -> PodPlace {
         match p.node.as_deref().and_then(|n| cluster.node(n)) {
             Some(n) if n.kind == NodeKind::Virtual => PodPlace::Burst,
@@ -350,7 +426,7 @@ pub fn plan(input: &PlanInput<'_>, config: &PlannerConfig) -> Plan {
 
     // The ReplicaSet's victim order, as far as these fields tell it: unscheduled first,
     // then not Ready, then lower deletion cost, then newest.
-    let mut ranked: Vec<(&WorkloadPod, PodPlace, i32)> = input
+    let mut ranked: Vec<Ranked<'a>> = input
         .pods
         .iter()
         .map(|p| {
@@ -366,39 +442,31 @@ pub fn plan(input: &PlanInput<'_>, config: &PlannerConfig) -> Plan {
             // At equal creation time the later name counts as newer, as burst ranks do.
             .then(b.name.cmp(&a.name))
     });
-    let deletion_costs: Vec<PodDeletionCost> = ranked
-        .iter()
-        .map(|(p, place, cost)| PodDeletionCost {
-            pod: p.name.clone(),
-            place: *place,
-            cost: *cost,
-        })
-        .collect();
+    ranked
+}
 
-    // Who is left after the ReplicaSet converges on `target` replicas. Draining pods are
-    // leaving in any case; their surge replicas are already among the others.
-    let staying_candidates: Vec<&(&WorkloadPod, PodPlace, i32)> = ranked
-        .iter()
-        .filter(|(p, _, _)| !draining.contains(p.name.as_str()))
-        .collect();
-    let converge = |target: u32| {
-        let remove = staying_candidates.len().saturating_sub(target as usize);
-        let (removed, staying) = staying_candidates.split_at(remove);
-        let removed: BTreeSet<&str> = removed.iter().map(|(p, _, _)| p.name.as_str()).collect();
-        (removed, staying)
-    };
-    let count = |staying: &[&(&WorkloadPod, PodPlace, i32)], want: PodPlace| {
-        let n = staying
-            .iter()
-            .filter(|(_, place, _)| *place == want)
-            .count();
-        u32::try_from(n).unwrap_or(u32::MAX)
-    };
-    let (removed, staying) = converge(desired);
-    let kept_regular = count(staying, PodPlace::Regular);
+/// The pods a scale-in to `target` removes, and the ones that stay.
+fn converge<'r, 'a>(
+    candidates: &'r [&'r Ranked<'a>],
+    target: u32,
+) -> (BTreeSet<&'a str>, &'r [&'r Ranked<'a>]) {
+    let remove = candidates.len().saturating_sub(target as usize);
+    let (removed, staying) = candidates.split_at(remove);
+    let removed: BTreeSet<&str> = removed.iter().map(|(p, _, _)| p.name.as_str()).collect();
+    (removed, staying)
+}
 
-    // Regular room once the scale-in victims are gone.
-    let regular_free: Vec<(String, Resources)> = cluster
+fn count(staying: &[&Ranked<'_>], want: PodPlace) -> u32 {
+    let n = staying
+        .iter()
+        .filter(|(_, place, _)| *place == want)
+        .count();
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Free room on each schedulable regular node once `removed` pods are gone.
+fn regular_room(cluster: &ClusterView, removed: &BTreeSet<&str>) -> Vec<(String, Resources)> {
+    cluster
         .nodes
         .iter()
         .filter(|n| n.kind == NodeKind::Regular && n.schedulable)
@@ -410,16 +478,16 @@ pub fn plan(input: &PlanInput<'_>, config: &PlannerConfig) -> Plan {
                 .fold(Resources::ZERO, |acc, bp| acc.saturating_add(&bp.requests));
             (n.name.clone(), n.allocatable.saturating_sub(&used))
         })
-        .collect();
-    let new_regular = pack(
-        &regular_free,
-        &input.requests,
-        desired.saturating_sub(kept_regular),
-    );
-    let regular = kept_regular.saturating_add(new_regular.placed).min(desired);
+        .collect()
+}
 
-    // Virtual room for this workload: its own pods there are its own to reuse.
-    let virtual_free: Vec<(String, Resources)> = cluster
+/// Virtual room for this workload: its own pods there are its own to reuse.
+fn virtual_room(
+    cluster: &ClusterView,
+    own: &BTreeSet<&str>,
+    config: &PlannerConfig,
+) -> Vec<(String, Resources)> {
+    cluster
         .nodes
         .iter()
         .filter(|n| n.kind == NodeKind::Virtual && n.schedulable)
@@ -432,20 +500,25 @@ pub fn plan(input: &PlanInput<'_>, config: &PlannerConfig) -> Plan {
             let cap = config.virtual_cap.unwrap_or(n.allocatable);
             (n.name.clone(), cap.saturating_sub(&others))
         })
-        .collect();
-    let needed = desired - regular;
-    let cap = input.burst.cap();
-    let burst_slots = pack(&virtual_free, &input.requests, needed.min(cap));
-    let burst = burst_slots.placed;
-    let shortfall = needed - burst;
+        .collect()
+}
 
-    let reason = if desired == 0 {
+fn plan_reason(
+    desired: u32,
+    regular: u32,
+    burst: u32,
+    shortfall: u32,
+    cap: u32,
+    burst_enabled: bool,
+) -> PlanReason {
+    let needed = desired - regular;
+    if desired == 0 {
         PlanReason::NoReplicas
     } else if needed == 0 {
         PlanReason::AllRegular { regular }
     } else if shortfall == 0 {
         PlanReason::Burst { regular, burst }
-    } else if !input.burst.enabled {
+    } else if !burst_enabled {
         PlanReason::BurstDisabled { regular, shortfall }
     } else if burst == cap {
         PlanReason::BurstCapped {
@@ -460,70 +533,50 @@ pub fn plan(input: &PlanInput<'_>, config: &PlannerConfig) -> Plan {
             burst,
             shortfall,
         }
-    };
+    }
+}
 
-    let replicas = if matches!(reason, PlanReason::BurstCapped { .. }) && cap > 0 {
-        regular + burst
-    } else {
-        desired
-    };
-
-    // Drain back. After the ReplicaSet converges on `replicas`, burst pods beyond what the
-    // non-regular part needs have a regular slot waiting: exactly the slots left after
-    // new and unplaced replicas take theirs, which is why the targets are the tail of
-    // `new_regular`. (When pods past the burst cap are withheld, the ReplicaSet removes
-    // more burst pods than `desired` alone would say; moving those would be wasted.)
-    let (_, staying) = converge(replicas);
-    let burst_after = count(staying, PodPlace::Burst);
-    let wanted = burst_after.saturating_sub(replicas - regular);
+/// The burst pods to move back onto `wanted` of the regular slots left in `new_regular`,
+/// when the saving is worth it.
+fn drain_back(
+    staying: &[&Ranked<'_>],
+    new_regular: &Packing,
+    wanted: u32,
+    config: &PlannerConfig,
+) -> (Vec<DrainMove>, DrainDecision) {
     let per_move = config.cost.saving_per_move_per_hour();
     let savings = f64::from(wanted) * per_move;
-    let (drain_moves, drain) = if wanted == 0 {
-        (Vec::new(), DrainDecision::Nothing)
-    } else if per_move <= 0.0 || savings < config.drain.min_savings_per_hour {
-        (
+    if wanted == 0 {
+        return (Vec::new(), DrainDecision::Nothing);
+    }
+    if per_move <= 0.0 || savings < config.drain.min_savings_per_hour {
+        return (
             Vec::new(),
             DrainDecision::BelowSavingsThreshold {
                 wanted,
                 savings_per_hour: savings,
             },
-        )
-    } else {
-        let proposed = wanted.min(config.drain.max_moves_per_tick);
-        let skip = new_regular.placed.saturating_sub(wanted) as usize;
-        let targets = new_regular.each().skip(skip);
-        // Newest first, as scale-in would: the older burst pods keep their costs.
-        let sources = staying
-            .iter()
-            .filter(|(_, place, _)| *place == PodPlace::Burst)
-            .map(|(p, _, _)| *p);
-        let mut sources: Vec<&WorkloadPod> = sources.collect();
-        sources.sort_by(|a, b| (b.created_at, &b.name).cmp(&(a.created_at, &a.name)));
-        let moves: Vec<DrainMove> = sources
-            .into_iter()
-            .zip(targets)
-            .take(proposed as usize)
-            .map(|(p, node)| DrainMove {
-                from_pod: p.name.clone(),
-                to_node: node.to_string(),
-            })
-            .collect();
-        let proposed = u32::try_from(moves.len()).unwrap_or(u32::MAX);
-        (moves, DrainDecision::Moves { proposed, wanted })
-    };
-
-    Plan {
-        desired,
-        regular,
-        burst,
-        shortfall,
-        replicas,
-        allow_burst_toleration: cap > 0,
-        deletion_costs,
-        drain_moves,
-        new_regular,
-        burst_slots,
-        reason,
-        drain,
+        );
     }
+    let proposed = wanted.min(config.drain.max_moves_per_tick);
+    let skip = new_regular.placed.saturating_sub(wanted) as usize;
+    let targets = new_regular.each().skip(skip);
+    // Newest first, as scale-in would: the older burst pods keep their costs.
+    let mut sources: Vec<&WorkloadPod> = staying
+        .iter()
+        .filter(|(_, place, _)| *place == PodPlace::Burst)
+        .map(|(p, _, _)| *p)
+        .collect();
+    sources.sort_by(|a, b| (b.created_at, &b.name).cmp(&(a.created_at, &a.name)));
+    let moves: Vec<DrainMove> = sources
+        .into_iter()
+        .zip(targets)
+        .take(proposed as usize)
+        .map(|(p, node)| DrainMove {
+            from_pod: p.name.clone(),
+            to_node: node.to_string(),
+        })
+        .collect();
+    let proposed = u32::try_from(moves.len()).unwrap_or(u32::MAX);
+    (moves, DrainDecision::Moves { proposed, wanted })
 }

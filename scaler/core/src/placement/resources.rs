@@ -60,13 +60,6 @@ impl Resources {
         ))
     }
 
-    /// Whether `self` fits inside `free` on every dimension.
-    pub fn fits_in(&self, free: &Resources) -> bool {
-        self.cpu_millis <= free.cpu_millis
-            && self.memory_bytes <= free.memory_bytes
-            && self.pods <= free.pods
-    }
-
     /// Component-wise sum, saturating: a sum of requests never wraps to a small number.
     pub fn saturating_add(&self, other: &Resources) -> Resources {
         Resources {

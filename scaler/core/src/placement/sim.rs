@@ -12,7 +12,7 @@
 
 use std::fmt;
 
-use super::cost::{CostAccumulator, CostModel};
+use super::cost::CostAccumulator;
 use super::drain::{
     DrainAction, DrainObservation, DrainState, MoveObservation, SurgeStatus, drain_step,
 };
@@ -514,11 +514,6 @@ impl Simulation {
     /// Total cost so far.
     pub fn total_cost(&self) -> f64 {
         self.costs.total(&self.planner.cost)
-    }
-
-    /// The cost model in use.
-    pub fn cost_model(&self) -> &CostModel {
-        &self.planner.cost
     }
 }
 

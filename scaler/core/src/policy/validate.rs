@@ -138,6 +138,8 @@ pub fn resolve(reader: &mut Reader<'_>, mut doc: RawDocument) -> Option<TenantPo
     })
 }
 
+/// Resolves one app's entry over the tenant's `defaults` and the built-in defaults, one
+/// section at a time; every problem found is reported, and any makes the app `None`.
 fn resolve_app(
     reader: &mut Reader<'_>,
     tenant: &str,
@@ -146,13 +148,51 @@ fn resolve_app(
     def: &RawApp,
 ) -> Option<AppPolicy> {
     let errors_before = reader.errors.len();
-    // Errors about values inherited from built-in defaults point at the app's own entry.
-    let here = |loc: Option<&Loc>| loc.cloned().unwrap_or_else(|| app.loc.clone());
+    let replicas = resolve_replicas(reader, name, app, def);
+    let signals = resolve_signals(reader, name, app, def, replicas.min, errors_before);
+    let hysteresis = resolve_hysteresis(reader, app, def);
+    let limits = resolve_limits(reader, app, def);
+    let panic = resolve_panic(reader, app, def, signals.window_secs);
+    let schedules = resolve_schedules(reader, app, def, replicas.max);
+    let placement = resolve_placement(app, def);
+    let (hpa_tolerance, activation_window) = resolve_hpa_and_activation(reader, app, def);
+    if reader.errors.len() != errors_before {
+        return None;
+    }
+    let min = replicas.min;
+    Some(AppPolicy {
+        tenant: tenant.to_owned(),
+        app: name.to_owned(),
+        replicas,
+        signals,
+        hysteresis,
+        limits,
+        panic,
+        schedules,
+        placement,
+        activation: Activation {
+            scale_to_zero: min == 0,
+            window_secs: activation_window,
+        },
+        hpa_tolerance,
+        borrowable: app.borrowable.as_ref().is_some_and(|b| b.value),
+    })
+}
 
-    // replicas
+/// Errors about values inherited from built-in defaults point at the app's own entry.
+fn here(app: &RawApp, loc: Option<&Loc>) -> Loc {
+    loc.cloned().unwrap_or_else(|| app.loc.clone())
+}
+
+fn resolve_replicas(
+    reader: &mut Reader<'_>,
+    name: &str,
+    app: &RawApp,
+    def: &RawApp,
+) -> ReplicaBounds {
     let min = value(&app.min, &def.min, defaults::MIN_REPLICAS);
     let max = value(&app.max, &def.max, defaults::MAX_REPLICAS);
-    let max_loc = here(pick(&app.max, &def.max).map(|a| &a.loc));
+    let max_loc = here(app, pick(&app.max, &def.max).map(|a| &a.loc));
     if max == 0 || max > MAX_REPLICAS_LIMIT {
         reader.error(
             &max_loc,
@@ -160,14 +200,25 @@ fn resolve_app(
         );
     }
     if min > max {
-        let loc = here(pick(&app.min, &def.min).map(|a| &a.loc));
+        let loc = here(app, pick(&app.min, &def.min).map(|a| &a.loc));
         reader.error(
             &loc,
             format!("replicas.min ({min}) is above replicas.max ({max}) for app `{name}`; expected min ≤ max"),
         );
     }
+    ReplicaBounds { min, max }
+}
 
-    // signals
+/// The signals to scale on; `min` 0 needs one that can wake the app up. The "no signal"
+/// checks speak only when the app's entry has no other error (`errors_before`).
+fn resolve_signals(
+    reader: &mut Reader<'_>,
+    name: &str,
+    app: &RawApp,
+    def: &RawApp,
+    min: u32,
+    errors_before: usize,
+) -> Signals {
     let window = value(
         &app.signal_window,
         &def.signal_window,
@@ -238,14 +289,22 @@ fn resolve_app(
         || cpu.is_some_and(|c| c.activation.is_some())
         || memory.is_some_and(|m| m.activation.is_some());
     if min == 0 && !can_activate && reader.errors.len() == errors_before {
-        let loc = here(pick(&app.min, &def.min).map(|a| &a.loc));
+        let loc = here(app, pick(&app.min, &def.min).map(|a| &a.loc));
         reader.error(
             &loc,
             format!("replicas.min is 0 for app `{name}` but no signal can wake it up; expected signals.qps, or an `activation` threshold on signals.cpu or signals.memory"),
         );
     }
+    Signals {
+        window_secs: window,
+        stale_after_secs: stale,
+        qps,
+        cpu,
+        memory,
+    }
+}
 
-    // hysteresis
+fn resolve_hysteresis(reader: &mut Reader<'_>, app: &RawApp, def: &RawApp) -> Hysteresis {
     let up_above = value(
         &app.scale_up_above,
         &def.scale_up_above,
@@ -257,11 +316,17 @@ fn resolve_app(
         defaults::SCALE_DOWN_BELOW,
     );
     if !(1.0..=10.0).contains(&up_above) {
-        let loc = here(pick(&app.scale_up_above, &def.scale_up_above).map(|a| &a.loc));
+        let loc = here(
+            app,
+            pick(&app.scale_up_above, &def.scale_up_above).map(|a| &a.loc),
+        );
         reader.error(&loc, format!("expected hysteresis.scaleUpAbove from 1.0 to 10.0 (a ratio of load to target), found {up_above}"));
     }
     if !(down_below > 0.0 && down_below < 1.0) {
-        let loc = here(pick(&app.scale_down_below, &def.scale_down_below).map(|a| &a.loc));
+        let loc = here(
+            app,
+            pick(&app.scale_down_below, &def.scale_down_below).map(|a| &a.loc),
+        );
         reader.error(&loc, format!("expected hysteresis.scaleDownBelow above 0 and below 1.0 (a ratio of load to target), found {down_below}"));
     }
     let up_window = value(&app.up_window, &def.up_window, defaults::UP_WINDOW_SECS);
@@ -286,8 +351,15 @@ fn resolve_app(
         MAX_WINDOW_SECS,
         "hysteresis.downWindow",
     );
+    Hysteresis {
+        scale_up_above: up_above,
+        scale_down_below: down_below,
+        up_window_secs: up_window,
+        down_window_secs: down_window,
+    }
+}
 
-    // limits
+fn resolve_limits(reader: &mut Reader<'_>, app: &RawApp, def: &RawApp) -> Limits {
     let up = merged_limit(
         reader,
         &app.up,
@@ -310,8 +382,11 @@ fn resolve_app(
             defaults::DOWN_PERIOD_SECS,
         ),
     );
+    Limits { up, down }
+}
 
-    // panic
+/// The panic rule; its window is at most the signal window.
+fn resolve_panic(reader: &mut Reader<'_>, app: &RawApp, def: &RawApp, window: u32) -> PanicRule {
     let panic = PanicRule {
         enabled: value(&app.panic_enabled, &def.panic_enabled, true),
         window_secs: value(
@@ -347,11 +422,22 @@ fn resolve_app(
         "panic.stableWindow (at least panic.window)",
     );
     if !(panic.threshold > 1.0 && panic.threshold <= 100.0) {
-        let loc = here(pick(&app.panic_threshold, &def.panic_threshold).map(|a| &a.loc));
+        let loc = here(
+            app,
+            pick(&app.panic_threshold, &def.panic_threshold).map(|a| &a.loc),
+        );
         reader.error(&loc, format!("expected panic.threshold above 1.0 and at most 100 (needed replicas ÷ ready replicas), found {}", panic.threshold));
     }
+    panic
+}
 
-    // schedules: an app's list replaces the tenant's list as a whole
+/// Schedules: an app's list replaces the tenant's list as a whole.
+fn resolve_schedules(
+    reader: &mut Reader<'_>,
+    app: &RawApp,
+    def: &RawApp,
+    max: u32,
+) -> Vec<Schedule> {
     let raw_schedules = app.schedules.as_ref().or(def.schedules.as_ref());
     let mut schedules = Vec::new();
     if let Some(list) = raw_schedules {
@@ -371,10 +457,12 @@ fn resolve_app(
             }
         }
     }
+    schedules
+}
 
-    // placement
+fn resolve_placement(app: &RawApp, def: &RawApp) -> PlacementRule {
     let burst_max = pick(&app.burst_max, &def.burst_max).map(|a| a.value);
-    let placement = PlacementRule {
+    PlacementRule {
         burst: BurstRule {
             enabled: value(&app.burst_enabled, &def.burst_enabled, true),
             max_replicas: burst_max,
@@ -391,15 +479,21 @@ fn resolve_app(
                 defaults::MEMORY_REQUEST_BYTES,
             ),
         },
-    };
+    }
+}
 
+/// `hpaTolerance` and `activation.window`.
+fn resolve_hpa_and_activation(reader: &mut Reader<'_>, app: &RawApp, def: &RawApp) -> (f64, u32) {
     let hpa_tolerance = value(
         &app.hpa_tolerance,
         &def.hpa_tolerance,
         defaults::HPA_TOLERANCE,
     );
     if !(0.0..1.0).contains(&hpa_tolerance) {
-        let loc = here(pick(&app.hpa_tolerance, &def.hpa_tolerance).map(|a| &a.loc));
+        let loc = here(
+            app,
+            pick(&app.hpa_tolerance, &def.hpa_tolerance).map(|a| &a.loc),
+        );
         reader.error(&loc, format!("expected hpaTolerance from 0 (HPA configured as pass-through) to below 1.0 (Kubernetes' default is 0.1), found {hpa_tolerance}"));
     }
     let activation_window = value(
@@ -415,38 +509,7 @@ fn resolve_app(
         MAX_WINDOW_SECS,
         "activation.window",
     );
-
-    if reader.errors.len() != errors_before {
-        return None;
-    }
-    Some(AppPolicy {
-        tenant: tenant.to_owned(),
-        app: name.to_owned(),
-        replicas: ReplicaBounds { min, max },
-        signals: Signals {
-            window_secs: window,
-            stale_after_secs: stale,
-            qps,
-            cpu,
-            memory,
-        },
-        hysteresis: Hysteresis {
-            scale_up_above: up_above,
-            scale_down_below: down_below,
-            up_window_secs: up_window,
-            down_window_secs: down_window,
-        },
-        limits: Limits { up, down },
-        panic,
-        schedules,
-        placement,
-        activation: Activation {
-            scale_to_zero: min == 0,
-            window_secs: activation_window,
-        },
-        hpa_tolerance,
-        borrowable: app.borrowable.as_ref().is_some_and(|b| b.value),
-    })
+    (hpa_tolerance, activation_window)
 }
 
 fn check_range(
