@@ -6,6 +6,8 @@
 //! The pure core (policy, engine, placement, hpa, conditions, simulate, durations) lives
 //! in the `spillway-core` crate and is re-exported here under the same names, so
 //! `spillway_scaler::engine` and `spillway_core::engine` are one module.
+//! - [`preview`]: a candidate policy replayed beside the live one on the workload's own
+//!   recent request rate, through the simulator of `spillway simulate`.
 //!
 //! Around that pure core, the edges:
 //!
@@ -22,21 +24,32 @@
 //! - [`access`]: who may do what: identities (client certificates, bearer tokens),
 //!   roles, tenant-bound writes and reads; [`aliases`]: workloads scaled by another
 //!   app's borrowable policy entry, capped and expired.
+//! - [`freeze`]: the emergency brake: freezes by app, tenant or everything, from the
+//!   status API or a ScaledObject annotation; [`audit`]: every change of policy, freeze
+//!   or grade, bounded in memory and logged; [`alerting`]: the series the shipped alert
+//!   rules need.
 //! - [`ha`]: several replicas behind one Service: writes that would reach only one are refused.
 //! - [`demo`]: `spillway demo`'s built-in gateway, traffic profile and policies.
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod alerting;
 pub mod aliases;
+pub mod audit;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod freeze;
+pub mod grades;
 pub mod ha;
 pub mod http;
 pub mod keda;
 pub mod listener;
+pub mod preview;
 pub mod readiness;
 pub mod serve;
 pub mod telemetry;
 
-pub use spillway_core::{conditions, durations, engine, hpa, placement, policy, simulate};
+pub use spillway_core::{
+    conditions, durations, engine, hpa, placement, policy, published, simulate,
+};

@@ -31,9 +31,18 @@ fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn config(target: SocketAddr, interval: &str) -> String {
+fn config(target: SocketAddr, interval: &str, rules: &[PathBuf]) -> String {
+    let rule_files: String = rules
+        .iter()
+        .map(|rule| format!("  - '{}'\n", rule.display()))
+        .collect();
+    let rule_files = if rule_files.is_empty() {
+        String::new()
+    } else {
+        format!("rule_files:\n{rule_files}")
+    };
     format!(
-        "global:\n  scrape_interval: {interval}\n  scrape_timeout: {interval}\n  evaluation_interval: {interval}\nscrape_configs:\n  - job_name: spillway\n    metrics_path: /metrics\n    static_configs:\n      - targets: ['{target}']\n"
+        "global:\n  scrape_interval: {interval}\n  scrape_timeout: {interval}\n  evaluation_interval: {interval}\n{rule_files}scrape_configs:\n  - job_name: spillway\n    metrics_path: /metrics\n    static_configs:\n      - targets: ['{target}']\n"
     )
 }
 
@@ -41,9 +50,19 @@ impl Prometheus {
     /// Starts `binary` scraping `target` every `interval` (e.g. `"1s"`), and waits
     /// (bounded) until it reports ready.
     pub async fn start(binary: &Path, target: SocketAddr, interval: &str) -> Self {
+        Self::start_with_rules(binary, target, interval, &[]).await
+    }
+
+    /// [`Self::start`] with alerting `rules` files, evaluated every `interval`.
+    pub async fn start_with_rules(
+        binary: &Path,
+        target: SocketAddr,
+        interval: &str,
+        rules: &[PathBuf],
+    ) -> Self {
         let mut last_error = String::new();
         for attempt in 0..3 {
-            match Self::try_start(binary, target, interval, attempt).await {
+            match Self::try_start(binary, target, interval, rules, attempt).await {
                 Ok(prometheus) => return prometheus,
                 Err(error) => last_error = error,
             }
@@ -55,6 +74,7 @@ impl Prometheus {
         binary: &Path,
         target: SocketAddr,
         interval: &str,
+        rules: &[PathBuf],
         attempt: u32,
     ) -> Result<Self, String> {
         // A fresh directory per attempt (removed on drop): a reused one would hand
@@ -66,7 +86,7 @@ impl Prometheus {
             .keep();
         std::fs::create_dir_all(dir.join("data")).map_err(|e| format!("temp dir: {e}"))?;
         let config_path = dir.join("prometheus.yml");
-        std::fs::write(&config_path, config(target, interval))
+        std::fs::write(&config_path, config(target, interval, rules))
             .map_err(|e| format!("writing config: {e}"))?;
         let port = free_port().map_err(|e| format!("free port: {e}"))?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();

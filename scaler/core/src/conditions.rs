@@ -29,6 +29,9 @@ pub enum ConditionType {
     /// is served may not go below what runs (or, with no replica count known, below the
     /// highest count the data asked for since start).
     WarmingUp,
+    /// An emergency freeze holds the replica count ([`crate::freeze`]); False with
+    /// reason `FreezeExpired` while an expired freeze is still set.
+    Frozen,
     /// The last attempt to decide the workload completed. False when it panicked: the
     /// previous decision keeps serving, and the message says what broke.
     Decided,
@@ -36,13 +39,14 @@ pub enum ConditionType {
 
 impl ConditionType {
     /// The conditions every decision probes, in display order.
-    pub const ALL: [ConditionType; 7] = [
+    pub const ALL: [ConditionType; 8] = [
         ConditionType::Active,
         ConditionType::ScalingLimited,
         ConditionType::DataFresh,
         ConditionType::PolicyValid,
         ConditionType::BurstShortfall,
         ConditionType::WarmingUp,
+        ConditionType::Frozen,
         ConditionType::Decided,
     ];
     /// The conditions the Kubernetes side probes, shown after [`Self::ALL`].
@@ -163,6 +167,7 @@ pub fn probes(decision: &Published, policy_error: Option<&str>) -> Vec<Probe> {
         "stabilized" => Some("Stabilized"),
         "schedule" => Some("Schedule"),
         "hpa_tolerance" => Some("HpaTolerance"),
+        crate::freeze::RULE => Some("Frozen"),
         _ => None,
     };
     out.push(Probe {
@@ -243,6 +248,7 @@ pub fn probes(decision: &Published, policy_error: Option<&str>) -> Vec<Probe> {
         },
     });
     out.push(warming_up(decision));
+    out.push(frozen(decision));
     out.push(Probe {
         kind: ConditionType::Decided,
         status: True,
@@ -250,6 +256,35 @@ pub fn probes(decision: &Published, policy_error: Option<&str>) -> Vec<Probe> {
         message: "the last decision completed".to_owned(),
     });
     out
+}
+
+fn frozen(decision: &Published) -> Probe {
+    use ConditionStatus::{False, True};
+    let (status, reason, message) = match &decision.freeze {
+        Some(view) if view.holding => (
+            True,
+            match view.freeze.source {
+                crate::freeze::Source::Api => "FrozenByApi",
+                crate::freeze::Source::Annotation => "FrozenByAnnotation",
+            },
+            view.freeze.describe(),
+        ),
+        Some(view) => (
+            False,
+            "FreezeExpired",
+            format!(
+                "the freeze expired and no longer holds; scaling resumed (remove or renew it): {}",
+                view.freeze.describe()
+            ),
+        ),
+        None => (False, "NotFrozen", "no freeze applies".to_owned()),
+    };
+    Probe {
+        kind: ConditionType::Frozen,
+        status,
+        reason,
+        message,
+    }
 }
 
 /// Why the served number may be held up after a start.

@@ -20,12 +20,15 @@
 //! - [`conditions`]: per-workload conditions the status API reports, from plain probes.
 //! - [`simulate`]: `spillway simulate`: a recorded trace replayed through the engine and
 //!   the placement simulator, next to the HPA, KEDA + HPA and fixed provisioning.
+//! - [`freeze`]: the emergency brake's model: scopes, floors, expiries and which freeze
+//!   decides a workload.
 //! - [`durations`]: durations as people write them in config and on the command line.
 #![forbid(unsafe_code)]
 
 pub mod conditions;
 pub mod durations;
 pub mod engine;
+pub mod freeze;
 pub mod hpa;
 pub mod placement;
 pub mod policy;

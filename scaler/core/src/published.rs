@@ -53,6 +53,10 @@ pub struct Published {
     pub band: Option<BandView>,
     /// Where the desired replicas run, when a replica source places them.
     pub placement: Option<Placed>,
+    /// The freeze holding the workload, or an expired one still set.
+    pub freeze: Option<crate::freeze::FreezeView>,
+    /// The candidate policy's decision, when the tenant's file carries one.
+    pub shadow: Option<crate::policy::shadow::ShadowView>,
 }
 
 /// One signal's proposal.
@@ -140,6 +144,9 @@ pub struct ServePlan {
     /// `replicas.max`: the warm-up floor never goes past it.
     pub max: u32,
     pub warming_up: bool,
+    /// A freeze holds `desired`: no burst cap lowers it, and a floor within the HPA's
+    /// tolerance is raised to the first count the HPA applies.
+    pub frozen: bool,
 }
 
 /// The number `GetMetrics` answers for `plan`: the decision, capped and surged for
@@ -152,6 +159,16 @@ pub fn serve_plan(
     observed: bool,
     hpa: HpaView,
 ) -> Served {
+    if plan.frozen {
+        return crate::hpa::serve(
+            ServeInput {
+                replicas: plan.desired.saturating_add(adjustment.surge),
+                ceiling: plan.ceiling.saturating_add(adjustment.surge),
+                scale,
+            },
+            hpa.tolerance,
+        );
+    }
     let placed = adjustment.serve(plan.desired);
     let floor = if plan.warming_up && observed {
         scale.spec.min(plan.max.saturating_add(adjustment.surge))

@@ -17,7 +17,7 @@ pub enum Role {
     /// The status API (`spillway status` / `explain`), for its tenants.
     Reader,
     /// Everything an SRE reads: every tenant's status, the scrape targets, policy
-    /// errors, `/metrics`.
+    /// errors, `/metrics`; and the one thing an SRE changes: freezes.
     Admin,
     /// A scaler polling a collector shard's Snapshot service.
     Shard,
@@ -60,6 +60,7 @@ impl Role {
                 | (Role::Reader | Role::Admin, Input::Status)
                 | (Role::Metrics | Role::Admin, Input::Metrics)
                 | (Role::Shard | Role::Admin, Input::Shard)
+                | (Role::Admin, Input::Control)
         )
     }
 }
@@ -96,15 +97,18 @@ pub enum Input {
     Metrics,
     /// A collector shard's Snapshot service (`spillway collector`).
     Shard,
+    /// Setting and lifting freezes on the status API (`spillway freeze`).
+    Control,
 }
 
 impl Input {
-    pub const ALL: [Input; 5] = [
+    pub const ALL: [Input; 6] = [
         Input::Keda,
         Input::Write,
         Input::Status,
         Input::Metrics,
         Input::Shard,
+        Input::Control,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -114,6 +118,7 @@ impl Input {
             Input::Status => "status",
             Input::Metrics => "metrics",
             Input::Shard => "shard",
+            Input::Control => "control",
         }
     }
 
@@ -132,6 +137,9 @@ impl Input {
             }
             Input::Shard => {
                 "the collector shard service (gRPC port): anyone can read every workload's totals"
+            }
+            Input::Control => {
+                "freezes on the status API (HTTP port): anyone can freeze or unfreeze any workload's scaling"
             }
         }
     }
@@ -152,7 +160,7 @@ impl FromStr for Input {
             .find(|input| input.as_str() == text)
             .ok_or_else(|| {
                 format!(
-                    "unknown input `{text}`; expected one of keda, write, status, metrics, shard"
+                    "unknown input `{text}`; expected one of keda, write, status, metrics, shard, control"
                 )
             })
     }
@@ -420,7 +428,7 @@ impl AccessPolicy {
                 // Turned on and unusable: every call would fail.
                 Input::Keda | Input::Write | Input::Shard => review.errors.push(message),
                 // Closed to everyone is a safe, if odd, state.
-                Input::Status | Input::Metrics => review.closed.push(message),
+                Input::Status | Input::Metrics | Input::Control => review.closed.push(message),
             }
         }
         review
@@ -435,6 +443,7 @@ impl Input {
             Input::Status => "the status API",
             Input::Metrics => "/metrics",
             Input::Shard => "the collector shard service",
+            Input::Control => "freezes on the status API",
         }
     }
 }
@@ -511,7 +520,10 @@ mod tests {
                 ("keda", vec![Input::Keda]),
                 ("agent-acme", vec![Input::Write]),
                 ("grafana-acme", vec![Input::Status]),
-                ("sre", vec![Input::Status, Input::Metrics, Input::Shard]),
+                (
+                    "sre",
+                    vec![Input::Status, Input::Metrics, Input::Shard, Input::Control]
+                ),
                 ("prometheus", vec![Input::Metrics]),
                 ("scaler", vec![Input::Shard]),
             ]

@@ -92,7 +92,7 @@ fn tls_config(auth: &TokenArgs) -> anyhow::Result<rustls::ClientConfig> {
     Ok(config)
 }
 
-fn client(auth: &TokenArgs) -> anyhow::Result<reqwest::Client> {
+pub(super) fn client(auth: &TokenArgs) -> anyhow::Result<reqwest::Client> {
     spillway_scaler::serve::install_crypto_provider();
     let builder = reqwest::Client::builder().timeout(Duration::from_secs(5));
     let builder = if auth.ca_file.is_some() || auth.cert_file.is_some() {
@@ -105,7 +105,10 @@ fn client(auth: &TokenArgs) -> anyhow::Result<reqwest::Client> {
 
 /// GETs `url` with the token, if any. A refusal (401, 403) or a missing workload
 /// (404) is printed as the server wrote it and ends the command with a failure.
-async fn get(url: &str, auth: &TokenArgs) -> anyhow::Result<Result<reqwest::Response, ExitCode>> {
+pub(super) async fn get(
+    url: &str,
+    auth: &TokenArgs,
+) -> anyhow::Result<Result<reqwest::Response, ExitCode>> {
     let mut request = client(auth)?.get(url);
     if let Some(path) = &auth.token_file {
         let token = spillway_scaler::access::tokens::read_token_file(path)?;
@@ -192,6 +195,8 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    render_freezes(&mut out, &report.freezes);
+    render_audit(&mut out, &report.audit);
     if !report.policy_errors.is_empty() {
         outln!(out);
         outln!(
@@ -221,6 +226,50 @@ pub async fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let workload: WorkloadStatus = response.json().await?;
     super::emit(&render_explain(&workload));
     Ok(ExitCode::SUCCESS)
+}
+
+/// How many audit entries `spillway status` prints (the API has them all).
+const AUDIT_SHOWN: usize = 20;
+
+fn render_freezes(out: &mut String, freezes: &[spillway_scaler::freeze::Freeze]) {
+    if freezes.is_empty() {
+        return;
+    }
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    outln!(out);
+    outln!(out, "FREEZES");
+    for freeze in freezes {
+        let state = if freeze.expired(now_ms) {
+            "EXPIRED (no longer holds)"
+        } else {
+            "HOLDING"
+        };
+        outln!(out, "  {state:<26} {}", freeze.describe());
+    }
+}
+
+fn render_audit(out: &mut String, audit: &[spillway_scaler::audit::AuditEntry]) {
+    if audit.is_empty() {
+        return;
+    }
+    outln!(out);
+    outln!(
+        out,
+        "AUDIT (last {} of {}; kept in memory, every entry is also logged)",
+        audit.len().min(AUDIT_SHOWN),
+        audit.len()
+    );
+    for entry in audit.iter().rev().take(AUDIT_SHOWN).rev() {
+        outln!(
+            out,
+            "  {}  {:<16} {:<24} by {:<12} {}",
+            spillway_scaler::freeze::timestamp(entry.at_ms),
+            entry.kind.as_str(),
+            entry.subject,
+            entry.by,
+            entry.detail
+        );
+    }
 }
 
 /// The workload table, then every condition that needs a person's attention.
@@ -271,6 +320,8 @@ fn needs_attention(c: &Condition) -> bool {
         ConditionType::ScalingLimited
         | ConditionType::BurstShortfall
         | ConditionType::WarmingUp => c.status == ConditionStatus::True,
+        // Holding, or expired and still set: both are someone's to act on.
+        ConditionType::Frozen => c.status == ConditionStatus::True || c.reason == "FreezeExpired",
         ConditionType::Active => false,
         // Unknown: the HPA was not found or not readable (RBAC, API errors).
         ConditionType::HpaPassThrough => c.status != ConditionStatus::True,
@@ -325,6 +376,7 @@ fn rule_words(rule: &str) -> &'static str {
         "scaled_to_zero" => "scaled to zero: nothing active",
         "restart_warmup" => "held: not enough data since start",
         "hpa_tolerance" => "adjusted past the HPA's tolerance",
+        "frozen" => "FROZEN: held by an emergency freeze",
         _ => "decided",
     }
 }
@@ -358,6 +410,30 @@ fn render_explain(workload: &WorkloadStatus) -> String {
                 d.rule,
                 d.reason
             ));
+            match &d.freeze {
+                Some(f) if f.holding => out.push_str(&format!(
+                    "  FROZEN: {}\n  without the freeze the engine decides {} ({})\n",
+                    f.freeze.describe(),
+                    f.engine_desired,
+                    f.engine_rule
+                )),
+                Some(f) => out.push_str(&format!(
+                    "  freeze EXPIRED, no longer holding (remove or renew it): {}\n",
+                    f.freeze.describe()
+                )),
+                None => {}
+            }
+            if let Some(s) = &d.shadow {
+                out.push_str(&format!(
+                    "  candidate policy: {} ({}) against the live {} ({}), {:+}: {}\n",
+                    s.candidate_desired,
+                    s.candidate_rule,
+                    s.live_desired,
+                    s.live_rule,
+                    s.difference,
+                    s.candidate_reason
+                ));
+            }
             for p in &d.proposals {
                 let dominant = if d.dominant.as_deref() == Some(p.signal.as_str()) {
                     "  (dominant)"
@@ -491,6 +567,8 @@ mod tests {
                     cost_per_hour: 0.4,
                     reason: "regular nodes full at 9 replicas; 3 burst to virtual nodes".into(),
                 }),
+                freeze: None,
+                shadow: None,
             }),
             recent: Vec::new(),
             conditions,

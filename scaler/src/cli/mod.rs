@@ -14,6 +14,8 @@ macro_rules! outln {
 
 mod collector;
 mod demo;
+mod diff;
+mod freeze;
 mod inspect;
 mod serve;
 mod simulate;
@@ -57,6 +59,10 @@ pub enum Command {
     Status(inspect::StatusArgs),
     /// Explain a workload's recent decisions: `spillway explain TENANT/APP`.
     Explain(inspect::ExplainArgs),
+    /// Emergency brake: hold the replicas of TENANT/APP, TENANT or `*` (admin only).
+    Freeze(freeze::FreezeArgs),
+    /// Lift a freeze set with `spillway freeze`.
+    Unfreeze(freeze::UnfreezeArgs),
     /// Replay a request-rate trace through Spillway and the HPA baselines; print a table.
     Simulate(simulate::SimulateArgs),
     /// Print the `scalingpolicies.spillway.io` CustomResourceDefinition (YAML), generated
@@ -71,6 +77,9 @@ pub enum PolicyCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Show a running Spillway's live decision next to the tenant's candidate policy's,
+    /// per workload: `spillway policy diff TENANT[/APP]`.
+    Diff(diff::DiffArgs),
 }
 
 /// Listen addresses shared by `demo` and (through the config file) `serve`.
@@ -125,8 +134,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             emit(&spillway_scaler::cluster::policy_crd::crd_yaml());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Policy(PolicyCommand::Diff(args)) => diff::diff(args).await,
         Command::Status(args) => inspect::status(args).await,
         Command::Explain(args) => inspect::explain(args).await,
+        Command::Freeze(args) => freeze::freeze(args).await,
+        Command::Unfreeze(args) => freeze::unfreeze(args).await,
         Command::Simulate(args) => simulate::run(args).map(|()| ExitCode::SUCCESS),
     }
 }

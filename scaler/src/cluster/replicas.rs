@@ -66,6 +66,8 @@ pub struct Replicas {
     /// Live pods matching the selector whose Ready condition is True (from the cache).
     pub ready: u32,
     pub selector: LabelSelector,
+    /// The ScaledObject's annotations (where an emergency freeze may be written).
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 pub fn scaled_object_resource() -> ApiResource {
@@ -113,5 +115,6 @@ pub async fn read_replicas(
         current: u32::try_from(status.replicas).unwrap_or(0),
         ready: u32::try_from(ready).unwrap_or(u32::MAX),
         selector,
+        annotations: so.metadata.annotations.clone().unwrap_or_default(),
     })
 }

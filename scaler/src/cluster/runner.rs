@@ -210,6 +210,7 @@ pub async fn run(
                                 status: r.replicas.current,
                             };
                             let current = scale.spec.saturating_sub(adjustment.surge);
+                            observe_freeze(&workloads, &key, &r.replicas);
                             Some((scale, current, r.replicas.ready))
                         }
                         Err(e) => {
@@ -219,7 +220,10 @@ pub async fn run(
                     }
                 }
                 _ => match read_replicas(&client, &cache, &b.namespace, &b.scaled_object).await {
-                    Ok(r) => Some((scale_of(&r), r.spec, r.ready)),
+                    Ok(r) => {
+                        observe_freeze(&workloads, &key, &r);
+                        Some((scale_of(&r), r.spec, r.ready))
+                    }
                     Err(e) => {
                         tracing::warn!(tenant = %b.tenant, app = %b.app, error = %e, "replica counts not read");
                         None
@@ -238,6 +242,21 @@ pub async fn run(
 /// the served number is computed against both as the HPA reads them.
 fn observe(entry: &WorkloadEntry, scale: ScaleCounts, current: u32, ready: u32) {
     entry.set_observed_scale(ReplicaCounts { current, ready }, scale);
+}
+
+/// A freeze written on the ScaledObject, read with the counts (no extra call). A read
+/// that failed leaves the last state, so an unreachable API server lifts no freeze.
+fn observe_freeze(workloads: &Workloads, key: &WorkloadKey, r: &Replicas) {
+    let now_ms = unix_ms();
+    let book = workloads.freezes();
+    // `since` is when the annotation was first seen, not this read.
+    let since = book
+        .applying(key)
+        .into_iter()
+        .find(|f| f.source == crate::freeze::Source::Annotation)
+        .map_or(now_ms, |f| f.since_ms);
+    let found = crate::freeze::annotation::parse(key, &r.annotations, since);
+    book.observe_annotation(key, found, workloads.audit(), now_ms);
 }
 
 fn scale_of(r: &Replicas) -> ScaleCounts {
@@ -260,6 +279,7 @@ async fn observe_first(
         let entry = workloads.get_or_insert(&WorkloadKey::new(b.tenant.as_str(), b.app.as_str()));
         match read_replicas(client, cache, &b.namespace, &b.scaled_object).await {
             Ok(r) => {
+                observe_freeze(workloads, &entry.key, &r);
                 let ready = r.ready.max(r.current.min(r.spec));
                 observe(&entry, scale_of(&r), r.spec, ready);
             }

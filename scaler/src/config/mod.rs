@@ -326,7 +326,7 @@ pub struct ServeConfig {
 const NO_ACCESS_SECTION: &str = "no `access:` section: without it every input would be open to \
 anyone who can reach the ports. Name who may call what (access.identities, each with a role and, \
 for writer and reader, its tenants), or open inputs on purpose for a demo or a loopback test, \
-e.g. `access: { insecure: [keda, write, status, metrics, shard] }`";
+e.g. `access: { insecure: [keda, write, status, metrics, shard, control] }`";
 
 /// The `tls:` section: PEM files (a mounted Secret) checked for changes every
 /// `reload_every`.

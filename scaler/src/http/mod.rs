@@ -62,6 +62,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/readyz", get(ready))
         .route("/api/v1/status", get(status))
         .route("/api/v1/workloads/{tenant}/{app}", get(workload))
+        .merge(crate::freeze::api::router())
+        .merge(crate::preview::router())
         .with_state(state);
     match (refusal, remote_write) {
         (Some(refusal), _) => {
@@ -257,6 +259,8 @@ fn report(state: &HttpState, tenants: &TenantScope) -> StatusReport {
             Some(shards) if everything => shards.shards(),
             _ => Vec::new(),
         },
+        freezes: crate::freeze::api::visible_freezes(&state.workloads, tenants),
+        audit: crate::freeze::api::visible_audit(&state.workloads, tenants),
     }
 }
 

@@ -17,6 +17,14 @@ pub struct StatusReport {
     /// Collector shards and whether each is counted, when collectors are sharded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shards: Vec<spillway_collector::shard::ShardStatus>,
+    /// Every freeze the caller's tenants are under (held in memory, or read from
+    /// ScaledObjects), expired ones included until they go.
+    #[serde(default)]
+    pub freezes: Vec<crate::freeze::Freeze>,
+    /// Recent changes of policy, freeze and grade, oldest first (the last
+    /// [`crate::audit::AUDIT_LEN`]; the log has every one).
+    #[serde(default)]
+    pub audit: Vec<crate::audit::AuditEntry>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -57,6 +65,10 @@ pub struct DecisionView {
     pub band: Option<BandView>,
     #[serde(default)]
     pub placement: Option<Placed>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze: Option<crate::freeze::FreezeView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<crate::policy::shadow::ShadowView>,
 }
 
 impl From<&Published> for DecisionView {
@@ -81,6 +93,8 @@ impl From<&Published> for DecisionView {
             partial: p.partial.iter().map(|s| (*s).to_owned()).collect(),
             band: p.band.clone(),
             placement: p.placement.clone(),
+            freeze: p.freeze.clone(),
+            shadow: p.shadow.clone(),
         }
     }
 }

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::conditions;
 use crate::engine::{self, Decision, ReplicaCounts, Rule, WorkloadState};
+use crate::freeze::Verdict;
 use crate::hpa::{HpaView, ScaleCounts};
 use crate::policy::{AppPolicy, PolicySet, PolicyStore};
 use crate::serve::replicas::{Placed, ReplicaSource, ReplicaSync};
@@ -27,6 +28,9 @@ fn settled(replicas: u32) -> ReplicaCounts {
         ready: replicas,
     }
 }
+
+/// A workload's candidate policy, its grade and guards, and whether it is promoted.
+type Rollout = (Arc<AppPolicy>, crate::policy::grade::Rollout, bool);
 
 /// Called with every decision that changed something (desired, activity or rule).
 pub type DecisionObserver = Arc<dyn Fn(&WorkloadKey, &Published, Option<&Published>) + Send + Sync>;
@@ -80,6 +84,7 @@ impl DecisionLoop {
                     }
                 }
                 _ = ticker.tick() => {
+                    self.workloads.freezes().sweep(self.workloads.audit(), clock::unix_ms());
                     refused = self.refused_tenants();
                     let current = self.policies.current();
                     if !Arc::ptr_eq(&current, &index.set) {
@@ -99,6 +104,9 @@ impl DecisionLoop {
     }
 
     fn sync_workloads(&self, index: &PolicyIndex) {
+        self.workloads
+            .grades()
+            .observe_set(&index.set, self.workloads.audit(), clock::unix_ms());
         let mut keys: std::collections::HashSet<WorkloadKey> =
             index.by_workload.keys().cloned().collect();
         // Aliased workloads live as long as the policy entry they follow.
@@ -131,10 +139,14 @@ impl DecisionLoop {
     /// Decides every workload once, so KEDA's first calls (the gRPC server may take them
     /// the moment it listens) find a decision for every configured workload.
     pub fn prime(&self) {
+        self.prime_at(clock::unix_ms());
+    }
+
+    /// [`Self::prime`] at `now_ms`.
+    pub fn prime_at(&self, now_ms: i64) {
         let index = PolicyIndex::build(self.policies.current());
         self.sync_workloads(&index);
         let refused = self.refused_tenants();
-        let now_ms = clock::unix_ms();
         for entry in self.workloads.all() {
             if let Some(policy) = index
                 .by_workload
@@ -187,6 +199,12 @@ impl DecisionLoop {
         now_ms: i64,
         refused: &HashMap<String, String>,
     ) {
+        let live_policy = policy;
+        let rollout = self.rollout(entry);
+        let policy: &AppPolicy = match &rollout {
+            Some((candidate, _, true)) => candidate,
+            _ => live_policy,
+        };
         let now = now_ms.div_euclid(1000);
         let view = self.ingest.store().view(&entry.key);
         let has_data = Signal::ALL.iter().any(|s| view.newest(*s).is_some());
@@ -194,6 +212,7 @@ impl DecisionLoop {
             .hpa_view()
             .unwrap_or_else(|| HpaView::from_policy(policy));
         let adjustment = entry.adjustment();
+        let freeze = self.workloads.freezes().verdict(&entry.key, now_ms);
         let decided = entry.decide_with(|state, known| {
             let (decision, start, scale, basis) = match known {
                 Known {
@@ -245,11 +264,15 @@ impl DecisionLoop {
                     )
                 }
             };
-            let plan = ServePlan {
-                desired: decision.desired,
-                ceiling: decision.ceiling,
-                max: policy.replicas.max,
-                warming_up: decision.warming_up,
+            let plan = match &freeze {
+                Some(Verdict::Holding(f)) => crate::freeze::frozen_plan(f.held(start.current)),
+                _ => ServePlan {
+                    desired: decision.desired,
+                    ceiling: decision.ceiling,
+                    max: policy.replicas.max,
+                    warming_up: decision.warming_up,
+                    frozen: false,
+                },
             };
             let served = serve_plan(plan, adjustment, scale, basis == Basis::Observed, hpa);
             if basis != Basis::Nothing {
@@ -277,9 +300,23 @@ impl DecisionLoop {
             ),
             None => (decision.rule.label(), decision.reason.to_string()),
         };
+        let reason = match &rollout {
+            Some((_, _, true)) => format!("candidate policy (promoted by its grade): {reason}"),
+            _ => reason,
+        };
+        let freeze = freeze.map(|verdict| crate::freeze::view(verdict, &decision));
+        let shadow = self.shadow(entry, &view, start, now, &decision, live_policy, &rollout);
+        let (rule, reason) = match &freeze {
+            Some(f) if f.holding => crate::freeze::explain(f, &reason, plan.desired),
+            _ => (rule, reason),
+        };
         let published = Published {
-            desired: decision.desired,
-            active: decision.active,
+            desired: plan.desired,
+            active: if plan.frozen {
+                plan.desired > 0
+            } else {
+                decision.active
+            },
             rule,
             reason,
             activity: decision.activity,
@@ -310,6 +347,8 @@ impl DecisionLoop {
             partial: decision.lower_bound.iter().map(|s| s.as_str()).collect(),
             band: band_view(&decision),
             placement,
+            freeze,
+            shadow,
         };
         entry.observe_conditions(
             conditions::probes(
@@ -318,6 +357,7 @@ impl DecisionLoop {
             ),
             now_ms,
         );
+        self.guard(entry, &rollout, live_policy, &published, now_ms);
         self.record_metrics(&entry.key, &published);
         let changed_from = entry.publish(published);
         if let Some(observer) = &self.observer {
@@ -332,6 +372,88 @@ impl DecisionLoop {
                     observer(&entry.key, &latest, changed_from.as_deref());
                 }
             }
+        }
+    }
+
+    /// The candidate of the workload's policy entry, its grade and guards, and whether
+    /// the grade promotes it for this workload (not rolled back).
+    fn rollout(&self, entry: &WorkloadEntry) -> Option<Rollout> {
+        let set = self.policies.current();
+        let policy_key = self.workloads.policy_key(&entry.key);
+        let candidate = set.candidate(&policy_key)?;
+        let rollout = set.rollout(&policy_key.tenant)?.clone();
+        let promoted = self
+            .workloads
+            .grades()
+            .acting(&entry.key, &candidate, &rollout);
+        Some((candidate, rollout, promoted))
+    }
+
+    /// The decision of the policy not acted on (the candidate, or the live spec where
+    /// the candidate is promoted), from the same signals and counts.
+    #[allow(clippy::too_many_arguments)]
+    fn shadow(
+        &self,
+        entry: &WorkloadEntry,
+        view: &impl spillway_collector::SignalView,
+        start: ReplicaCounts,
+        now: i64,
+        acting: &Decision,
+        live: &AppPolicy,
+        rollout: &Option<Rollout>,
+    ) -> Option<crate::policy::shadow::ShadowView> {
+        let shadows = self.workloads.shadows();
+        let Some((candidate, grade, promoted)) = rollout else {
+            shadows.forget(&entry.key);
+            return None;
+        };
+        let other: &AppPolicy = if *promoted { live } else { candidate };
+        let mut view = shadows.decide(&entry.key, other, view, start, now, acting, *promoted);
+        view.rolled_back = self
+            .workloads
+            .grades()
+            .rollback(&entry.key, candidate, grade)
+            .map(|r| r.reason);
+        Some(view)
+    }
+
+    /// A promoted candidate's guards see each of its decisions. Demand is the load in
+    /// the live spec's replicas (its `targetPerReplica`), so a candidate that asks for
+    /// fewer replicas is judged by what the live spec says they carry.
+    fn guard(
+        &self,
+        entry: &WorkloadEntry,
+        rollout: &Option<Rollout>,
+        live: &AppPolicy,
+        published: &Published,
+        now_ms: i64,
+    ) {
+        let grades = self.workloads.grades();
+        match rollout {
+            Some((candidate, grade, true)) => {
+                if grades
+                    .guard(
+                        &entry.key,
+                        candidate,
+                        grade,
+                        published
+                            .qps
+                            .zip(live.signals.qps)
+                            .map(|(qps, target)| qps / target.target_per_replica)
+                            .or(published.band.as_ref().map(|b| b.load_replicas)),
+                        published.ready,
+                        published.desired,
+                        self.workloads.audit(),
+                        now_ms,
+                    )
+                    .is_some()
+                {
+                    // The shadow's history was the live spec's, which acts from now on;
+                    // the candidate's shadow starts over.
+                    self.workloads.shadows().forget(&entry.key);
+                }
+            }
+            _ => grades.idle(&entry.key),
         }
     }
 

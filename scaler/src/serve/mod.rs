@@ -233,6 +233,9 @@ pub async fn run_with_cluster(
             stats.clone(),
         )));
     }
+    metrics.register_collector(Box::new(crate::alerting::AlertingSeries {
+        workloads: workloads.clone(),
+    }));
     let metrics = Arc::new(metrics);
     let metrics_for_scrapes = metrics.clone();
     let scraper = Scraper::new(client, config.scrape.clone(), ingest.clone())
@@ -431,6 +434,7 @@ pub async fn run_with_cluster(
 
     if let PolicySource::Directory { path, reload_every } = config.policy_source {
         let policies = config.policies.clone();
+        let audit_workloads = workloads.clone();
         let mut reload_shutdown = shutdown.clone();
         tasks.spawn(async move {
             let mut ticker = tokio::time::interval(reload_every);
@@ -443,7 +447,10 @@ pub async fn run_with_cluster(
                         // The store catches its own panics; a failed task is only
                         // logged, so the policies in force keep serving either way.
                         match tokio::task::spawn_blocking(move || store.reload(&dir)).await {
-                            Ok(outcome) => metrics.record_reload(&outcome),
+                            Ok(outcome) => {
+                                metrics.record_reload(&outcome);
+                                audit_reload(&audit_workloads, &policies, &outcome);
+                            }
                             Err(error) => {
                                 metrics.policy_reload_panics.inc();
                                 tracing::error!(%error, "policy reload failed; the policies in force keep serving");
@@ -457,6 +464,25 @@ pub async fn run_with_cluster(
     }
 
     join_parts(tasks).await
+}
+
+/// Records a reload's changes in the audit trail, each file under the tenant it serves.
+fn audit_reload(
+    workloads: &Workloads,
+    policies: &PolicyStore,
+    outcome: &crate::policy::ReloadOutcome,
+) {
+    let files = policies.status();
+    workloads.audit().record_reload(
+        outcome,
+        |path| {
+            files
+                .iter()
+                .find(|f| f.path == path)
+                .and_then(|f| f.serving_tenant.clone())
+        },
+        spillway_collector::clock::unix_ms(),
+    );
 }
 
 /// Token files re-read when they change, and aliases no ScaledObject asks for any more

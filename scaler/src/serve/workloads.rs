@@ -237,11 +237,35 @@ pub struct Workloads {
     /// Workloads scaled by another app's policy entry (trigger metadata `policy`), e.g.
     /// a canary scaled like its main app: workload → the app entry in the policy.
     aliases: crate::aliases::AliasBook,
+    freezes: crate::freeze::FreezeBook,
+    audit: crate::audit::AuditLog,
+    shadows: crate::policy::shadow::ShadowBook,
+    grades: crate::grades::GradeBook,
 }
 
 impl Workloads {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Freezes set through the API or read from ScaledObjects.
+    pub fn freezes(&self) -> &crate::freeze::FreezeBook {
+        &self.freezes
+    }
+
+    /// The candidate policies' engine histories.
+    pub fn shadows(&self) -> &crate::policy::shadow::ShadowBook {
+        &self.shadows
+    }
+
+    /// Candidates' promotions and rollbacks.
+    pub fn grades(&self) -> &crate::grades::GradeBook {
+        &self.grades
+    }
+
+    /// Every change of policy, freeze or grade.
+    pub fn audit(&self) -> &crate::audit::AuditLog {
+        &self.audit
     }
 
     pub fn get(&self, key: &WorkloadKey) -> Option<Arc<WorkloadEntry>> {
@@ -378,6 +402,7 @@ mod tests {
             ceiling: 200,
             max: 200,
             warming_up: false,
+            frozen: false,
         }
     }
 
@@ -410,6 +435,8 @@ mod tests {
             partial: Vec::new(),
             band: None,
             placement: None,
+            freeze: None,
+            shadow: None,
         }
     }
 

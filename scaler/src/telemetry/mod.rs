@@ -548,11 +548,12 @@ impl Metrics {
         ] {
             family.remove(labels);
         }
-        for rule in crate::engine::Rule::ALL {
+        let rules = crate::engine::Rule::ALL.map(crate::engine::Rule::label);
+        for rule in rules.into_iter().chain([crate::freeze::RULE]) {
             self.decisions.remove(&DecisionLabels {
                 tenant: labels.tenant.clone(),
                 app: labels.app.clone(),
-                rule: rule.label().to_owned(),
+                rule: rule.to_owned(),
             });
         }
     }

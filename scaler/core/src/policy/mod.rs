@@ -31,6 +31,10 @@
 //!     search: {}
 //! ```
 //!
+//! A file may also carry `candidate:` beside `spec:` (its own `defaults` and `apps`, no
+//! namespaces): decided every tick beside the live spec and never acted on, see
+//! [`shadow`].
+//!
 //! An app must be listed under `apps` to be known. Its values are merged field by field:
 //! the app's override, else the tenant's `defaults`, else the built-in default. Two
 //! exceptions: an app's `schedules` list replaces the tenant's list whole, and a limit's
@@ -77,12 +81,14 @@
 mod cron_check;
 mod duration;
 mod error;
+pub mod grade;
 mod load;
 mod model;
 mod parse;
 mod quantity;
 pub mod resources;
 mod set;
+pub mod shadow;
 mod store;
 mod validate;
 mod yaml;

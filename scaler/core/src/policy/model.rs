@@ -21,6 +21,11 @@ pub struct TenantPolicy {
     pub namespaces: Vec<String>,
     /// Every known app, by name.
     pub apps: BTreeMap<String, Arc<AppPolicy>>,
+    /// The file's `candidate:` spec, resolved: decided beside the live one, never
+    /// acted on ([`crate::policy::shadow`]).
+    pub candidate: Option<Box<TenantPolicy>>,
+    /// A candidate's grade and guards (the live spec's is the default, unused).
+    pub rollout: super::grade::Rollout,
 }
 
 /// One app's policy: tenant defaults merged with the app's overrides.

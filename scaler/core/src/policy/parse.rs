@@ -32,6 +32,11 @@ pub struct RawDocument {
     pub defaults: RawApp,
     pub apps: Vec<(At<String>, RawApp)>,
     pub apps_loc: Option<Loc>,
+    /// `candidate:`, a spec decided beside the live one and never acted on
+    /// ([`crate::policy::shadow`]): its own `defaults` and `apps`, no namespaces.
+    pub candidate: Option<Box<RawDocument>>,
+    /// A candidate's `grade` and `guards` ([`crate::policy::grade`]).
+    pub rollout: super::grade::RawRollout,
 }
 
 /// One `defaults` block or one app's overrides; every field optional.
@@ -150,7 +155,12 @@ impl<'s> Reader<'s> {
 
     /// The entries of a mapping whose keys must be among `allowed`. A null node reads as an
     /// empty mapping, so `checkout:` and `checkout: {}` mean the same.
-    fn fields<'n>(&mut self, node: &'n Node, path: &str, allowed: &[&str]) -> Option<Fields<'n>> {
+    pub(super) fn fields<'n>(
+        &mut self,
+        node: &'n Node,
+        path: &str,
+        allowed: &[&str],
+    ) -> Option<Fields<'n>> {
         let entries = match &node.value {
             Value::Map(entries) => entries,
             Value::Null => return Some(Vec::new()),
@@ -235,7 +245,7 @@ impl<'s> Reader<'s> {
         }
     }
 
-    fn u32(&mut self, node: &Node, path: &str) -> Option<At<u32>> {
+    pub(super) fn u32(&mut self, node: &Node, path: &str) -> Option<At<u32>> {
         let expected = format!("a whole number from 0 to {}", u32::MAX);
         self.typed(node, path, &expected, |value| match *value {
             Value::UInt(u) => u32::try_from(u).ok(),
@@ -244,7 +254,7 @@ impl<'s> Reader<'s> {
         })
     }
 
-    fn f64(&mut self, node: &Node, path: &str) -> Option<At<f64>> {
+    pub(super) fn f64(&mut self, node: &Node, path: &str) -> Option<At<f64>> {
         self.typed(node, path, "a number", |value| match *value {
             Value::UInt(u) => Some(u as f64),
             Value::Int(i) => Some(i as f64),
@@ -260,7 +270,7 @@ impl<'s> Reader<'s> {
         })
     }
 
-    fn string(&mut self, node: &Node, path: &str) -> Option<At<String>> {
+    pub(super) fn string(&mut self, node: &Node, path: &str) -> Option<At<String>> {
         self.typed(node, path, "a string", |value| match value {
             Value::Str(s) => Some(s.clone()),
             v @ (Value::Int(_) | Value::UInt(_)) => Some(scalar_text(v)),
@@ -268,7 +278,7 @@ impl<'s> Reader<'s> {
         })
     }
 
-    fn duration(&mut self, node: &Node, path: &str) -> Option<At<u32>> {
+    pub(super) fn duration(&mut self, node: &Node, path: &str) -> Option<At<u32>> {
         let loc = loc_of(node, path);
         let parsed = match &node.value {
             Value::Str(s) => parse_duration_secs(s),
@@ -342,8 +352,11 @@ impl<'s> Reader<'s> {
             root: loc_of(root, ""),
             ..RawDocument::default()
         };
-        let Some(fields) = self.fields(root, "", &["apiVersion", "kind", "metadata", "spec"])
-        else {
+        let Some(fields) = self.fields(
+            root,
+            "",
+            &["apiVersion", "kind", "metadata", "spec", "candidate"],
+        ) else {
             return doc;
         };
         let (mut api, mut kind, mut spec_seen, mut meta_seen) = (false, false, false, false);
@@ -377,6 +390,14 @@ impl<'s> Reader<'s> {
                 "spec" => {
                     spec_seen = true;
                     self.spec(node, &path, &mut doc);
+                }
+                "candidate" => {
+                    let mut candidate = RawDocument {
+                        root: loc_of(node, &path),
+                        ..RawDocument::default()
+                    };
+                    self.spec(node, &path, &mut candidate);
+                    doc.candidate = Some(Box::new(candidate));
                 }
                 _ => {}
             }
@@ -418,7 +439,14 @@ impl<'s> Reader<'s> {
     }
 
     fn spec(&mut self, node: &Node, path: &str, doc: &mut RawDocument) {
-        let Some(fields) = self.fields(node, path, &["namespaces", "defaults", "apps"]) else {
+        // A candidate changes how the live spec's apps scale, not who may use them.
+        let candidate = path == "candidate";
+        let allowed: &[&str] = if candidate {
+            &["defaults", "apps", "grade", "guards"]
+        } else {
+            &["namespaces", "defaults", "apps"]
+        };
+        let Some(fields) = self.fields(node, path, allowed) else {
             return;
         };
         for (key, n, p) in fields {
@@ -467,10 +495,11 @@ impl<'s> Reader<'s> {
                         }
                     }
                 }
+                "grade" | "guards" => self.rollout(&key, n, &p, &mut doc.rollout),
                 _ => {}
             }
         }
-        if doc.namespaces.is_none() {
+        if doc.namespaces.is_none() && !candidate {
             self.missing(
                 node,
                 path,

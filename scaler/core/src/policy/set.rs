@@ -181,6 +181,26 @@ impl PolicySet {
         })
     }
 
+    /// The candidate policy of a workload's policy entry, if its file carries one.
+    pub fn candidate(&self, key: &WorkloadKey) -> Option<Arc<AppPolicy>> {
+        self.tenants
+            .get(&*key.tenant)?
+            .candidate
+            .as_ref()?
+            .apps
+            .get(&*key.app)
+            .cloned()
+    }
+
+    /// The grade and guards of a tenant's candidate, if its file carries one.
+    pub fn rollout(&self, tenant: &str) -> Option<&super::grade::Rollout> {
+        self.tenants
+            .get(tenant)?
+            .candidate
+            .as_ref()
+            .map(|c| &c.rollout)
+    }
+
     pub fn tenant(&self, tenant: &str) -> Option<&TenantPolicy> {
         self.tenants.get(tenant)
     }

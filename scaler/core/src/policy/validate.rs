@@ -62,7 +62,8 @@ fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-pub fn resolve(reader: &mut Reader<'_>, doc: RawDocument) -> Option<TenantPolicy> {
+pub fn resolve(reader: &mut Reader<'_>, mut doc: RawDocument) -> Option<TenantPolicy> {
+    let candidate = doc.candidate.take();
     let tenant = match &doc.tenant {
         Some(t) if is_dns_label(&t.value) => t.value.clone(),
         Some(t) => {
@@ -114,6 +115,10 @@ pub fn resolve(reader: &mut Reader<'_>, doc: RawDocument) -> Option<TenantPolicy
             apps.insert(name.value.clone(), Arc::new(app));
         }
     }
+    let rollout = super::grade::resolve(reader, &doc.rollout, &apps);
+    let candidate = candidate.and_then(|candidate| {
+        super::shadow::resolve_candidate(reader, *candidate, &doc, &apps).map(Box::new)
+    });
     if !reader.errors.is_empty() {
         return None;
     }
@@ -128,6 +133,8 @@ pub fn resolve(reader: &mut Reader<'_>, doc: RawDocument) -> Option<TenantPolicy
         tenant_column,
         namespaces,
         apps,
+        candidate,
+        rollout,
     })
 }
 

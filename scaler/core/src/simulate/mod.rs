@@ -39,7 +39,7 @@ mod report;
 pub mod svg;
 pub mod trace;
 
-pub use replay::{SimulateError, simulate};
+pub use replay::{SPILLWAY, SimulateError, simulate};
 pub use report::{Report, Run, Sample, Totals};
 
 use crate::placement::sim::SimConfig;
