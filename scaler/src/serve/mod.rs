@@ -254,20 +254,13 @@ pub async fn run_with_cluster(
     );
     tasks.spawn(async move { grpc_server.await.map_err(RunError::from) });
 
-    let policies = config.policies.clone();
     let http_state = HttpState {
         metrics: metrics.clone(),
         workloads: workloads.clone(),
         ingest: ingest.clone(),
         targets,
         policies: config.policies.clone(),
-        policy_status: Arc::new(move || {
-            policies
-                .status()
-                .into_iter()
-                .filter_map(|file| file.error.map(|e| format!("{}: {e}", file.path.display())))
-                .collect()
-        }),
+        policy_status: refused_policy_files(config.policies.clone()),
         remote_write,
         shards,
         hpa: hpa_views.clone(),
@@ -296,21 +289,7 @@ pub async fn run_with_cluster(
         crate::cluster::gateways::follow(discovery, fixed, Arc::new(|_| true)).await?;
     spawn_scraping(&mut tasks, scraper, scrape_targets, follower, &shutdown);
 
-    if let Some(fanout) = fanout {
-        let fanout_shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            fanout.run(fanout_shutdown).await;
-            Ok(())
-        });
-    }
-    if let Some(promql) = promql {
-        let promql_shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            promql.run(promql_shutdown).await;
-            Ok(())
-        });
-    }
-
+    spawn_pollers(&mut tasks, fanout, promql, &shutdown);
     spawn_eviction(&mut tasks, &ingest, &shutdown);
 
     spawn_access_upkeep(
@@ -464,6 +443,40 @@ async fn start_cluster(
         tracing::warn!(
             "replica counts not read within {FIRST_OBSERVATION:?} of start; serving without them meanwhile"
         );
+    }
+}
+
+/// Each refused policy file with why, for the status API.
+fn refused_policy_files(policies: Arc<PolicyStore>) -> Arc<dyn Fn() -> Vec<String> + Send + Sync> {
+    Arc::new(move || {
+        policies
+            .status()
+            .into_iter()
+            .filter_map(|file| file.error.map(|e| format!("{}: {e}", file.path.display())))
+            .collect()
+    })
+}
+
+/// The inputs that poll rather than being called: the collector shards and PromQL.
+fn spawn_pollers(
+    tasks: &mut JoinSet<Result<(), RunError>>,
+    fanout: Option<FanOut>,
+    promql: Option<PromqlSource>,
+    shutdown: &watch::Receiver<bool>,
+) {
+    if let Some(fanout) = fanout {
+        let fanout_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            fanout.run(fanout_shutdown).await;
+            Ok(())
+        });
+    }
+    if let Some(promql) = promql {
+        let promql_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            promql.run(promql_shutdown).await;
+            Ok(())
+        });
     }
 }
 
