@@ -1,5 +1,9 @@
 //! Shared helpers for Spillway benchmarks: deterministic inputs and the small pieces of
-//! ingest logic the benchmarks time, kept here so they are unit-tested too.
+//! ingest logic the benchmarks time, kept here so they are unit-tested too; and
+//! [`parsers`], every parser of outside input as one table for the property tests and
+//! the `parser_fuzz` long run.
+
+pub mod parsers;
 
 use std::borrow::Borrow;
 use std::collections::HashMap;

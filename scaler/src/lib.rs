@@ -17,7 +17,8 @@
 //!   report; [`telemetry`]: the metrics registry and the collector's counters.
 //! - [`cluster`]: the Kubernetes side: cluster view, replica counts, the placement controller.
 //! - [`keda`]: the KEDA `ExternalScaler` gRPC service and its server.
-//! - [`listener`]: the HTTP port's bounded accept loop.
+//! - [`readiness`]: when `/readyz` says this replica can take over (pure).
+//! - [`listener`]: the HTTP port's bounded accept loop, TLS and mTLS.
 //! - [`access`]: who may do what: identities (client certificates, bearer tokens),
 //!   roles, tenant-bound writes and reads; [`aliases`]: workloads scaled by another
 //!   app's borrowable policy entry, capped and expired.
@@ -34,6 +35,7 @@ pub mod ha;
 pub mod http;
 pub mod keda;
 pub mod listener;
+pub mod readiness;
 pub mod serve;
 pub mod telemetry;
 

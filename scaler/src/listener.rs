@@ -3,6 +3,12 @@
 //! for a request's headers, a cap on their size, an idle limit on every read, and
 //! HTTP/2 windows and streams kept small. Bodies have their own deadline where they are
 //! read (remote-write).
+//!
+//! With `httpTls` in the serve config the port speaks TLS only, and with its
+//! `clientCaFile` it asks for a client certificate: a verified one names the caller
+//! ([`PeerCertificate`]) as on the gRPC port, and a connection without one may still
+//! present a bearer token. The handshake counts against the header deadline and holds
+//! a connection slot, so half-open handshakes are bounded like slow headers.
 
 use std::future::Future;
 use std::io;
@@ -12,15 +18,20 @@ use std::sync::atomic::AtomicI64;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use hyper::Request;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
+use tower::Service;
+
+use crate::keda::tls::ReloadingTls;
 
 /// Limits of the HTTP server.
 #[derive(Clone, Debug)]
@@ -55,16 +66,26 @@ pub struct HttpStats {
     /// Connections closed on arrival because the cap was reached.
     pub connections_refused: Counter,
     pub connections_open: Gauge<i64, AtomicI64>,
+    /// TLS handshakes that failed or did not finish within the header deadline.
+    pub tls_handshakes_failed: Counter,
 }
 
 /// How long shutdown waits for open connections to finish their requests.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
-/// Serves `router` on `listener` within `limits` until `shutdown` resolves.
+/// The verified client certificate (leaf, DER) of a connection served over mTLS, put
+/// in every request's extensions so access rules can name the caller. Only the
+/// listener inserts it: a client cannot send one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerCertificate(pub Arc<[u8]>);
+
+/// Serves `router` on `listener` within `limits` until `shutdown` resolves; over TLS
+/// (and mTLS when its set has a client CA) when `tls` is given.
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
     limits: HttpLimits,
+    tls: Option<Arc<ReloadingTls>>,
     stats: Arc<HttpStats>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
@@ -72,9 +93,10 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(max));
     let builder = builder(&limits);
     let (stop, stopping) = watch::channel(false);
+    let reloading = tls.as_ref().map(ReloadingTls::spawn_watch);
     tokio::pin!(shutdown);
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -86,42 +108,105 @@ pub async fn serve(
                 }
             },
         };
+        // The slot is taken before the handshake: a flood of TCP connections that
+        // never finish one holds no more than the cap.
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             stats.connections_refused.inc();
             drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(IdleLimit::new(stream, limits.idle_timeout));
-        let service = TowerToHyperService::new(router.clone());
-        let builder = builder.clone();
-        let mut stopping = stopping.clone();
+        let io = IdleLimit::new(stream, limits.idle_timeout);
+        let connection = Connection {
+            router: router.clone(),
+            builder: builder.clone(),
+            stopping: stopping.clone(),
+        };
         let stats = stats.clone();
+        let tls = tls.clone();
+        let handshake_limit = limits.header_timeout;
         stats.connections_open.inc();
         tokio::spawn(async move {
-            let connection = builder.serve_connection_with_upgrades(io, service);
-            tokio::pin!(connection);
-            let stopped = tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(error) = result {
-                        tracing::debug!(%error, "HTTP connection ended with an error");
+            match tls {
+                None => connection.serve(io, None).await,
+                Some(tls) => {
+                    let acceptor = TlsAcceptor::from(tls.current());
+                    match tokio::time::timeout(handshake_limit, acceptor.accept(io)).await {
+                        Ok(Ok(stream)) => {
+                            let certificate = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|chain| chain.first())
+                                .map(|leaf| PeerCertificate(Arc::from(leaf.as_ref())));
+                            connection.serve(stream, certificate).await;
+                        }
+                        Ok(Err(error)) => {
+                            stats.tls_handshakes_failed.inc();
+                            tracing::debug!(%peer, %error, "HTTP TLS handshake refused");
+                        }
+                        Err(_) => {
+                            stats.tls_handshakes_failed.inc();
+                            tracing::debug!(%peer, "HTTP TLS handshake timed out");
+                        }
                     }
-                    false
                 }
-                _ = stopping.wait_for(|stop| *stop) => true,
-            };
-            if stopped {
-                connection.as_mut().graceful_shutdown();
-                let _ = connection.await;
             }
             stats.connections_open.dec();
             drop(slot);
         });
     }
     let _ = stop.send(true);
+    if let Some(reloading) = reloading {
+        reloading.abort();
+    }
     let all = u32::try_from(max).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(DRAIN_LIMIT, slots.acquire_many(all)).await;
     Ok(())
+}
+
+/// What serving one accepted connection needs.
+struct Connection {
+    router: axum::Router,
+    builder: auto::Builder<TokioExecutor>,
+    stopping: watch::Receiver<bool>,
+}
+
+impl Connection {
+    /// Serves requests on `io` until the client goes or shutdown asks it to finish.
+    async fn serve<S>(self, io: S, certificate: Option<PeerCertificate>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Self {
+            router,
+            builder,
+            mut stopping,
+        } = self;
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            // Replaces anything under that type: only the handshake may say who it is.
+            request.extensions_mut().remove::<PeerCertificate>();
+            if let Some(certificate) = &certificate {
+                request.extensions_mut().insert(certificate.clone());
+            }
+            router.clone().call(request)
+        });
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        tokio::pin!(connection);
+        let stopped = tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "HTTP connection ended with an error");
+                }
+                false
+            }
+            _ = stopping.wait_for(|stop| *stop) => true,
+        };
+        if stopped {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
 }
 
 fn builder(limits: &HttpLimits) -> auto::Builder<TokioExecutor> {
@@ -131,8 +216,8 @@ fn builder(limits: &HttpLimits) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192));
-    // HTTP/2 (prior knowledge only, on this plaintext port): few streams and small
-    // windows, so one connection buffers little; pings find dead peers.
+    // HTTP/2 (by prior knowledge in plaintext, by ALPN over TLS): few streams and
+    // small windows, so one connection buffers little; pings find dead peers.
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -237,7 +322,14 @@ mod tests {
         let shutdown = async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
-        tokio::spawn(serve(listener, router, limits, stats.clone(), shutdown));
+        tokio::spawn(serve(
+            listener,
+            router,
+            limits,
+            None,
+            stats.clone(),
+            shutdown,
+        ));
         (addr, stats, stop)
     }
 

@@ -601,7 +601,20 @@ async fn a_reader_sees_its_tenants_only() {
     assert_eq!(fixture.get("/metrics", Some("grafana-acme")).await.0, 403);
     assert_eq!(fixture.get("/metrics", None).await.0, 401);
     assert_eq!(fixture.get("/healthz", None).await.0, 200);
-    assert_eq!(fixture.get("/readyz", None).await.0, 200);
+    // Probes carry no credentials: /readyz answers anyone, 503 while warming up.
+    let ready_by = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = fixture.get("/readyz", None).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            tokio::time::Instant::now() < ready_by,
+            "never ready: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // `spillway status` with the reader's token file: acme only.
     let url = format!("http://{}", fixture.spillway.http);
@@ -1117,4 +1130,212 @@ fn without_colours(line: &str) -> String {
         }
     }
     out
+}
+
+/// An HTTP client over TLS trusting `ca_pem`, presenting `identity` if given.
+fn https_client(ca_pem: &str, identity: Option<&Leaf>) -> reqwest::Client {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.expect("CA PEM")).expect("CA certificate");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots);
+    let mut config = match identity {
+        Some(leaf) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).expect("leaf")],
+                PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("key"),
+            )
+            .expect("client certificate"),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .tls_backend_preconfigured(config)
+        .build()
+        .expect("an HTTPS client")
+}
+
+/// The HTTP port over mTLS: a verified client certificate names the caller as a token
+/// does (a tenant's reader sees its tenants, `/metrics` only for the metrics role), a
+/// token still works on a connection without a certificate, a certificate naming no
+/// identity is anonymous, one from another CA and plaintext never get a request in,
+/// and `spillway status` connects with `--ca-file`, `--cert-file` and `--key-file`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_port_over_mtls_names_callers_by_certificate() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server_ca = Ca::new("HTTP server CA");
+    let client_ca = Ca::new("HTTP client CA");
+    let files = ServerFiles::in_dir(dir.path());
+    files.write(&server_ca.server(), Some(&client_ca));
+    let rest = format!(
+        "scrape: {{ interval: 1s, timeout: 500ms, targets: [http://127.0.0.1:9/metrics] }}
+httpTls:
+  certFile: {}
+  keyFile: {}
+  clientCaFile: {}
+access:
+  insecure: [keda]
+  identities:
+    grafana-acme: {{ role: reader, tenants: [acme] }}
+    grafana-globex: {{ role: reader, tenants: [globex], tokenFile: tokens/grafana-globex }}
+    prometheus: {{ role: metrics }}
+",
+        files.cert.display(),
+        files.key.display(),
+        files.client_ca.display()
+    );
+    std::fs::create_dir_all(dir.path().join("tokens")).expect("token dir");
+    tls::replace(
+        &token_path(dir.path(), "grafana-globex"),
+        token("grafana-globex").as_bytes(),
+    );
+    let acme = policy("acme", "    web: {}\n");
+    let globex = policy("globex", "    web: {}\n");
+    let config = write_serve_config(
+        dir.path(),
+        &[("acme.yaml", &acme), ("globex.yaml", &globex)],
+        &rest,
+    );
+    let spillway = Spillway::serve(BIN, &config);
+    let base = format!("https://localhost:{}", spillway.http.port());
+    let get = |client: reqwest::Client, path: &str, bearer: Option<String>| {
+        let mut request = client.get(format!("{base}{path}"));
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        async move {
+            let response = request.send().await?;
+            let status = response.status().as_u16();
+            Ok::<_, reqwest::Error>((status, response.text().await.unwrap_or_default()))
+        }
+    };
+
+    let grafana_acme = client_ca.client("grafana-acme");
+    let (status, body) = get(
+        https_client(&server_ca.cert_pem, Some(&grafana_acme)),
+        "/api/v1/status",
+        None,
+    )
+    .await
+    .expect("status over mTLS");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"acme\"") && !body.contains("globex"),
+        "{body}"
+    );
+    // No certificate and no token: the handshake passes (tokens are allowed on this
+    // port), the request does not.
+    let anonymous = https_client(&server_ca.cert_pem, None);
+    let (status, _) = get(anonymous.clone(), "/api/v1/status", None)
+        .await
+        .expect("status without credentials");
+    assert_eq!(status, 401);
+    // A token on a connection without a certificate.
+    let (status, body) = get(anonymous, "/api/v1/status", Some(token("grafana-globex")))
+        .await
+        .expect("status with a token over TLS");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("globex") && !body.contains("\"acme\""),
+        "{body}"
+    );
+    // A certificate of the right CA naming nobody is anonymous.
+    let stranger = client_ca.client("stranger");
+    let (status, _) = get(
+        https_client(&server_ca.cert_pem, Some(&stranger)),
+        "/api/v1/status",
+        None,
+    )
+    .await
+    .expect("status as a stranger");
+    assert_eq!(status, 401);
+    // The reader's certificate may not read /metrics; the metrics role's may.
+    let (status, _) = get(
+        https_client(&server_ca.cert_pem, Some(&grafana_acme)),
+        "/metrics",
+        None,
+    )
+    .await
+    .expect("metrics as a reader");
+    assert_eq!(status, 403);
+
+    // A certificate from another CA, even one naming a known identity, and plaintext
+    // on the TLS port: no request gets in.
+    let rogue = Ca::new("rogue CA").client("grafana-acme");
+    let refused = get(
+        https_client(&server_ca.cert_pem, Some(&rogue)),
+        "/api/v1/status",
+        None,
+    )
+    .await;
+    assert!(
+        refused.is_err(),
+        "a rogue certificate was served: {refused:?}"
+    );
+    let plaintext = spillway_tests::http()
+        .get(format!("http://{}/api/v1/status", spillway.http))
+        .send()
+        .await;
+    assert!(
+        plaintext.is_err() || !plaintext.as_ref().is_ok_and(|r| r.status().is_success()),
+        "plaintext was served: {plaintext:?}"
+    );
+
+    let prometheus = client_ca.client("prometheus");
+    let (status, body) = get(
+        https_client(&server_ca.cert_pem, Some(&prometheus)),
+        "/metrics",
+        None,
+    )
+    .await
+    .expect("metrics over mTLS");
+    assert_eq!(status, 200, "{body}");
+    let failed = metric(&body, "spillway_http_tls_handshakes_failed_total");
+    assert!(failed >= 2.0, "rogue and plaintext not counted: {failed}");
+
+    // The CLI with the reader's certificate.
+    let leaf_dir = dir.path().join("grafana");
+    std::fs::create_dir_all(&leaf_dir).expect("leaf dir");
+    let (cert, key, ca) = (
+        leaf_dir.join("tls.crt"),
+        leaf_dir.join("tls.key"),
+        leaf_dir.join("ca.crt"),
+    );
+    tls::replace(&cert, grafana_acme.cert_pem.as_bytes());
+    tls::replace(&key, grafana_acme.key_pem.as_bytes());
+    tls::replace(&ca, server_ca.cert_pem.as_bytes());
+    let path = |p: &PathBuf| p.display().to_string();
+    let output = cli(&[
+        "status",
+        "--url",
+        &base,
+        "--ca-file",
+        &path(&ca),
+        "--cert-file",
+        &path(&cert),
+        "--key-file",
+        &path(&key),
+    ])
+    .await;
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        text.contains("acme/web") && !text.contains("globex"),
+        "{text}"
+    );
+    // Without its certificate the CLI says how to give one.
+    let output = cli(&["status", "--url", &base, "--ca-file", &path(&ca)]).await;
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--cert-file"),
+        "{output:?}"
+    );
 }

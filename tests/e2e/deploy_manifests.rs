@@ -311,6 +311,20 @@ fn parse_object(doc: &Value, source: &str) -> Object {
                 serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{source}: {e}"));
             Object::Other
         }
+        ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
+            typed::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>(doc, source);
+            Object::Other
+        }
+        ("spillway.io/v1", "ScalingPolicy") => {
+            // The resource's spec reads as a policy file's, through the same loader.
+            let policy: spillway_scaler::cluster::policy_crd::ScalingPolicy =
+                serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{source}: {e}"));
+            let spec = serde_json::to_value(&policy.spec).expect("spec");
+            let text = spillway_scaler::cluster::policy_crd::document_text("example", &spec);
+            spillway_scaler::policy::parse_policy(source, &text)
+                .unwrap_or_else(|e| panic!("{source}: {e}"));
+            Object::Other
+        }
         _ => panic!("{source}: no typed parser for {api_version}/{kind}; add one to this test"),
     }
 }

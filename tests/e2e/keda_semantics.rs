@@ -282,9 +282,57 @@ async fn workload_status(spillway: &Spillway) -> Value {
         .expect("status JSON")
 }
 
+async fn readyz(spillway: &Spillway) -> (u16, String) {
+    let response = spillway_tests::http()
+        .get(format!("http://{}/readyz", spillway.http))
+        .send()
+        .await
+        .expect("/readyz");
+    let code = response.status().as_u16();
+    (code, response.text().await.unwrap_or_default())
+}
+
 // ---------------------------------------------------------------------------------
 // Tests.
 // ---------------------------------------------------------------------------------
+
+/// `/readyz` turns 200 only once the replica counts are read, the targets scraped and a
+/// full scale-down window (here 3 s) has passed since start; GetMetrics answers before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_waits_for_a_full_scale_down_window_since_start() {
+    let fake = fake_cluster(4).await;
+    let traffic = Traffic::start(380).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let policy = policy("{ min: 1, max: 50 }", "3s", "");
+    let spillway = Spillway::serve(
+        BIN,
+        &config(dir.path(), &policy, &traffic.gateway, &kubernetes(&fake)),
+    );
+    let started = Instant::now();
+    let (code, why) = readyz(&spillway).await;
+    assert_eq!(code, 503, "ready at once: {why}");
+    let mut peer = model_peer(&spillway, ScaledObjectSpec::default(), 4).await;
+    peer.run_for(Duration::from_secs(1)).await;
+    assert_eq!(peer.scaler_failures(), 0, "answers while not ready");
+    let ready_after = loop {
+        let (code, why) = readyz(&spillway).await;
+        if code == 200 {
+            break started.elapsed();
+        }
+        assert!(why.contains("warming up"), "{why}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not ready 10 s after start: {why}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The process started a moment before `serve` returned: allow that much.
+    assert!(
+        ready_after >= Duration::from_millis(2_500),
+        "ready before the window was over: {ready_after:?}"
+    );
+    eprintln!("/readyz: 200 after {ready_after:?} (3 s scale-down window)");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_min_two_app_idle_past_the_cooldown_stays_at_two() {
@@ -561,6 +609,10 @@ async fn a_fresh_start_serves_at_once_and_a_step_right_after_is_applied() {
         .cloned()
         .unwrap_or_default();
     assert_eq!(warming["status"], "True", "still warming up: {warming}");
+    // Answering, but not ready: a rolling update keeps the previous replica meanwhile.
+    let (code, why) = readyz(&spillway).await;
+    assert_eq!(code, 503, "{why}");
+    assert!(why.contains("warming up"), "{why}");
     eprintln!(
         "fresh start: 3 → 15 in {first_step:?}, 15 → 30 in {second_step:?} (bound {bound:?}), during warm-up ({})",
         warming["reason"]

@@ -268,6 +268,40 @@ fn wait_all_scheduled(stage: &mut Stage, app: &str, count: usize) -> Vec<String>
     }
 }
 
+/// Waits until `app` has had `count` ready pods, the same ones, and `spec.replicas` at
+/// `count`, for `quiet` in a row: every drain move adds a pod, so none is under way.
+fn wait_placement_settled(stage: &mut Stage, app: &str, count: usize, quiet: Duration) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut since: Option<(Instant, Vec<String>)> = None;
+    loop {
+        let pods = stage.pods(app);
+        let spec = stage
+            .admin()
+            .get("deployment", Some(NAMESPACE), app)
+            .and_then(|d| d.pointer("/spec/replicas").and_then(Value::as_i64));
+        let steady = pods.len() == count
+            && pods.iter().all(|(_, node, ready)| node.is_some() && *ready)
+            && spec == i64::try_from(count).ok();
+        let names: Vec<String> = pods.into_iter().map(|(name, _, _)| name).collect();
+        since = match since {
+            Some((at, seen)) if steady && seen == names => {
+                if at.elapsed() >= quiet {
+                    return;
+                }
+                Some((at, seen))
+            }
+            _ if steady => Some((Instant::now(), names)),
+            _ => None,
+        };
+        stage.cluster.check_alive();
+        assert!(
+            Instant::now() < deadline,
+            "{app}: placement never settled at {count} pods for {quiet:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// Scenario 6: installing as the README says. Every overlay and component renders with
 /// the real kustomize (kubectl's), the API server (with KEDA's CRDs) accepts every object
 /// of each on a server-side dry run, and every file in `deploy/keda/` is an object the API
@@ -277,7 +311,7 @@ async fn every_overlay_renders_and_the_api_server_accepts_it() {
     let Some(peers) = PeerDir::locate("real_peers::install") else {
         return;
     };
-    let stage = Stage::start(&peers, &logs("install"), &repo(), 1, "4").await;
+    let stage = Stage::start_sharing(&peers, &logs("install"), &repo(), 1, "4").await;
     let admin = stage.admin();
     let deploy = repo().join("deploy");
     // The namespaces exist, as they would after the first install: a dry run creates
@@ -397,7 +431,7 @@ async fn keda_and_the_hpa_keep_what_spillway_decided() {
     let Some(peers) = PeerDir::locate("real_peers::semantics") else {
         return;
     };
-    let mut stage = Stage::start(&peers, &logs("semantics"), &repo(), 3, "8").await;
+    let mut stage = Stage::start_sharing(&peers, &logs("semantics"), &repo(), 3, "8").await;
     let policy = semantics_policy(
         "idle: { replicas: { min: 2 } }
 zero: { replicas: { min: 0 } }
@@ -420,9 +454,9 @@ roll: {}",
         ("wide", &wide_qps),
         ("roll", &roll_qps),
     ] {
-        stage
-            .gateway
-            .drive_rate("acme", app, qps.clone(), Duration::from_millis(100));
+        // Exact rates: 2,050/s sits 2.4 % from the next replica count, closer than a
+        // ticking driver's jitter on a loaded machine.
+        stage.gateway.drive_exact("acme", app, qps.clone());
     }
     let started = Instant::now();
     // KEDA's own minReplicaCount is 0 everywhere, as in the README's example: only
@@ -468,8 +502,14 @@ roll: {}",
     let (landed, at) = stage.wait_spec("wide", Duration::from_secs(30), |n| n >= 109, ">= 109");
     eprintln!("wide: 100 -> {landed} after {:?} (109 decided)", at - step);
 
+    // Drain-back may still be moving roll's burst pods home, one move every few seconds
+    // (each surges spec by one for a moment, by design); the rollout starts once
+    // placement has been quiet for longer than that.
+    wait_placement_settled(&mut stage, "roll", 21, Duration::from_secs(15));
+
     // A rollout: new pods surge 25 % above spec, status.replicas runs ahead of spec, and
-    // spec.replicas must stay at the decided 21 throughout.
+    // spec.replicas must stay at the decided 21 throughout (no drain move starts while
+    // pods of two template revisions run).
     stage
         .admin()
         .run(&[
@@ -492,12 +532,17 @@ roll: {}",
             .get("deployment", Some(NAMESPACE), "roll")
             .expect("the roll Deployment");
         let n = |p: &str| d.pointer(p).and_then(Value::as_i64).unwrap_or(0);
-        highest = highest.max(n("/spec/replicas"));
-        surged = surged.max(n("/status/replicas"));
-        let done = n("/status/updatedReplicas") == 21
-            && n("/status/replicas") == 21
-            && n("/status/availableReplicas") == 21
-            && n("/status/observedGeneration") >= n("/metadata/generation");
+        // The rollout runs while the patch is unobserved or old-template pods are still
+        // counted; spec.replicas is judged over that time. After it, drain-back may
+        // resume and surge by one for a move, as it does outside rollouts.
+        let rolling = n("/status/observedGeneration") < n("/metadata/generation")
+            || n("/status/replicas") > n("/status/updatedReplicas");
+        if rolling {
+            highest = highest.max(n("/spec/replicas"));
+            surged = surged.max(n("/status/replicas"));
+        }
+        let done =
+            !rolling && n("/status/updatedReplicas") >= 21 && n("/status/availableReplicas") >= 21;
         if done && surged > 21 {
             break;
         }
@@ -518,10 +563,17 @@ roll: {}",
     while started.elapsed() < Duration::from_secs(45) {
         std::thread::sleep(Duration::from_millis(500));
     }
+    // Spillway decides 2, its minimum, and KEDA keeps it up: spec.replicas is at least
+    // that (a drain-back move adds one while it runs, by design).
     assert_eq!(
-        stage.spec_replicas("idle"),
+        desired(&spillway, "idle").await,
         Some(2),
-        "KEDA kept the min-2 app at 2"
+        "the min-2 app's decision"
+    );
+    let spec = stage.spec_replicas("idle");
+    assert!(
+        spec.is_some_and(|n| n >= 2),
+        "KEDA did not keep the min-2 app up: spec.replicas {spec:?}"
     );
     assert!(
         stage
@@ -1077,7 +1129,7 @@ async fn with_burst_off_extra_pods_stay_pending_and_the_shortfall_is_reported() 
     let Some(peers) = PeerDir::locate("real_peers::burst_off") else {
         return;
     };
-    let mut stage = Stage::start(&peers, &logs("burst_off"), &repo(), 1, "4").await;
+    let mut stage = Stage::start_sharing(&peers, &logs("burst_off"), &repo(), 1, "4").await;
     let policy = fast_policy(false, &["capped"]);
     let dir = tempfile::tempdir().expect("temp dir");
     let spillway = stage.serve(

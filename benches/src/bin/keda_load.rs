@@ -254,6 +254,7 @@ async fn start_spillway(
         inputs: Default::default(),
         http: Default::default(),
         // Loopback only: the load is measured without authentication in the way.
+        http_tls: None,
         access: Arc::new(spillway_scaler::access::Access::insecure_everywhere()),
     };
     tokio::spawn(async move {

@@ -7,7 +7,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
@@ -16,10 +17,11 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::{DecodeError, RemoteWrite, check_headers};
 use crate::write_scope::WriteScope;
 
-/// Says who sent a request and what it may write, from its headers; `Err` is the
-/// response the sender gets instead (401, 403). Runs before the body is read, so a
-/// sender that may not write cannot make the receiver buffer a body either.
-pub type Authorize = Arc<dyn Fn(&HeaderMap) -> Result<WriteScope, Box<Response>> + Send + Sync>;
+/// Says who sent a request and what it may write, from its head (headers, and the
+/// client certificate a TLS listener put in its extensions); `Err` is the response the
+/// sender gets instead (401, 403). Runs before the body is read, so a sender that may
+/// not write cannot make the receiver buffer a body either.
+pub type Authorize = Arc<dyn Fn(&Parts) -> Result<WriteScope, Box<Response>> + Send + Sync>;
 
 #[derive(Clone)]
 struct Receiver {
@@ -52,13 +54,14 @@ async fn write(
         receiver,
         authorize,
     }): State<Receiver>,
-    headers: HeaderMap,
+    head: Parts,
     body: Body,
 ) -> Response {
-    let scope = match authorize.map(|authorize| authorize(&headers)).transpose() {
+    let scope = match authorize.map(|authorize| authorize(&head)).transpose() {
         Ok(scope) => scope,
         Err(refused) => return *refused,
     };
+    let headers = &head.headers;
     let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
     if let Err(error) = check_headers(
         text(header::CONTENT_ENCODING.as_str()),

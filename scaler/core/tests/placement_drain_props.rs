@@ -151,6 +151,7 @@ proptest! {
                     unavailable: total - before,
                     moves: &moves,
                     proposals: &proposals,
+                    rolling_out: false,
                 },
                 &s.limits,
             );

@@ -315,6 +315,7 @@ fn a_surge_that_lands_on_virtual_is_taken_back() {
             unavailable: seen.unavailable,
             moves: &[],
             proposals: &p.drain_moves,
+            rolling_out: false,
         },
         &sim.planner.drain,
     );

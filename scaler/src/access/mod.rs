@@ -12,10 +12,10 @@
 //! request's headers into a [`Caller`], decides, and counts refusals in `/metrics`
 //! (`spillway_access_denied_total{input, reason}`).
 //!
-//! Identities come from two places: a client certificate verified by the gRPC port's
-//! mTLS (the identity is the certificate's CN or a SAN equal to a configured name), and
-//! a bearer token (`Authorization: Bearer ...`) on either port. A token decides when
-//! both are present.
+//! Identities come from two places: a client certificate verified by a port's mTLS
+//! (`tls.clientCaFile` for gRPC, `httpTls.clientCaFile` for HTTP; the identity is the
+//! certificate's CN or a SAN equal to a configured name), and a bearer token
+//! (`Authorization: Bearer ...`) on either port. A token decides when both are present.
 
 pub mod certs;
 pub mod model;
@@ -26,6 +26,8 @@ pub mod writes;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -35,8 +37,10 @@ use prometheus_client::metrics::family::Family;
 pub use model::{
     AccessPolicy, AliasLimits, Caller, Denied, Grant, Input, Permit, Review, Role, TenantScope,
 };
-pub use settings::AccessSettings;
+pub use settings::{AccessSettings, Mtls};
 pub use tokens::{TokenError, Tokens};
+
+use crate::listener::PeerCertificate;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DenialLabels {
@@ -48,6 +52,39 @@ pub struct DenialLabels {
 /// cluster a handful. Past this the memo starts over, so a flood of certificates costs
 /// parsing time, not memory.
 const CERTIFICATE_MEMO: usize = 256;
+
+/// What an HTTP request shows of its caller: its `Authorization` header and the client
+/// certificate its connection's TLS handshake verified (put there by the listener).
+#[derive(Clone, Debug, Default)]
+pub struct HttpCredentials {
+    authorization: Option<HeaderValue>,
+    certificate: Option<PeerCertificate>,
+}
+
+impl HttpCredentials {
+    pub fn of(parts: &Parts) -> Self {
+        Self {
+            authorization: parts.headers.get(header::AUTHORIZATION).cloned(),
+            certificate: parts.extensions.get::<PeerCertificate>().cloned(),
+        }
+    }
+
+    /// A request's headers alone, as on a plaintext port.
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        Self {
+            authorization: headers.get(header::AUTHORIZATION).cloned(),
+            certificate: None,
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for HttpCredentials {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self::of(parts))
+    }
+}
 
 /// The access rules as the transports apply them.
 #[derive(Debug)]
@@ -114,14 +151,20 @@ impl Access {
         })
     }
 
-    /// The caller of an HTTP request.
-    pub fn http_caller(&self, headers: &HeaderMap) -> Caller {
-        self.bearer_caller(
-            headers
-                .get(header::AUTHORIZATION)
+    /// The caller of an HTTP request: its bearer token, else its client certificate.
+    pub fn http_caller(&self, credentials: &HttpCredentials) -> Caller {
+        if let Some(caller) = self.bearer_caller(
+            credentials
+                .authorization
+                .as_ref()
                 .map(HeaderValue::as_bytes),
-        )
-        .unwrap_or(Caller::Anonymous)
+        ) {
+            return caller;
+        }
+        match &credentials.certificate {
+            Some(PeerCertificate(der)) => self.certificate_caller(der),
+            None => Caller::Anonymous,
+        }
     }
 
     /// The caller of a gRPC request: its bearer token, else its client certificate.
@@ -185,8 +228,12 @@ impl Access {
     }
 
     /// [`Self::authorize`] for an HTTP request.
-    pub fn authorize_http(&self, input: Input, headers: &HeaderMap) -> Result<Permit, Refused> {
-        self.authorize(input, &self.http_caller(headers))
+    pub fn authorize_http(
+        &self,
+        input: Input,
+        credentials: &HttpCredentials,
+    ) -> Result<Permit, Refused> {
+        self.authorize(input, &self.http_caller(credentials))
             .map_err(Refused)
     }
 
@@ -271,31 +318,59 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let access = access(dir.path());
         let mut headers = HeaderMap::new();
-        assert_eq!(access.http_caller(&headers), Caller::Anonymous);
+        let caller =
+            |headers: &HeaderMap| access.http_caller(&HttpCredentials::from_headers(headers));
+        assert_eq!(caller(&headers), Caller::Anonymous);
         headers.insert(
             header::AUTHORIZATION,
             format!("Bearer {TOKEN}").parse().unwrap(),
         );
-        assert_eq!(
-            access.http_caller(&headers),
-            Caller::Identity("agent".into())
-        );
+        assert_eq!(caller(&headers), Caller::Identity("agent".into()));
         headers.insert(
             header::AUTHORIZATION,
             "Bearer guessed-token-123456789".parse().unwrap(),
         );
-        assert!(matches!(
-            access.http_caller(&headers),
-            Caller::BadCredential(_)
-        ));
+        assert!(matches!(caller(&headers), Caller::BadCredential(_)));
         headers.insert(
             header::AUTHORIZATION,
             "Basic YWRtaW46YWRtaW4=".parse().unwrap(),
         );
-        assert!(matches!(
-            access.http_caller(&headers),
-            Caller::BadCredential(_)
-        ));
+        assert!(matches!(caller(&headers), Caller::BadCredential(_)));
+    }
+
+    #[test]
+    fn an_http_client_certificate_names_its_identity_unless_a_token_is_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut access = access(dir.path());
+        access.policy.identities.insert(
+            Arc::from("grafana"),
+            Grant {
+                role: Role::Reader,
+                tenants: TenantScope::All,
+            },
+        );
+        let ca = spillway_tests::tls::Ca::new("client CA");
+        let grafana = PeerCertificate(Arc::from(ca.client("grafana").cert_der.as_slice()));
+        let by_certificate = HttpCredentials {
+            authorization: None,
+            certificate: Some(grafana.clone()),
+        };
+        assert_eq!(
+            access.http_caller(&by_certificate),
+            Caller::Identity("grafana".into())
+        );
+        let both = HttpCredentials {
+            authorization: Some(format!("Bearer {TOKEN}").parse().unwrap()),
+            certificate: Some(grafana),
+        };
+        assert_eq!(access.http_caller(&both), Caller::Identity("agent".into()));
+        // Only the listener puts a certificate in: headers alone never carry one.
+        let mut headers = HeaderMap::new();
+        headers.insert("x-client-cert", "grafana".parse().unwrap());
+        assert_eq!(
+            access.http_caller(&HttpCredentials::from_headers(&headers)),
+            Caller::Anonymous
+        );
     }
 
     #[test]

@@ -247,7 +247,7 @@ impl fmt::Display for Denied {
         match self {
             Denied::Unauthenticated { input } => write!(
                 f,
-                "{input}: a credential is required (a bearer token, or a client certificate on the gRPC port)"
+                "{input}: a credential is required (a bearer token, or a client certificate on a port that verifies them)"
             ),
             Denied::BadCredential { input, reason } => write!(f, "{input}: {reason}"),
             Denied::Forbidden {
@@ -411,8 +411,8 @@ impl AccessPolicy {
                 .collect();
             let message = format!(
                 "access: no identity can use {input} ({}): give an identity role {} with a \
-                 tokenFile (or a client certificate on the gRPC port, with tls.clientCaFile), \
-                 or open it on purpose with `access: {{ insecure: [{input}] }}`",
+                 tokenFile (or a client certificate: on the gRPC port with tls.clientCaFile, on \
+                 the HTTP port with httpTls.clientCaFile), or open it on purpose with `access: {{ insecure: [{input}] }}`",
                 input.describe_short(),
                 roles.join(" or "),
             );

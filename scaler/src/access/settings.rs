@@ -63,6 +63,13 @@ fn optional_duration<'de, D: serde::Deserializer<'de>>(
     crate::durations::deserialize(deserializer).map(Some)
 }
 
+/// Which ports verify client certificates (their TLS section has a `clientCaFile`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Mtls {
+    pub grpc: bool,
+    pub http: bool,
+}
+
 /// The resolved section.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct AccessSettings {
@@ -83,17 +90,19 @@ impl AccessSettings {
     }
 
     /// Whether `identity` can prove itself on `input`'s port: a token works on both
-    /// ports, a client certificate only on the gRPC port when it verifies them.
-    pub fn can_authenticate(&self, identity: &str, input: Input, grpc_mtls: bool) -> bool {
+    /// ports, a client certificate on a port that verifies them.
+    pub fn can_authenticate(&self, identity: &str, input: Input, mtls: Mtls) -> bool {
         let token = self.token_files.iter().any(|(name, _)| &**name == identity);
+        // Writes come by gRPC push or by remote-write on the HTTP port.
         let on_grpc = matches!(input, Input::Keda | Input::Write | Input::Shard);
-        token || (grpc_mtls && on_grpc)
+        let on_http = matches!(input, Input::Write | Input::Status | Input::Metrics);
+        token || (mtls.grpc && on_grpc) || (mtls.http && on_http)
     }
 
     /// The start-up review of a process with `on` inputs.
-    pub fn review(&self, on: &[Input], grpc_mtls: bool) -> super::Review {
+    pub fn review(&self, on: &[Input], mtls: Mtls) -> super::Review {
         self.policy.review(on, |identity, input| {
-            self.can_authenticate(identity, input, grpc_mtls)
+            self.can_authenticate(identity, input, mtls)
         })
     }
 }
@@ -224,13 +233,24 @@ mod tests {
         assert_eq!(settings.token_reload, Duration::from_secs(2));
         assert_eq!(policy.aliases.max_per_tenant, 4);
         assert_eq!(policy.aliases.expire_after_ms, 300_000);
-        assert!(settings.can_authenticate("grafana", Input::Status, false));
-        assert!(!settings.can_authenticate("keda-operator", Input::Keda, false));
-        assert!(settings.can_authenticate("keda-operator", Input::Keda, true));
+        let none = Mtls::default();
+        let grpc = Mtls {
+            grpc: true,
+            http: false,
+        };
+        let http = Mtls {
+            grpc: false,
+            http: true,
+        };
+        assert!(settings.can_authenticate("grafana", Input::Status, none));
+        assert!(!settings.can_authenticate("keda-operator", Input::Keda, none));
+        assert!(settings.can_authenticate("keda-operator", Input::Keda, grpc));
         assert!(
-            !settings.can_authenticate("keda-operator", Input::Status, true),
-            "no client certificates on the HTTP port"
+            !settings.can_authenticate("keda-operator", Input::Status, grpc),
+            "no client certificates on a plaintext HTTP port"
         );
+        assert!(settings.can_authenticate("keda-operator", Input::Status, http));
+        assert!(!settings.can_authenticate("keda-operator", Input::Keda, http));
     }
 
     #[test]

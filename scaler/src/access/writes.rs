@@ -59,10 +59,10 @@ impl WriteAuthority {
     /// The remote-write receiver's authorization: the request's bearer token.
     pub fn remote_write(self: &Arc<Self>) -> Authorize {
         let authority = self.clone();
-        Arc::new(move |headers| {
+        Arc::new(move |head| {
             let permit = authority
                 .access
-                .authorize_http(Input::Write, headers)
+                .authorize_http(Input::Write, &super::HttpCredentials::of(head))
                 .map_err(|refused| Box::new(refused.into_response()))?;
             Ok(authority.scope(&permit))
         })

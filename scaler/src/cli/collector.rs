@@ -8,7 +8,7 @@ use clap::Args;
 use spillway_collector::shard::ShardSpec;
 use std::sync::Arc;
 
-use spillway_scaler::access::{Access, Input};
+use spillway_scaler::access::{Access, Input, Mtls};
 use spillway_scaler::config::ServeConfig;
 use spillway_scaler::serve::Listeners;
 use spillway_scaler::serve::shard_collector::{self, ShardProcess};
@@ -39,10 +39,16 @@ fn parse_shard(text: &str) -> Result<ShardSpec, String> {
 pub async fn run(args: CollectorArgs) -> anyhow::Result<()> {
     let config = ServeConfig::load(&args.config)?;
     let access = Access::load(&config.access).context("reading the access token files")?;
-    // The shard service has no TLS of its own: tokens are its only credentials.
+    // The shard service (gRPC) has no TLS of its own: tokens are its only credentials
+    // there. Its HTTP port takes `httpTls` like the scaler's.
+    let http_tls = super::serve::load_http_tls(&config)?;
+    let mtls = Mtls {
+        grpc: false,
+        http: http_tls.as_ref().is_some_and(|tls| tls.mutual()),
+    };
     let review = config
         .access
-        .review(&[Input::Shard, Input::Status, Input::Metrics], false);
+        .review(&[Input::Shard, Input::Status, Input::Metrics], mtls);
     if !review.errors.is_empty() {
         anyhow::bail!("{}: {}", args.config.display(), review.errors.join("; "));
     }
@@ -61,6 +67,7 @@ pub async fn run(args: CollectorArgs) -> anyhow::Result<()> {
         targets: config.targets,
         kubernetes: config.kubernetes,
         max_windows: config.store.max_windows,
+        http_tls,
         access: Arc::new(access),
     };
     shard_collector::run(process, Listeners { grpc, http }, shutdown).await?;

@@ -195,6 +195,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         replicas: pool.map(|p| Arc::new(p) as Arc<dyn ReplicaSource>),
         inputs: Default::default(),
         http: Default::default(),
+        http_tls: None,
         access: Arc::new(access),
     };
     serve::run(config, Listeners { grpc, http }, shutdown).await?;

@@ -1,10 +1,14 @@
 //! `spillway status` and `spillway explain`: read a running Spillway's status API.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use spillway_scaler::conditions::{Condition, ConditionStatus, ConditionType};
 use spillway_scaler::http::status::{DecisionView, StatusReport, WorkloadStatus};
 use spillway_scaler::serve::replicas::Placed;
@@ -28,27 +32,81 @@ pub struct ExplainArgs {
     pub auth: TokenArgs,
 }
 
-/// The caller's bearer token, read from a file: a token on the command line would
-/// show in `ps` and in shell history.
+/// Who the caller is: a bearer token read from a file (a token on the command line
+/// would show in `ps` and in shell history), or a client certificate for an HTTP port
+/// served over mTLS (`httpTls` with `clientCaFile`).
 #[derive(Args, Debug)]
 pub struct TokenArgs {
     /// A file holding a reader's (or an admin's) bearer token, for a Spillway whose
     /// status API is not open.
     #[arg(long, env = "SPILLWAY_TOKEN_FILE")]
-    pub token_file: Option<std::path::PathBuf>,
+    pub token_file: Option<PathBuf>,
+    /// PEM CA bundle that issued the HTTP port's certificate (for an `https://` URL).
+    #[arg(long, env = "SPILLWAY_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) whose CN or SAN names a reader or an admin.
+    #[arg(long, env = "SPILLWAY_CERT_FILE", requires = "key_file")]
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's PEM private key.
+    #[arg(long, env = "SPILLWAY_KEY_FILE", requires = "cert_file")]
+    pub key_file: Option<PathBuf>,
 }
 
-fn client() -> anyhow::Result<reqwest::Client> {
+fn read_pem(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// rustls with the process's one provider, trusting `--ca-file` (else nothing: a
+/// status API over TLS is the platform's own CA, not the web's) and presenting the
+/// client certificate when given.
+fn tls_config(auth: &TokenArgs) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(path) = &auth.ca_file {
+        for cert in CertificateDer::pem_slice_iter(&read_pem(path)?) {
+            let cert =
+                cert.with_context(|| format!("{}: not a PEM certificate", path.display()))?;
+            roots
+                .add(cert)
+                .with_context(|| format!("{}: not a CA certificate", path.display()))?;
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots);
+    let mut config = match (&auth.cert_file, &auth.key_file) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_slice_iter(&read_pem(cert)?)
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("{}: not a PEM certificate", cert.display()))?;
+            let key_der = PrivateKeyDer::from_pem_slice(&read_pem(key)?)
+                .with_context(|| format!("{}: not a PEM private key", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key_der)
+                .with_context(|| format!("{} with {}", cert.display(), key.display()))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+fn client(auth: &TokenArgs) -> anyhow::Result<reqwest::Client> {
     spillway_scaler::serve::install_crypto_provider();
-    Ok(reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()?)
+    let builder = reqwest::Client::builder().timeout(Duration::from_secs(5));
+    let builder = if auth.ca_file.is_some() || auth.cert_file.is_some() {
+        builder.tls_backend_preconfigured(tls_config(auth)?)
+    } else {
+        builder
+    };
+    Ok(builder.build()?)
 }
 
 /// GETs `url` with the token, if any. A refusal (401, 403) or a missing workload
 /// (404) is printed as the server wrote it and ends the command with a failure.
 async fn get(url: &str, auth: &TokenArgs) -> anyhow::Result<Result<reqwest::Response, ExitCode>> {
-    let mut request = client()?.get(url);
+    let mut request = client(auth)?.get(url);
     if let Some(path) = &auth.token_file {
         let token = spillway_scaler::access::tokens::read_token_file(path)?;
         request = request.bearer_auth(token);
@@ -66,8 +124,14 @@ async fn get(url: &str, auth: &TokenArgs) -> anyhow::Result<Result<reqwest::Resp
     ) {
         let text = response.text().await.unwrap_or_default();
         eprintln!("{url}: {status}: {}", text.trim());
-        if status == reqwest::StatusCode::UNAUTHORIZED && auth.token_file.is_none() {
-            eprintln!("  pass a reader's token with --token-file FILE (or SPILLWAY_TOKEN_FILE)");
+        if status == reqwest::StatusCode::UNAUTHORIZED
+            && auth.token_file.is_none()
+            && auth.cert_file.is_none()
+        {
+            eprintln!(
+                "  pass a reader's token with --token-file FILE (or SPILLWAY_TOKEN_FILE), or a \
+                 client certificate with --cert-file and --key-file"
+            );
         }
         return Ok(Err(ExitCode::FAILURE));
     }

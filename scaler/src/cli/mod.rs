@@ -59,6 +59,9 @@ pub enum Command {
     Explain(inspect::ExplainArgs),
     /// Replay a request-rate trace through Spillway and the HPA baselines; print a table.
     Simulate(simulate::SimulateArgs),
+    /// Print the `scalingpolicies.spillway.io` CustomResourceDefinition (YAML), generated
+    /// from the policy types: `spillway crd | kubectl apply -f -`.
+    Crd,
 }
 
 #[derive(Subcommand, Debug)]
@@ -118,6 +121,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Collector(args) => collector::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Policy(PolicyCommand::Validate { files }) => Ok(validate(&files)),
+        Command::Crd => {
+            emit(&spillway_scaler::cluster::policy_crd::crd_yaml());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status(args) => inspect::status(args).await,
         Command::Explain(args) => inspect::explain(args).await,
         Command::Simulate(args) => simulate::run(args).map(|()| ExitCode::SUCCESS),

@@ -41,11 +41,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let http_tls = load_http_tls(&config)?;
     let review = config
         .serve_access()
         .map_err(|error| anyhow::anyhow!("{}: {error}", args.config.display()))?;
     let access = Access::load(&config.access).context("reading the access token files")?;
     Access::warn_at_start(&review);
+    if http_tls.is_none() && !config.access.token_files.is_empty() {
+        // Fine behind a mesh that encrypts pod traffic; said so nobody assumes it.
+        tracing::warn!(
+            "bearer tokens reach the HTTP port in plaintext: set httpTls (or run behind a mesh that encrypts pod traffic)"
+        );
+    }
     let shutdown = super::shutdown_on_signal()?;
     let grpc = TcpListener::bind(config.grpc)
         .await
@@ -53,7 +60,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let http = TcpListener::bind(config.http)
         .await
         .with_context(|| format!("binding HTTP {}", config.http))?;
-    tracing::info!(grpc = %grpc.local_addr()?, tls = tls.is_some(), mtls = tls.as_ref().is_some_and(|t| t.mutual()), http = %http.local_addr()?, targets = config.targets.len(), collector_shards = config.inputs.collectors.as_ref().map_or(0, |c| c.shards.len()), "spillway serving");
+    tracing::info!(grpc = %grpc.local_addr()?, tls = tls.is_some(), mtls = tls.as_ref().is_some_and(|t| t.mutual()), http_tls = http_tls.is_some(), http_mtls = http_tls.as_ref().is_some_and(|t| t.mutual()), http = %http.local_addr()?, targets = config.targets.len(), collector_shards = config.inputs.collectors.as_ref().map_or(0, |c| c.shards.len()), "spillway serving");
     println!("grpc={} http={}", grpc.local_addr()?, http.local_addr()?);
     let kubernetes = config.kubernetes.clone().map(|mut kubernetes| {
         if kubernetes.lease.identity.is_none() {
@@ -79,10 +86,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         replicas: None,
         inputs: config.inputs,
         http: config.http_limits,
+        http_tls,
         access: Arc::new(access),
     };
     serve::run_with_cluster(process, Listeners { grpc, http }, shutdown, kubernetes).await?;
     Ok(())
+}
+
+/// The HTTP port's certificate set, loaded once: fatal when broken, as for gRPC (the
+/// listener then checks the files for changes while it serves).
+pub(super) fn load_http_tls(config: &ServeConfig) -> anyhow::Result<Option<Arc<ReloadingTls>>> {
+    let Some(tls) = &config.http_tls else {
+        return Ok(None);
+    };
+    serve::install_crypto_provider();
+    let loaded = ReloadingTls::load_http(tls.files.clone(), tls.reload_every)
+        .context("loading the HTTP TLS certificate (httpTls)")?;
+    Ok(Some(Arc::new(loaded)))
 }
 
 /// The Lease holder's name when the config names none: the pod's name, from the

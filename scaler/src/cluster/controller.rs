@@ -365,6 +365,7 @@ impl Controller {
                 unavailable,
                 moves: &observations,
                 proposals: &the_plan.drain_moves,
+                rolling_out: rolling_out(&pods) || rollout_in_progress(&target_json),
             },
             &self.config.planner.drain,
         );
@@ -478,9 +479,115 @@ struct Outcome {
 }
 
 /// Puts a move back as it was before this step (its write did not happen).
+/// Whether the workload's pods come from more than one revision of its template: its
+/// controller is rolling them over (Deployments label pods `pod-template-hash`,
+/// StatefulSets `controller-revision-hash`). Pods already being deleted do not count.
+fn rolling_out(pods: &[Arc<Pod>]) -> bool {
+    let mut revisions = BTreeSet::new();
+    for pod in pods {
+        if pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let labels = pod.metadata.labels.as_ref();
+        let revision = labels.and_then(|l| {
+            l.get("pod-template-hash")
+                .or_else(|| l.get("controller-revision-hash"))
+        });
+        if let Some(revision) = revision {
+            revisions.insert(revision.as_str());
+        }
+    }
+    revisions.len() > 1
+}
+
+/// Whether the scale target's own status says it is rolling over or not yet settled:
+/// a new generation not yet observed, pods of the old template still counted, or new
+/// ones not yet available (`minReadySeconds`). Read from the object as JSON, so
+/// Deployments and StatefulSets (and targets without these fields: never) alike.
+fn rollout_in_progress(target: &serde_json::Value) -> bool {
+    let number = |path: &str| target.pointer(path).and_then(serde_json::Value::as_i64);
+    if let (Some(generation), Some(observed)) = (
+        number("/metadata/generation"),
+        number("/status/observedGeneration"),
+    ) && observed < generation
+    {
+        return true;
+    }
+    let text = |path: &str| target.pointer(path).and_then(serde_json::Value::as_str);
+    if let (Some(current), Some(update)) = (
+        text("/status/currentRevision"),
+        text("/status/updateRevision"),
+    ) && current != update
+    {
+        return true;
+    }
+    let Some(updated) = number("/status/updatedReplicas") else {
+        return false;
+    };
+    number("/spec/replicas").is_some_and(|spec| updated < spec)
+        || number("/status/replicas").is_some_and(|all| all > updated)
+        || number("/status/availableReplicas").is_some_and(|available| available < updated)
+}
+
 fn restore(state: &mut DrainState, old: &DrainState, pod: &str) {
     state.in_flight.retain(|m| m.from_pod != pod);
     if let Some(m) = old.in_flight.iter().find(|m| m.from_pod == pod) {
         state.in_flight.push(m.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, revision: &str, deleting: bool) -> Arc<Pod> {
+        let mut value = json!({
+            "metadata": {"name": name, "labels": {"app": "roll", "pod-template-hash": revision}}
+        });
+        if deleting {
+            value["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        }
+        Arc::new(serde_json::from_value(value).expect("a pod"))
+    }
+
+    #[test]
+    fn pods_of_two_template_revisions_are_a_rollout() {
+        let steady = [pod("a", "1", false), pod("b", "1", false)];
+        assert!(!rolling_out(&steady));
+        let rolling = [pod("a", "1", false), pod("c", "2", false)];
+        assert!(rolling_out(&rolling));
+        // The last old pod on its way out no longer holds moves back.
+        let finishing = [pod("a", "1", true), pod("c", "2", false)];
+        assert!(!rolling_out(&finishing));
+        assert!(!rolling_out(&[]));
+    }
+
+    #[test]
+    fn a_target_status_behind_its_spec_is_a_rollout() {
+        let deployment = |generation: i64, observed: i64, status: serde_json::Value| {
+            let mut value = json!({
+                "metadata": {"generation": generation},
+                "spec": {"replicas": 21},
+                "status": status,
+            });
+            value["status"]["observedGeneration"] = json!(observed);
+            value
+        };
+        let settled = json!({"replicas": 21, "updatedReplicas": 21, "availableReplicas": 21});
+        assert!(!rollout_in_progress(&deployment(2, 2, settled.clone())));
+        // Patched, not yet seen by the Deployment controller.
+        assert!(rollout_in_progress(&deployment(3, 2, settled)));
+        // Old pods still counted (surge), and new ones not yet past minReadySeconds.
+        let surging = json!({"replicas": 27, "updatedReplicas": 6, "availableReplicas": 21});
+        assert!(rollout_in_progress(&deployment(3, 3, surging)));
+        let unavailable = json!({"replicas": 21, "updatedReplicas": 21, "availableReplicas": 19});
+        assert!(rollout_in_progress(&deployment(3, 3, unavailable)));
+        let statefulset = json!({
+            "spec": {"replicas": 3},
+            "status": {"replicas": 3, "updatedReplicas": 3, "currentRevision": "a", "updateRevision": "b"},
+        });
+        assert!(rollout_in_progress(&statefulset));
+        // A target without these fields never holds moves back.
+        assert!(!rollout_in_progress(&json!({"spec": {"replicas": 3}})));
     }
 }

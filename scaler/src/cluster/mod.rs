@@ -10,6 +10,9 @@
 //! - [`template`]: the pod template's toleration and node affinity (pure JSON patch).
 //! - [`inputs`]: collector inputs from the cluster: `metrics.k8s.io` CPU/memory, gateway discovery.
 //! - [`gateways`]: the gateway pods re-listed as they come and go, for the scrape loop.
+//! - [`policy_crd`]: the `ScalingPolicy` resource's types: the CRD's schema (`spillway crd`).
+//! - [`policy_watch`]: ScalingPolicy resources and the namespaces' tenant labels, watched
+//!   into the policies in force, each outcome written to the resource's status.
 //! - [`runner`]: `spillway serve`'s `kubernetes:` section and its loop.
 //! - [`controller`]: one reconcile per workload: plan, then write what differs.
 //!
@@ -42,6 +45,8 @@ pub mod gateways;
 pub mod hpa;
 pub mod inputs;
 pub mod lease;
+pub mod policy_crd;
+pub mod policy_watch;
 pub mod replicas;
 pub mod runner;
 pub mod template;

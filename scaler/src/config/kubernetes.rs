@@ -16,6 +16,7 @@
 //!   workloads:
 //!     - { tenant: acme, app: checkout, namespace: acme-prod, scaledObject: checkout }
 //!   hpaRefresh: 30s        # how often each workload's HPA is read and judged (see hpa)
+//!   scalingPolicies: true  # tenants' ScalingPolicy resources, beside the policy files
 //! ```
 
 use std::time::Duration;
@@ -70,6 +71,10 @@ pub struct KubernetesSettings {
     /// only when someone edits the ScaledObject, and costs 2 GETs.
     #[serde(default = "hpa_refresh", deserialize_with = "interval")]
     pub hpa_refresh: Duration,
+    /// Serve tenants' `ScalingPolicy` resources (watched) beside the policy files; a
+    /// tenant the files serve stays the files'. See [`crate::cluster::policy_watch`].
+    #[serde(default)]
+    pub scaling_policies: bool,
 }
 
 fn hpa_refresh() -> Duration {

@@ -60,6 +60,10 @@ struct RawConfig {
     kubernetes: Option<crate::config::kubernetes::KubernetesSettings>,
     #[serde(default)]
     tls: Option<RawTls>,
+    /// TLS (and with `clientCaFile`, client certificates as identities) on the HTTP
+    /// port; absent: plaintext.
+    #[serde(default)]
+    http_tls: Option<RawTls>,
     /// Absent: no remote-write receiver (inputs are opt-in).
     #[serde(default)]
     remote_write: Option<RawRemoteWrite>,
@@ -310,6 +314,8 @@ pub struct ServeConfig {
     pub kubernetes: Option<crate::config::kubernetes::KubernetesSettings>,
     /// TLS on the gRPC port; plaintext when absent.
     pub tls: Option<TlsConfig>,
+    /// TLS on the HTTP port; plaintext when absent.
+    pub http_tls: Option<TlsConfig>,
     /// The memory budget the limits above were derived from.
     pub memory: MemoryBudget,
     pub http_limits: crate::listener::HttpLimits,
@@ -357,18 +363,23 @@ impl ServeConfig {
                 }
             }
         }
-        if config.policies.is_relative() {
-            // Relative to the config file, as people expect of a path written in it.
-            if let Some(dir) = path.parent() {
+        // Relative paths are relative to the config file, as people expect of a path
+        // written in it; each path on its own (an absolute `policies` says nothing of
+        // where the certificates are).
+        if let Some(dir) = path.parent() {
+            if config.policies.is_relative() {
                 config.policies = dir.join(&config.policies);
-                if let Some(tls) = &mut config.tls {
-                    for file in [&mut tls.files.cert, &mut tls.files.key]
-                        .into_iter()
-                        .chain(tls.files.client_ca.as_mut())
-                    {
-                        if file.is_relative() {
-                            *file = dir.join(&*file);
-                        }
+            }
+            for tls in [config.tls.as_mut(), config.http_tls.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                for file in [&mut tls.files.cert, &mut tls.files.key]
+                    .into_iter()
+                    .chain(tls.files.client_ca.as_mut())
+                {
+                    if file.is_relative() {
+                        *file = dir.join(&*file);
                     }
                 }
             }
@@ -441,23 +452,16 @@ impl ServeConfig {
         if let Some(k) = &raw.kubernetes {
             k.validate().map_err(invalid)?;
         }
-        let tls = match raw.tls {
-            None => None,
-            Some(tls) => {
-                let reload_every = tls.reload_interval.unwrap_or(Duration::from_secs(10));
-                if reload_every < Duration::from_millis(100) {
-                    return Err(invalid("tls.reloadInterval must be at least 100ms".into()));
-                }
-                Some(TlsConfig {
-                    files: crate::keda::tls::TlsFiles {
-                        cert: tls.cert_file,
-                        key: tls.key_file,
-                        client_ca: tls.client_ca_file,
-                    },
-                    reload_every,
-                })
-            }
-        };
+        let tls = raw
+            .tls
+            .map(|tls| tls_config(tls, "tls"))
+            .transpose()
+            .map_err(invalid)?;
+        let http_tls = raw
+            .http_tls
+            .map(|tls| tls_config(tls, "httpTls"))
+            .transpose()
+            .map_err(invalid)?;
         let collectors_token_file = raw.collectors.as_ref().and_then(|c| c.token_file.clone());
         let collectors = raw
             .collectors
@@ -520,10 +524,26 @@ impl ServeConfig {
             store,
             kubernetes: raw.kubernetes,
             tls,
+            http_tls,
             memory,
             http_limits: http_limits(&raw.listen, &derived)?,
         })
     }
+}
+
+fn tls_config(raw: RawTls, section: &str) -> Result<TlsConfig, String> {
+    let reload_every = raw.reload_interval.unwrap_or(Duration::from_secs(10));
+    if reload_every < Duration::from_millis(100) {
+        return Err(format!("{section}.reloadInterval must be at least 100ms"));
+    }
+    Ok(TlsConfig {
+        files: crate::keda::tls::TlsFiles {
+            cert: raw.cert_file,
+            key: raw.key_file,
+            client_ca: raw.client_ca_file,
+        },
+        reload_every,
+    })
 }
 
 fn http_limits(
@@ -583,11 +603,13 @@ impl ServeConfig {
                     .into(),
             );
         }
-        let grpc_mtls = self
-            .tls
-            .as_ref()
-            .is_some_and(|t| t.files.client_ca.is_some());
-        let review = self.access.review(&serve_inputs(&self.inputs), grpc_mtls);
+        let mutual =
+            |tls: &Option<TlsConfig>| tls.as_ref().is_some_and(|t| t.files.client_ca.is_some());
+        let mtls = crate::access::Mtls {
+            grpc: mutual(&self.tls),
+            http: mutual(&self.http_tls),
+        };
+        let review = self.access.review(&serve_inputs(&self.inputs), mtls);
         if review.errors.is_empty() {
             Ok(review)
         } else {
@@ -1032,6 +1054,56 @@ mod tests {
             .tls
             .is_none()
         );
+    }
+
+    #[test]
+    fn certificate_paths_are_rebased_even_when_policies_is_absolute() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.yaml");
+        std::fs::write(
+            &path,
+            "policies: /etc/spillway/policies\naccess: {insecure: [keda, write, status, metrics]}\ntls: {certFile: grpc.crt, keyFile: grpc.key}\nhttpTls: {certFile: http.crt, keyFile: /abs/http.key, clientCaFile: clients.crt}\n",
+        )
+        .unwrap();
+        let config = ServeConfig::load(&path).unwrap();
+        assert_eq!(config.policies, PathBuf::from("/etc/spillway/policies"));
+        assert_eq!(config.tls.unwrap().files.cert, dir.path().join("grpc.crt"));
+        let http = config.http_tls.unwrap();
+        assert_eq!(http.files.cert, dir.path().join("http.crt"));
+        assert_eq!(http.files.key, PathBuf::from("/abs/http.key"));
+        assert_eq!(http.files.client_ca, Some(dir.path().join("clients.crt")));
+        let error = ServeConfig::parse(
+            "c.yaml",
+            "policies: p\naccess: {insecure: [keda, write, status, metrics]}\nhttpTls: {certFile: a, keyFile: b, reloadInterval: 1ms}\n",
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("httpTls.reloadInterval"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_client_certificate_on_the_http_port_counts_as_a_credential_for_its_inputs() {
+        // A reader with no token: only a port that verifies client certificates lets
+        // it prove who it is.
+        let reader = "access:\n  insecure: [keda, metrics]\n  identities:\n    dashboards: {role: reader, tenants: [acme]}\n";
+        let plain = ServeConfig::parse("c.yaml", &format!("policies: p\n{reader}")).unwrap();
+        let review = plain.serve_access().unwrap();
+        assert!(
+            review.closed.iter().any(|c| c.contains("status API")),
+            "{:?}",
+            review.closed
+        );
+        let mtls = ServeConfig::parse(
+            "c.yaml",
+            &format!(
+                "policies: p\n{reader}httpTls: {{certFile: a, keyFile: b, clientCaFile: c}}\n"
+            ),
+        )
+        .unwrap();
+        let review = mtls.serve_access().unwrap();
+        assert!(review.closed.is_empty(), "{:?}", review.closed);
     }
 
     #[test]

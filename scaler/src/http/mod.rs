@@ -18,7 +18,7 @@ use spillway_collector::scrape::TargetHealth;
 use tokio::net::TcpListener;
 
 use crate::access::writes::WriteAuthority;
-use crate::access::{Access, Input, TenantScope};
+use crate::access::{Access, HttpCredentials, Input, TenantScope};
 use crate::cluster::hpa::HpaViews;
 use crate::http::status::{StatusReport, TargetStatus, WorkloadStatus};
 use crate::policy::PolicyStore;
@@ -47,6 +47,8 @@ pub struct HttpState {
     pub access: Arc<Access>,
     /// Who may write what (remote-write).
     pub writes: Arc<WriteAuthority>,
+    /// What `/readyz` judges from.
+    pub readiness: Arc<crate::readiness::Readiness>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -57,7 +59,7 @@ pub fn router(state: HttpState) -> Router {
     let router = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
         .route("/api/v1/status", get(status))
         .route("/api/v1/workloads/{tenant}/{app}", get(workload))
         .with_state(state);
@@ -68,8 +70,8 @@ pub fn router(state: HttpState) -> Router {
             let access = writes.access().clone();
             router.route(
                 "/api/v1/write",
-                post(move |headers: HeaderMap| async move {
-                    if let Err(refused) = access.authorize_http(Input::Write, &headers) {
+                post(move |credentials: HttpCredentials| async move {
+                    if let Err(refused) = access.authorize_http(Input::Write, &credentials) {
                         return refused.into_response();
                     }
                     crate::ha::refuse_remote_write(State((refusal, refused_writes)))
@@ -101,16 +103,49 @@ pub async fn serve(
     listener: TcpListener,
     state: HttpState,
     limits: crate::listener::HttpLimits,
+    tls: Option<Arc<crate::keda::tls::ReloadingTls>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let stats = state.metrics.http.clone();
-    crate::listener::serve(listener, router(state), limits, Arc::new(stats), shutdown).await
+    crate::listener::serve(
+        listener,
+        router(state),
+        limits,
+        tls,
+        Arc::new(stats),
+        shutdown,
+    )
+    .await
+}
+
+/// 200 once this replica can take over from another ([`crate::readiness`]), else 503
+/// saying why. Open like `/healthz`: probes carry no credentials.
+async fn ready(State(state): State<HttpState>) -> Response {
+    let policies = state.policies.current();
+    let tried = state
+        .targets
+        .iter()
+        .map(|target| target.last_scrape_ms.is_some())
+        .collect::<Vec<_>>();
+    match state
+        .readiness
+        .check(tokio::time::Instant::now(), &policies, tried)
+    {
+        Ok(()) => "ok\n".into_response(),
+        Err(not_ready) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{not_ready}\n")).into_response()
+        }
+    }
 }
 
 /// OpenMetrics for scrapers that ask for it (Prometheus does), the 0.0.4 text format
 /// for everyone else (curl, promtool).
-async fn metrics(State(state): State<HttpState>, headers: HeaderMap) -> Response {
-    if let Err(refused) = state.access.authorize_http(Input::Metrics, &headers) {
+async fn metrics(
+    State(state): State<HttpState>,
+    credentials: HttpCredentials,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refused) = state.access.authorize_http(Input::Metrics, &credentials) {
         return refused.into_response();
     }
     refresh_gauges(&state);
@@ -225,8 +260,8 @@ fn report(state: &HttpState, tenants: &TenantScope) -> StatusReport {
     }
 }
 
-async fn status(State(state): State<HttpState>, headers: HeaderMap) -> Response {
-    match state.access.authorize_http(Input::Status, &headers) {
+async fn status(State(state): State<HttpState>, credentials: HttpCredentials) -> Response {
+    match state.access.authorize_http(Input::Status, &credentials) {
         Ok(permit) => axum::Json(report(&state, &permit.tenants)).into_response(),
         Err(refused) => refused.into_response(),
     }
@@ -234,10 +269,10 @@ async fn status(State(state): State<HttpState>, headers: HeaderMap) -> Response 
 
 async fn workload(
     State(state): State<HttpState>,
-    headers: HeaderMap,
+    credentials: HttpCredentials,
     Path((tenant, app)): Path<(String, String)>,
 ) -> Response {
-    let permit = match state.access.authorize_http(Input::Status, &headers) {
+    let permit = match state.access.authorize_http(Input::Status, &credentials) {
         Ok(permit) => permit,
         Err(refused) => return refused.into_response(),
     };

@@ -1,4 +1,5 @@
-//! TLS and mTLS on the gRPC port, with certificates reloaded from files.
+//! TLS and mTLS on the gRPC port, with certificates reloaded from files. The HTTP port
+//! uses the same reloading set ([`ReloadingTls::load_http`]), with its own files.
 //!
 //! KEDA's `enableTLS` trigger metadata turns TLS on; `caCert`, `tlsClientCert` and
 //! `tlsClientKey` come from a TriggerAuthentication as PEM contents. So the server
@@ -127,6 +128,24 @@ fn provider() -> Arc<CryptoProvider> {
 /// Builds the server's rustls config from PEM contents. `files` only names the sources
 /// in errors.
 pub fn server_config(pem: &TlsPem, files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_with(pem, files, ClientCertificate::Required)
+}
+
+/// Whether a client CA makes a client certificate a condition of the handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientCertificate {
+    /// gRPC: KEDA always presents one when mTLS is configured.
+    Required,
+    /// HTTP: verified when presented, else the caller may still show a bearer token
+    /// (Prometheus, the CLI); the access rules refuse anonymous callers either way.
+    Optional,
+}
+
+fn server_config_with(
+    pem: &TlsPem,
+    files: &TlsFiles,
+    client_certificate: ClientCertificate,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let cert_name = files.cert.display().to_string();
     let key_name = files.key.display().to_string();
     let certs = CertificateDer::pem_slice_iter(&pem.cert)
@@ -165,9 +184,12 @@ pub fn server_config(pem: &TlsPem, files: &TlsFiles) -> Result<Arc<ServerConfig>
             if roots.is_empty() {
                 return Err(client_ca("no certificate in the file".into()));
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|e| client_ca(e.to_string()))?;
+            let mut verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            if client_certificate == ClientCertificate::Optional {
+                verifier = verifier.allow_unauthenticated();
+            }
+            let verifier = verifier.build().map_err(|e| client_ca(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         }
         _ => builder.with_no_client_auth(),
@@ -183,6 +205,16 @@ pub fn server_config(pem: &TlsPem, files: &TlsFiles) -> Result<Arc<ServerConfig>
     // negotiate h2 by ALPN.
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// `config` offering `alpn` instead of gRPC's h2 alone.
+fn with_alpn(config: Arc<ServerConfig>, alpn: &[Vec<u8>]) -> Arc<ServerConfig> {
+    if config.alpn_protocols == alpn {
+        return config;
+    }
+    let mut config = Arc::unwrap_or_clone(config);
+    config.alpn_protocols = alpn.to_vec();
+    Arc::new(config)
 }
 
 /// What one reload check did.
@@ -225,6 +257,10 @@ fn inode(_: &std::fs::Metadata) -> u64 {
 pub struct ReloadingTls {
     files: TlsFiles,
     reload_every: Duration,
+    /// Which port serves it, for the log lines.
+    port: &'static str,
+    alpn: Vec<Vec<u8>>,
+    client_certificate: ClientCertificate,
     current: RwLock<Arc<ServerConfig>>,
     loaded: Mutex<(Stamps, TlsPem)>,
 }
@@ -234,19 +270,52 @@ impl fmt::Debug for ReloadingTls {
         f.debug_struct("ReloadingTls")
             .field("files", &self.files)
             .field("reload_every", &self.reload_every)
+            .field("port", &self.port)
             .finish_non_exhaustive()
     }
 }
 
 impl ReloadingTls {
-    /// Loads the files once; a process must not start serving with a broken set.
+    /// Loads the gRPC port's files once; a process must not start serving with a
+    /// broken set.
     pub fn load(files: TlsFiles, reload_every: Duration) -> Result<Self, TlsError> {
+        Self::load_for(
+            "gRPC",
+            vec![b"h2".to_vec()],
+            ClientCertificate::Required,
+            files,
+            reload_every,
+        )
+    }
+
+    /// The same for the HTTP port, which speaks HTTP/2 and HTTP/1.1 (Prometheus,
+    /// curl and `spillway status` pick by ALPN).
+    pub fn load_http(files: TlsFiles, reload_every: Duration) -> Result<Self, TlsError> {
+        Self::load_for(
+            "HTTP",
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            ClientCertificate::Optional,
+            files,
+            reload_every,
+        )
+    }
+
+    fn load_for(
+        port: &'static str,
+        alpn: Vec<Vec<u8>>,
+        client_certificate: ClientCertificate,
+        files: TlsFiles,
+        reload_every: Duration,
+    ) -> Result<Self, TlsError> {
         let seen = stamps(&files);
         let pem = TlsPem::read(&files)?;
-        let config = server_config(&pem, &files)?;
+        let config = with_alpn(server_config_with(&pem, &files, client_certificate)?, &alpn);
         Ok(Self {
             files,
             reload_every,
+            port,
+            alpn,
+            client_certificate,
             current: RwLock::new(config),
             loaded: Mutex::new((seen, pem)),
         })
@@ -289,8 +358,9 @@ impl ReloadingTls {
         if pem == loaded.1 {
             return Reload::Unchanged;
         }
-        match server_config(&pem, &self.files) {
+        match server_config_with(&pem, &self.files, self.client_certificate) {
             Ok(config) => {
+                let config = with_alpn(config, &self.alpn);
                 loaded.1 = pem;
                 match self.current.write() {
                     Ok(mut current) => *current = config,
@@ -316,12 +386,14 @@ impl ReloadingTls {
                 match outcome {
                     Ok(Reload::Unchanged) => {}
                     Ok(Reload::Reloaded) => {
-                        tracing::info!(cert = %tls.files.cert.display(), "gRPC TLS certificate reloaded");
+                        tracing::info!(port = tls.port, cert = %tls.files.cert.display(), "TLS certificate reloaded");
                     }
                     Ok(Reload::Failed(error)) => {
-                        tracing::error!(%error, "new gRPC TLS certificate refused; still serving the previous one");
+                        tracing::error!(port = tls.port, %error, "new TLS certificate refused; still serving the previous one");
                     }
-                    Err(error) => tracing::error!(%error, "gRPC TLS reload check failed"),
+                    Err(error) => {
+                        tracing::error!(port = tls.port, %error, "TLS reload check failed")
+                    }
                 }
             }
         })
@@ -446,6 +518,29 @@ mod tests {
         std::fs::remove_file(files.client_ca.as_ref().unwrap()).unwrap();
         assert!(matches!(tls.check(), Reload::Failed(TlsError::Read { .. })));
         assert!(Arc::ptr_eq(&swapped, &tls.current()));
+    }
+
+    #[test]
+    fn the_http_set_offers_http1_and_keeps_it_across_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = files(dir.path(), true);
+        let ca = spillway_tests::tls::Ca::new("server CA");
+        let clients = spillway_tests::tls::Ca::new("client CA");
+        let first = ca.server();
+        write(&files.cert, &first.cert_pem);
+        write(&files.key, &first.key_pem);
+        write(files.client_ca.as_ref().unwrap(), &clients.cert_pem);
+        let http_alpn = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let tls = ReloadingTls::load_http(files.clone(), Duration::from_secs(1)).unwrap();
+        assert_eq!(tls.current().alpn_protocols, http_alpn);
+        let second = ca.server();
+        write(&files.cert, &second.cert_pem);
+        write(&files.key, &second.key_pem);
+        assert!(matches!(tls.check(), Reload::Reloaded));
+        assert_eq!(tls.current().alpn_protocols, http_alpn);
+        // The gRPC set from the same files stays h2 only.
+        let grpc = ReloadingTls::load(files, Duration::from_secs(1)).unwrap();
+        assert_eq!(grpc.current().alpn_protocols, vec![b"h2".to_vec()]);
     }
 
     #[test]

@@ -63,8 +63,13 @@ impl DecisionLoop {
         let mut refused = self.refused_tenants();
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let swapped = std::sync::Arc::new(tokio::sync::Notify::new());
+        let notify = swapped.clone();
+        self.policies.on_swap(Box::new(move || notify.notify_one()));
         loop {
             tokio::select! {
+                // A new policy set decides at once, not up to a tick later.
+                () = swapped.notified() => ticker.reset_immediately(),
                 _ = self.ingest.changed() => {
                     let now_ms = clock::unix_ms();
                     for key in self.ingest.take_dirty() {

@@ -83,6 +83,8 @@ pub struct ProcessConfig {
     pub inputs: CollectorInputs,
     /// The HTTP port's connection and timeout limits.
     pub http: crate::listener::HttpLimits,
+    /// TLS (and mTLS) on the HTTP port; `None`: plaintext.
+    pub http_tls: Option<Arc<crate::keda::tls::ReloadingTls>>,
     /// Who may call each input.
     pub access: Arc<Access>,
 }
@@ -178,7 +180,7 @@ pub async fn run_with_cluster(
         shards,
     } = Inputs::build(&config, &workloads)?;
     let scrape_stats = Arc::new(spillway_collector::scrape::ScrapeStats::new());
-    let metrics = process_metrics(
+    let mut metrics = process_metrics(
         &access,
         &ingest,
         scrape_stats.clone(),
@@ -187,6 +189,16 @@ pub async fn run_with_cluster(
         promql.as_ref(),
         shards.clone(),
     );
+    let policy_watch = kubernetes
+        .as_ref()
+        .filter(|k| k.scaling_policies)
+        .map(|_| Arc::new(crate::cluster::policy_watch::PolicyWatchStats::default()));
+    if let Some(stats) = &policy_watch {
+        metrics.register_collector(Box::new(crate::cluster::policy_watch::PolicyWatchMetrics(
+            stats.clone(),
+        )));
+    }
+    let metrics = Arc::new(metrics);
     let metrics_for_scrapes = metrics.clone();
     let scraper = Scraper::new(client, config.scrape.clone(), ingest.clone())
         .with_stats(scrape_stats)
@@ -200,17 +212,33 @@ pub async fn run_with_cluster(
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
+    let readiness = Arc::new(crate::readiness::Readiness::new(
+        tokio::time::Instant::now(),
+        kubernetes.is_some(),
+    ));
     if let Some(settings) = kubernetes.clone() {
-        start_cluster(
-            &mut tasks,
+        let (observed, first_pass) = tokio::sync::oneshot::channel();
+        let cluster = crate::cluster::runner::run(
             settings,
-            &workloads,
-            &ingest,
-            &config.policies,
-            &hpa_views,
+            workloads.clone(),
+            ingest.clone(),
+            config.policies.clone(),
+            hpa_views.clone(),
+            shutdown.clone(),
+            Some(observed),
+        );
+        start_cluster(&mut tasks, cluster, first_pass, &readiness).await;
+    }
+
+    if let (Some(settings), Some(stats)) = (&kubernetes, policy_watch) {
+        crate::cluster::policy_watch::start(
+            settings,
+            config.policies.clone(),
+            stats,
+            &mut tasks,
             &shutdown,
         )
-        .await;
+        .await?;
     }
 
     // Every configured workload has a decision before the gRPC port takes a call, so
@@ -267,11 +295,13 @@ pub async fn run_with_cluster(
         write_refusal,
         access: access.clone(),
         writes,
+        readiness,
     };
     let http_server = http::serve(
         listeners.http,
         http_state,
         config.http.clone(),
+        config.http_tls.clone(),
         wait(shutdown.clone()),
     );
     tasks.spawn(async move { http_server.await.map_err(RunError::from) });
@@ -388,7 +418,8 @@ impl Inputs {
     }
 }
 
-/// `/metrics`: the process's own families, the access refusals and the collector's counters.
+/// `/metrics`: the process's own families, the access refusals and the collector's counters
+/// (call before sharing them: more collectors may still be registered).
 fn process_metrics(
     access: &Arc<Access>,
     ingest: &Arc<Ingest>,
@@ -397,7 +428,7 @@ fn process_metrics(
     push: Option<&PushService>,
     promql: Option<&PromqlSource>,
     shards: Option<Arc<spillway_collector::shard::FanOutStats>>,
-) -> Arc<Metrics> {
+) -> Metrics {
     let mut metrics = Metrics::new();
     metrics.register_access(access);
     metrics.register_collector_stats(CollectorStats {
@@ -409,40 +440,37 @@ fn process_metrics(
         shards,
         shard_server: None,
     });
-    Arc::new(metrics)
+    metrics
 }
 
-// The Kubernetes side reads every bound workload's spec.replicas first, so the first
-// answers can already hold at what runs; bounded, so an unreachable API server
-// delays KEDA's first calls by at most that (they wait on the connection, they do
-// not fail).
+/// The Kubernetes side reads every bound workload's spec.replicas first, so the first
+/// answers can already hold at what runs; bounded, so an unreachable API server
+/// delays KEDA's first calls by at most that (they wait on the connection, they do
+/// not fail). Readiness waits for that first pass however long it takes.
 async fn start_cluster(
     tasks: &mut JoinSet<Result<(), RunError>>,
-    settings: crate::config::kubernetes::KubernetesSettings,
-    workloads: &Arc<Workloads>,
-    ingest: &Arc<Ingest>,
-    policies: &Arc<PolicyStore>,
-    hpa_views: &Arc<crate::cluster::hpa::HpaViews>,
-    shutdown: &watch::Receiver<bool>,
+    cluster: impl std::future::Future<Output = Result<(), crate::cluster::ClusterError>>
+    + Send
+    + 'static,
+    mut first_pass: tokio::sync::oneshot::Receiver<()>,
+    readiness: &Arc<crate::readiness::Readiness>,
 ) {
-    let (observed, first_pass) = tokio::sync::oneshot::channel();
-    let cluster = crate::cluster::runner::run(
-        settings,
-        workloads.clone(),
-        ingest.clone(),
-        policies.clone(),
-        hpa_views.clone(),
-        shutdown.clone(),
-        Some(observed),
-    );
     tasks.spawn(async move { cluster.await.map_err(RunError::from) });
-    if tokio::time::timeout(FIRST_OBSERVATION, first_pass)
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "replica counts not read within {FIRST_OBSERVATION:?} of start; serving without them meanwhile"
-        );
+    match tokio::time::timeout(FIRST_OBSERVATION, &mut first_pass).await {
+        Ok(Ok(())) => readiness.replica_counts_read(),
+        // The Kubernetes side ended: the task set reports why.
+        Ok(Err(_)) => {}
+        Err(_) => {
+            tracing::warn!(
+                "replica counts not read within {FIRST_OBSERVATION:?} of start; serving without them meanwhile"
+            );
+            let readiness = readiness.clone();
+            tokio::spawn(async move {
+                if first_pass.await.is_ok() {
+                    readiness.replica_counts_read();
+                }
+            });
+        }
     }
 }
 

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::access::{Access, Input};
+use crate::access::{Access, HttpCredentials, Input};
 use crate::http::status::TargetStatus;
 use crate::serve::{Listeners, RunError, scrape_client};
 use crate::telemetry::{CollectorStats, Metrics};
@@ -40,6 +40,8 @@ pub struct ShardProcess {
     /// Gateway pods discovered (and followed) from here, also kept by ownership.
     pub kubernetes: Option<crate::config::kubernetes::KubernetesSettings>,
     pub max_windows: usize,
+    /// TLS (and mTLS) on the HTTP port; `None`: plaintext.
+    pub http_tls: Option<Arc<crate::keda::tls::ReloadingTls>>,
     /// Who may poll the shard service, read `/metrics` and the status.
     pub access: Arc<Access>,
 }
@@ -143,12 +145,14 @@ pub async fn run(
         .route("/api/v1/status", get(status))
         .with_state(state);
     let http_shutdown = wait(shutdown.clone());
+    let http_tls = process.http_tls.clone();
     tasks.spawn(async move {
         let stats = Arc::new(crate::listener::HttpStats::default());
         crate::listener::serve(
             listeners.http,
             router,
             crate::listener::HttpLimits::default(),
+            http_tls,
             stats,
             http_shutdown,
         )
@@ -161,8 +165,12 @@ pub async fn run(
     crate::serve::join_parts(tasks).await
 }
 
-async fn metrics_handler(State(state): State<ShardHttp>, headers: HeaderMap) -> Response {
-    if let Err(refused) = state.access.authorize_http(Input::Metrics, &headers) {
+async fn metrics_handler(
+    State(state): State<ShardHttp>,
+    credentials: HttpCredentials,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refused) = state.access.authorize_http(Input::Metrics, &credentials) {
         return refused.into_response();
     }
     crate::http::refresh_target_gauges(&state.metrics, &state.targets);
@@ -193,8 +201,8 @@ struct ShardStatusReport {
     targets: Vec<TargetStatus>,
 }
 
-async fn status(State(state): State<ShardHttp>, headers: HeaderMap) -> Response {
-    let permit = match state.access.authorize_http(Input::Status, &headers) {
+async fn status(State(state): State<ShardHttp>, credentials: HttpCredentials) -> Response {
+    let permit = match state.access.authorize_http(Input::Status, &credentials) {
         Ok(permit) => permit,
         Err(refused) => return refused.into_response(),
     };

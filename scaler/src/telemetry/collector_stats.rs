@@ -34,6 +34,14 @@ impl Metrics {
         );
     }
 
+    /// A collector of another part's counts (e.g. the ScalingPolicy watcher's).
+    pub fn register_collector(
+        &mut self,
+        collector: Box<dyn prometheus_client::collector::Collector>,
+    ) {
+        self.registry.register_collector(collector);
+    }
+
     pub fn register_collector_stats(&mut self, stats: CollectorStats) {
         self.registry.register_collector(Box::new(stats));
     }

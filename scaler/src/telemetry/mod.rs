@@ -382,6 +382,11 @@ impl Metrics {
             self.http.connections_open.clone(),
         );
         self.registry.register(
+            "http_tls_handshakes_failed",
+            "HTTP connections closed because their TLS handshake failed (no or an untrusted client certificate, plaintext on the TLS port) or did not finish within listen.headerTimeout",
+            self.http.tls_handshakes_failed.clone(),
+        );
+        self.registry.register(
             "policy_reload_panics",
             "Panics caught while reloading policies (the file, or the whole reload, is refused; what serves keeps serving)",
             self.policy_reload_panics.clone(),

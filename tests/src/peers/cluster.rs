@@ -24,16 +24,41 @@ use super::kubectl::{Kubectl, kubeconfig};
 use super::pki::ClusterPki;
 use super::{PeerDir, free_port};
 
-/// Two clusters in one test process would fight over two cores; tests take turns. (A
-/// tokio mutex because its guard is `Send`: a cluster starts on the blocking pool.)
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Clusters running at once in this test process, out of [`CORE_SHARES`]. A scenario
+/// that measures reaction times takes them all, so its figures are not another
+/// cluster's noise; the others run two at a time, since they mostly wait on the HPA's
+/// and the controllers' periods.
+static IN_USE: std::sync::Mutex<u32> = std::sync::Mutex::new(0);
+const CORE_SHARES: u32 = 2;
 
-/// Waits for this test's turn; a cluster start and a whole scenario take minutes at most.
-fn take_turn() -> tokio::sync::MutexGuard<'static, ()> {
+/// A cluster's share of the machine, given back on drop.
+pub struct Turn {
+    shares: u32,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let mut in_use = IN_USE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *in_use = in_use.saturating_sub(self.shares);
+    }
+}
+
+/// Waits for `shares` of the machine; a cluster start and a whole scenario take minutes
+/// at most.
+fn take_turn(shares: u32) -> Turn {
+    let shares = shares.clamp(1, CORE_SHARES);
     let deadline = Instant::now() + Duration::from_secs(3600);
     loop {
-        if let Ok(guard) = ONE_AT_A_TIME.try_lock() {
-            return guard;
+        {
+            let mut in_use = IN_USE
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *in_use + shares <= CORE_SHARES {
+                *in_use += shares;
+                return Turn { shares };
+            }
         }
         assert!(
             Instant::now() < deadline,
@@ -52,6 +77,9 @@ pub struct ClusterOptions {
     pub hpa_sync: Duration,
     /// Where each peer's log is written; kept after the test so a failing run shows them.
     pub logs: PathBuf,
+    /// Whether another cluster may run beside this one (see `take_turn`). Off for a
+    /// scenario whose timings are asserted or reported.
+    pub share_machine: bool,
 }
 
 impl ClusterOptions {
@@ -59,6 +87,7 @@ impl ClusterOptions {
         Self {
             hpa_sync: Duration::from_secs(5),
             logs: logs.into(),
+            share_machine: false,
         }
     }
 }
@@ -146,12 +175,16 @@ pub struct Cluster {
     pub admin: Kubectl,
     /// How long each start-up step took, in order.
     pub timings: Vec<(&'static str, Duration)>,
-    _turn: tokio::sync::MutexGuard<'static, ()>,
+    _turn: Turn,
 }
 
 impl Cluster {
     pub fn start(peers: &PeerDir, options: &ClusterOptions) -> Self {
-        let turn = take_turn();
+        let turn = take_turn(if options.share_machine {
+            1
+        } else {
+            CORE_SHARES
+        });
         let dir = tempfile::Builder::new()
             .prefix("spillway-peers-")
             .tempdir()

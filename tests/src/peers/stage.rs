@@ -117,7 +117,33 @@ impl Stage {
         regular: usize,
         cpu: &str,
     ) -> Self {
-        let (peers, options) = (peers.clone(), ClusterOptions::new(logs));
+        Self::start_with(peers, ClusterOptions::new(logs), repo, regular, cpu).await
+    }
+
+    /// [`Self::start`] for a scenario that asserts no timings: another such cluster may
+    /// run beside it.
+    pub async fn start_sharing(
+        peers: &PeerDir,
+        logs: &Path,
+        repo: &Path,
+        regular: usize,
+        cpu: &str,
+    ) -> Self {
+        let options = ClusterOptions {
+            share_machine: true,
+            ..ClusterOptions::new(logs)
+        };
+        Self::start_with(peers, options, repo, regular, cpu).await
+    }
+
+    async fn start_with(
+        peers: &PeerDir,
+        options: ClusterOptions,
+        repo: &Path,
+        regular: usize,
+        cpu: &str,
+    ) -> Self {
+        let peers = peers.clone();
         let nodes: Vec<NodeSpec> = (1..=regular)
             .map(|i| NodeSpec::regular(&format!("ecs-{i}"), cpu, "32Gi"))
             .chain([NodeSpec::virtual_kubelet("vk-1")])

@@ -107,6 +107,11 @@ pub struct DrainObservation<'a> {
     pub moves: &'a [MoveObservation],
     /// New moves the planner proposes ([`super::plan::Plan::drain_moves`]).
     pub proposals: &'a [DrainMove],
+    /// The workload's own controller is replacing its pods (a rollout). New moves wait
+    /// for it to finish: its surge and ours would add up past what the rollout allows
+    /// (the ReplicaSet controller sees our surge as a raised spec), and its new pods
+    /// take the regular room anyway.
+    pub rolling_out: bool,
 }
 
 /// An instruction to the controller.
@@ -278,7 +283,7 @@ pub fn drain_step(
     // New moves: not while the workload is short of ready replicas (its own new pods need
     // the regular room first), not while the disruption budget is spent (the surge would
     // sit there as an extra replica with no way to finish), and within both rate limits.
-    if obs.ready >= obs.desired && obs.unavailable < limits.max_unavailable {
+    if !obs.rolling_out && obs.ready >= obs.desired && obs.unavailable < limits.max_unavailable {
         let busy: BTreeSet<String> = state.draining().into_iter().collect();
         let mut started = 0u32;
         for p in obs.proposals {
@@ -352,6 +357,7 @@ mod tests {
             unavailable: 0,
             moves,
             proposals,
+            rolling_out: false,
         }
     }
 
@@ -413,6 +419,7 @@ mod tests {
             unavailable: 1,
             moves: &moves,
             proposals: &[],
+            rolling_out: false,
         };
         let step = drain_step(&state, &obs, &limits());
         assert!(step.actions.is_empty(), "{:?}", step.actions);
@@ -427,6 +434,27 @@ mod tests {
         assert_eq!(
             drain_step(&state, &obs, &limits()).actions,
             vec![DrainAction::Evict { pod: "b1".into() }]
+        );
+    }
+
+    #[test]
+    fn no_move_starts_while_the_workload_rolls_out() {
+        let props = [proposal("b1")];
+        let rolling = DrainObservation {
+            rolling_out: true,
+            ..obs(0, 3, &[], &props)
+        };
+        let step = drain_step(&DrainState::default(), &rolling, &limits());
+        assert!(step.actions.is_empty(), "{:?}", step.actions);
+        assert!(step.state.in_flight.is_empty());
+        // Once it is done, the same proposal starts a move.
+        let step = drain_step(&DrainState::default(), &obs(0, 3, &[], &props), &limits());
+        assert_eq!(
+            step.actions,
+            vec![DrainAction::Surge {
+                from_pod: "b1".into(),
+                to_node: "n1".into()
+            }]
         );
     }
 
@@ -449,6 +477,7 @@ mod tests {
             unavailable: 1,
             moves: &moves,
             proposals: &[],
+            rolling_out: false,
         };
         assert!(drain_step(&state, &obs, &limits()).actions.is_empty());
         let obs = DrainObservation { now: 60, ..obs };
@@ -472,6 +501,7 @@ mod tests {
             unavailable: 1,
             moves: &[],
             proposals: &props,
+            rolling_out: false,
         };
         let none = DrainLimits {
             max_unavailable: 0,
@@ -509,6 +539,7 @@ mod tests {
             unavailable: 1,
             moves: &[],
             proposals: &props,
+            rolling_out: false,
         };
         assert!(
             drain_step(&DrainState::default(), &obs, &limits())

@@ -485,6 +485,7 @@ impl Simulation {
                 unavailable: seen.unavailable,
                 moves: &moves,
                 proposals: &plan.drain_moves,
+                rolling_out: false,
             },
             &self.planner.drain,
         );

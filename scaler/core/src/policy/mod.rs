@@ -60,6 +60,14 @@
 //! | `activation.window` | 30s | quick scale-from-zero; KEDA's cooldown delays 1 → 0 |
 //! | `hpaTolerance` | 0.1 | what an HPA applies unless configured with `tolerance: 0` |
 //!
+//! # As a Kubernetes resource
+//!
+//! The same spec, as a namespaced `scalingpolicies.spillway.io/v1` resource: [`resources`]
+//! turns the resources into policies through this module's loader, with the tenant
+//! taken from the namespace's `spillway.io/tenant` label. The resource's types (the
+//! CRD's schema, printed by `spillway crd`) and its watcher live at the edge, in the
+//! scaler's `cluster::policy_crd` and `cluster::policy_watch`.
+//!
 //! # Errors
 //!
 //! Every problem is reported at once, each as `file:line:column: field.path: what is
@@ -73,6 +81,7 @@ mod load;
 mod model;
 mod parse;
 mod quantity;
+pub mod resources;
 mod set;
 mod store;
 mod validate;

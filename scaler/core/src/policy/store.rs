@@ -72,12 +72,32 @@ pub struct FileStatus {
 #[derive(Debug, Default)]
 pub struct PolicyStore {
     current: RwLock<Arc<PolicySet>>,
+    /// The files' part of `current`.
+    from_files: RwLock<Arc<PolicySet>>,
+    /// Policies from ScalingPolicy resources, served beside the files' (whose tenants
+    /// they never take), and the resources' problems for `status`.
+    from_resources: Mutex<(Vec<TenantPolicy>, Vec<FileStatus>)>,
+    /// Called whenever `current` is replaced, so the decision loop re-decides at once
+    /// instead of on its next tick.
+    on_swap: SwapHooks,
     files: Mutex<BTreeMap<PathBuf, FileState>>,
     reload_errors: AtomicU64,
     reload_panics: AtomicU64,
     /// The directory and message of the last reload that panicked; cleared by the next
     /// one that completes.
     last_panic: Mutex<Option<(PathBuf, String)>>,
+}
+
+/// Told that the set in force was replaced.
+pub type SwapHook = Box<dyn Fn() + Send + Sync>;
+
+#[derive(Default)]
+struct SwapHooks(Mutex<Vec<SwapHook>>);
+
+impl std::fmt::Debug for SwapHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SwapHooks({})", lock(&self.0).len())
+    }
 }
 
 /// How a policy file's text becomes a policy: [`parse_policy`] in production.
@@ -91,6 +111,20 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
         .unwrap_or_else(|| "a panic without a message".into())
 }
 
+fn read<T: Clone>(lock: &RwLock<Arc<T>>) -> Arc<T> {
+    match lock.read() {
+        Ok(g) => Arc::clone(&g),
+        Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
 impl PolicyStore {
     pub fn new() -> Self {
         Self::default()
@@ -99,10 +133,57 @@ impl PolicyStore {
     /// A store serving a fixed set that did not come from a directory (the demo's
     /// embedded policies). Calling [`Self::reload`] later replaces it.
     pub fn from_set(set: PolicySet) -> Self {
+        let set = Arc::new(set);
         Self {
-            current: RwLock::new(Arc::new(set)),
+            current: RwLock::new(Arc::clone(&set)),
+            from_files: RwLock::new(set),
             ..Self::default()
         }
+    }
+
+    /// Tenants the policy files serve; a ScalingPolicy resource cannot take them.
+    pub fn file_tenants(&self) -> std::collections::BTreeSet<String> {
+        read(&self.from_files)
+            .tenants()
+            .map(|t| t.tenant.clone())
+            .collect()
+    }
+
+    /// Puts the ScalingPolicy resources' policies in force beside the files', whole,
+    /// with the problems `status` reports for them.
+    pub fn replace_resources(&self, policies: Vec<TenantPolicy>, problems: Vec<FileStatus>) {
+        let mut resources = lock(&self.from_resources);
+        *resources = (policies, problems);
+        self.compose(&read(&self.from_files), &resources.0);
+    }
+
+    /// `current` = the files' set plus the resources' tenants the files do not serve.
+    fn compose(&self, files: &PolicySet, resources: &[TenantPolicy]) {
+        let all: Vec<TenantPolicy> = files
+            .tenants()
+            .cloned()
+            .chain(
+                resources
+                    .iter()
+                    .filter(|p| files.tenant(&p.tenant).is_none())
+                    .cloned(),
+            )
+            .collect();
+        // Tenants are unique by construction; keep what serves if that ever fails.
+        if let Ok(set) = PolicySet::from_policies(all) {
+            match self.current.write() {
+                Ok(mut g) => *g = Arc::new(set),
+                Err(p) => *p.into_inner() = Arc::new(set),
+            }
+            for hook in lock(&self.on_swap.0).iter() {
+                hook();
+            }
+        }
+    }
+
+    /// Calls `hook` each time the set in force is replaced (it must not block).
+    pub fn on_swap(&self, hook: SwapHook) {
+        lock(&self.on_swap.0).push(hook);
     }
 
     /// The set in force. Cheap: one reference-count increment.
@@ -140,6 +221,7 @@ impl PolicyStore {
                 "the last reload failed ({message}); the policies in force keep serving"
             )),
         });
+        let resources = lock(&self.from_resources).1.clone();
         files
             .iter()
             .map(|(path, st)| FileStatus {
@@ -152,6 +234,7 @@ impl PolicyStore {
                 error: st.problem().map(|e| e.to_string()),
             })
             .chain(reload)
+            .chain(resources)
             .collect()
     }
 
@@ -180,7 +263,9 @@ impl PolicyStore {
                 *files = working;
                 *last_panic = None;
                 if let Some(set) = set {
-                    match self.current.write() {
+                    let resources = lock(&self.from_resources);
+                    self.compose(&set, &resources.0);
+                    match self.from_files.write() {
                         Ok(mut g) => *g = Arc::new(set),
                         Err(p) => *p.into_inner() = Arc::new(set),
                     }
@@ -261,7 +346,7 @@ impl PolicyStore {
 
         // A tenant claimed by two files: the file that served it before keeps it (or the
         // first in path order); the other is refused and falls back to its last good version.
-        let previous = self.current();
+        let previous = read(&self.from_files);
         let mut chosen: Vec<TenantPolicy> = Vec::new();
         let mut owners: BTreeMap<String, PathBuf> = BTreeMap::new();
         let order: Vec<PathBuf> = {
