@@ -170,60 +170,25 @@ pub async fn run_with_cluster(
     let workloads = Arc::new(Workloads::new());
     workloads.set_alias_limits(access.policy().aliases);
     let hpa_views = Arc::new(crate::cluster::hpa::HpaViews::new());
-    let ingest = Ingest::new(config.store);
-    // Workloads a policy names or KEDA asked for keep their windows; the others make
-    // way for them when the store is full, and go once idle.
-    let wanted = workloads.clone();
-    ingest
-        .store()
-        .set_wanted(Arc::new(move |key| wanted.get(key).is_some()));
-    let client = scrape_client(&config.scrape).map_err(RunError::Client)?;
-    let remote_write = config
-        .inputs
-        .remote_write
-        .clone()
-        .map(|remote_write| RemoteWrite::new(remote_write, ingest.clone()));
-    let push = config
-        .inputs
-        .push
-        .map(|push| PushService::with_config(ingest.clone(), push));
-    tracing::info!(
-        remote_write = remote_write.is_some(),
-        push = push.is_some(),
-        promql = config.inputs.promql.is_some(),
-        "inputs besides scraping (each off unless configured)"
-    );
-    let promql = config
-        .inputs
-        .promql
-        .clone()
-        .map(|promql| PromqlSource::new(client.clone(), promql, ingest.clone()));
-    let fanout = config
-        .inputs
-        .collectors
-        .clone()
-        .map(|collectors| FanOut::new(collectors, ingest.clone()))
-        .transpose()?;
-    let fanout = match (fanout, &config.inputs.collectors_token_file) {
-        (Some(fanout), Some(path)) => {
-            let token = Arc::new(OutgoingToken::load(path.clone())?);
-            Some(fanout.with_bearer(Arc::new(move || token.current())))
-        }
-        (fanout, _) => fanout,
-    };
-    let shards = fanout.as_ref().map(FanOut::stats);
+    let Inputs {
+        ingest,
+        client,
+        remote_write,
+        push,
+        promql,
+        fanout,
+        shards,
+    } = Inputs::build(&config, &workloads)?;
     let scrape_stats = Arc::new(spillway_collector::scrape::ScrapeStats::new());
-    let mut metrics = Metrics::new();
-    metrics.register_access(&access);
-    metrics.register_collector_stats(CollectorStats {
-        scrape: Some(scrape_stats.clone()),
-        ingest: Some(ingest.clone()),
-        remote_write: remote_write.clone(),
-        push: push.as_ref().map(PushService::stats),
-        promql: promql.as_ref().map(PromqlSource::stats),
-        shards: shards.clone(),
-        shard_server: None,
-    });
+    let mut metrics = process_metrics(
+        &access,
+        &ingest,
+        scrape_stats.clone(),
+        remote_write.clone(),
+        push.as_ref(),
+        promql.as_ref(),
+        shards.clone(),
+    );
     let policy_watch = kubernetes
         .as_ref()
         .filter(|k| k.scaling_policies)
@@ -250,16 +215,12 @@ pub async fn run_with_cluster(
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
-    // The Kubernetes side reads every bound workload's spec.replicas first, so the first
-    // answers can already hold at what runs; bounded, so an unreachable API server
-    // delays KEDA's first calls by at most that (they wait on the connection, they do
-    // not fail).
     let readiness = Arc::new(crate::readiness::Readiness::new(
         tokio::time::Instant::now(),
         kubernetes.is_some(),
     ));
     if let Some(settings) = kubernetes.clone() {
-        let (observed, mut first_pass) = tokio::sync::oneshot::channel();
+        let (observed, first_pass) = tokio::sync::oneshot::channel();
         let cluster = crate::cluster::runner::run(
             settings,
             workloads.clone(),
@@ -269,23 +230,7 @@ pub async fn run_with_cluster(
             shutdown.clone(),
             Some(observed),
         );
-        tasks.spawn(async move { cluster.await.map_err(RunError::from) });
-        match tokio::time::timeout(FIRST_OBSERVATION, &mut first_pass).await {
-            Ok(Ok(())) => readiness.replica_counts_read(),
-            // The Kubernetes side ended: the task set reports why.
-            Ok(Err(_)) => {}
-            Err(_) => {
-                tracing::warn!(
-                    "replica counts not read within {FIRST_OBSERVATION:?} of start; serving without them meanwhile"
-                );
-                let readiness = readiness.clone();
-                tokio::spawn(async move {
-                    if first_pass.await.is_ok() {
-                        readiness.replica_counts_read();
-                    }
-                });
-            }
-        }
+        start_cluster(&mut tasks, cluster, first_pass, &readiness).await;
     }
 
     if let (Some(settings), Some(stats)) = (&kubernetes, policy_watch) {
@@ -340,20 +285,13 @@ pub async fn run_with_cluster(
     );
     tasks.spawn(async move { grpc_server.await.map_err(RunError::from) });
 
-    let policies = config.policies.clone();
     let http_state = HttpState {
         metrics: metrics.clone(),
         workloads: workloads.clone(),
         ingest: ingest.clone(),
         targets,
         policies: config.policies.clone(),
-        policy_status: Arc::new(move || {
-            policies
-                .status()
-                .into_iter()
-                .filter_map(|file| file.error.map(|e| format!("{}: {e}", file.path.display())))
-                .collect()
-        }),
+        policy_status: refused_policy_files(config.policies.clone()),
         remote_write,
         shards,
         hpa: hpa_views.clone(),
@@ -384,38 +322,8 @@ pub async fn run_with_cluster(
         crate::cluster::gateways::follow(discovery, fixed, Arc::new(|_| true)).await?;
     spawn_scraping(&mut tasks, scraper, scrape_targets, follower, &shutdown);
 
-    if let Some(fanout) = fanout {
-        let fanout_shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            fanout.run(fanout_shutdown).await;
-            Ok(())
-        });
-    }
-    if let Some(promql) = promql {
-        let promql_shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            promql.run(promql_shutdown).await;
-            Ok(())
-        });
-    }
-
-    let evict_ingest = ingest.clone();
-    let mut evict_shutdown = shutdown.clone();
-    tasks.spawn(async move {
-        let mut ticker = tokio::time::interval(EVICT_EVERY);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {
-                    let now_ms = spillway_collector::clock::unix_ms();
-                    let evicted = evict_ingest.evict_idle(now_ms, UNWANTED_IDLE_MS);
-                    if evicted > 0 {
-                        tracing::debug!(evicted, "store windows evicted (idle and unwanted, or empty)");
-                    }
-                }
-                _ = evict_shutdown.changed() => return Ok(()),
-            }
-        }
-    });
+    spawn_pollers(&mut tasks, fanout, promql, &shutdown);
+    spawn_eviction(&mut tasks, &ingest, &shutdown);
 
     spawn_access_upkeep(
         &mut tasks,
@@ -433,34 +341,15 @@ pub async fn run_with_cluster(
     });
 
     if let PolicySource::Directory { path, reload_every } = config.policy_source {
-        let policies = config.policies.clone();
-        let audit_workloads = workloads.clone();
-        let mut reload_shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            let mut ticker = tokio::time::interval(reload_every);
-            ticker.tick().await;
-            loop {
-                tokio::select! {
-                    _ = ticker.tick() => {
-                        let store = policies.clone();
-                        let dir = path.clone();
-                        // The store catches its own panics; a failed task is only
-                        // logged, so the policies in force keep serving either way.
-                        match tokio::task::spawn_blocking(move || store.reload(&dir)).await {
-                            Ok(outcome) => {
-                                metrics.record_reload(&outcome);
-                                audit_reload(&audit_workloads, &policies, &outcome);
-                            }
-                            Err(error) => {
-                                metrics.policy_reload_panics.inc();
-                                tracing::error!(%error, "policy reload failed; the policies in force keep serving");
-                            }
-                        }
-                    }
-                    _ = reload_shutdown.changed() => return Ok(()),
-                }
-            }
-        });
+        spawn_policy_reload(
+            &mut tasks,
+            config.policies.clone(),
+            path,
+            reload_every,
+            metrics,
+            workloads.clone(),
+            &shutdown,
+        );
     }
 
     join_parts(tasks).await
@@ -483,6 +372,226 @@ fn audit_reload(
         },
         spillway_collector::clock::unix_ms(),
     );
+}
+
+/// The store and every input besides scraping, each off unless configured.
+struct Inputs {
+    ingest: Arc<Ingest>,
+    client: reqwest::Client,
+    remote_write: Option<Arc<RemoteWrite>>,
+    push: Option<PushService>,
+    promql: Option<PromqlSource>,
+    fanout: Option<FanOut>,
+    shards: Option<Arc<spillway_collector::shard::FanOutStats>>,
+}
+
+impl Inputs {
+    fn build(config: &ProcessConfig, workloads: &Arc<Workloads>) -> Result<Self, RunError> {
+        let ingest = Ingest::new(config.store);
+        // Workloads a policy names or KEDA asked for keep their windows; the others make
+        // way for them when the store is full, and go once idle.
+        let wanted = workloads.clone();
+        ingest
+            .store()
+            .set_wanted(Arc::new(move |key| wanted.get(key).is_some()));
+        let client = scrape_client(&config.scrape).map_err(RunError::Client)?;
+        let remote_write = config
+            .inputs
+            .remote_write
+            .clone()
+            .map(|remote_write| RemoteWrite::new(remote_write, ingest.clone()));
+        let push = config
+            .inputs
+            .push
+            .map(|push| PushService::with_config(ingest.clone(), push));
+        tracing::info!(
+            remote_write = remote_write.is_some(),
+            push = push.is_some(),
+            promql = config.inputs.promql.is_some(),
+            "inputs besides scraping (each off unless configured)"
+        );
+        let promql = config
+            .inputs
+            .promql
+            .clone()
+            .map(|promql| PromqlSource::new(client.clone(), promql, ingest.clone()));
+        let fanout = config
+            .inputs
+            .collectors
+            .clone()
+            .map(|collectors| FanOut::new(collectors, ingest.clone()))
+            .transpose()?;
+        let fanout = match (fanout, &config.inputs.collectors_token_file) {
+            (Some(fanout), Some(path)) => {
+                let token = Arc::new(OutgoingToken::load(path.clone())?);
+                Some(fanout.with_bearer(Arc::new(move || token.current())))
+            }
+            (fanout, _) => fanout,
+        };
+        let shards = fanout.as_ref().map(FanOut::stats);
+        Ok(Inputs {
+            ingest,
+            client,
+            remote_write,
+            push,
+            promql,
+            fanout,
+            shards,
+        })
+    }
+}
+
+/// `/metrics`: the process's own families, the access refusals and the collector's counters
+/// (call before sharing them: more collectors may still be registered).
+fn process_metrics(
+    access: &Arc<Access>,
+    ingest: &Arc<Ingest>,
+    scrape_stats: Arc<spillway_collector::scrape::ScrapeStats>,
+    remote_write: Option<Arc<RemoteWrite>>,
+    push: Option<&PushService>,
+    promql: Option<&PromqlSource>,
+    shards: Option<Arc<spillway_collector::shard::FanOutStats>>,
+) -> Metrics {
+    let mut metrics = Metrics::new();
+    metrics.register_access(access);
+    metrics.register_collector_stats(CollectorStats {
+        scrape: Some(scrape_stats),
+        ingest: Some(ingest.clone()),
+        remote_write,
+        push: push.map(PushService::stats),
+        promql: promql.map(PromqlSource::stats),
+        shards,
+        shard_server: None,
+    });
+    metrics
+}
+
+/// The Kubernetes side reads every bound workload's spec.replicas first, so the first
+/// answers can already hold at what runs; bounded, so an unreachable API server
+/// delays KEDA's first calls by at most that (they wait on the connection, they do
+/// not fail). Readiness waits for that first pass however long it takes.
+async fn start_cluster(
+    tasks: &mut JoinSet<Result<(), RunError>>,
+    cluster: impl std::future::Future<Output = Result<(), crate::cluster::ClusterError>>
+    + Send
+    + 'static,
+    mut first_pass: tokio::sync::oneshot::Receiver<()>,
+    readiness: &Arc<crate::readiness::Readiness>,
+) {
+    tasks.spawn(async move { cluster.await.map_err(RunError::from) });
+    match tokio::time::timeout(FIRST_OBSERVATION, &mut first_pass).await {
+        Ok(Ok(())) => readiness.replica_counts_read(),
+        // The Kubernetes side ended: the task set reports why.
+        Ok(Err(_)) => {}
+        Err(_) => {
+            tracing::warn!(
+                "replica counts not read within {FIRST_OBSERVATION:?} of start; serving without them meanwhile"
+            );
+            let readiness = readiness.clone();
+            tokio::spawn(async move {
+                if first_pass.await.is_ok() {
+                    readiness.replica_counts_read();
+                }
+            });
+        }
+    }
+}
+
+/// Each refused policy file with why, for the status API.
+fn refused_policy_files(policies: Arc<PolicyStore>) -> Arc<dyn Fn() -> Vec<String> + Send + Sync> {
+    Arc::new(move || {
+        policies
+            .status()
+            .into_iter()
+            .filter_map(|file| file.error.map(|e| format!("{}: {e}", file.path.display())))
+            .collect()
+    })
+}
+
+/// The inputs that poll rather than being called: the collector shards and PromQL.
+fn spawn_pollers(
+    tasks: &mut JoinSet<Result<(), RunError>>,
+    fanout: Option<FanOut>,
+    promql: Option<PromqlSource>,
+    shutdown: &watch::Receiver<bool>,
+) {
+    if let Some(fanout) = fanout {
+        let fanout_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            fanout.run(fanout_shutdown).await;
+            Ok(())
+        });
+    }
+    if let Some(promql) = promql {
+        let promql_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            promql.run(promql_shutdown).await;
+            Ok(())
+        });
+    }
+}
+
+/// Idle windows no policy or KEDA call wants are evicted every [`EVICT_EVERY`].
+fn spawn_eviction(
+    tasks: &mut JoinSet<Result<(), RunError>>,
+    ingest: &Arc<Ingest>,
+    shutdown: &watch::Receiver<bool>,
+) {
+    let evict_ingest = ingest.clone();
+    let mut evict_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        let mut ticker = tokio::time::interval(EVICT_EVERY);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    let now_ms = spillway_collector::clock::unix_ms();
+                    let evicted = evict_ingest.evict_idle(now_ms, UNWANTED_IDLE_MS);
+                    if evicted > 0 {
+                        tracing::debug!(evicted, "store windows evicted (idle and unwanted, or empty)");
+                    }
+                }
+                _ = evict_shutdown.changed() => return Ok(()),
+            }
+        }
+    });
+}
+
+/// Re-reads the policy directory every `reload_every`, off the async threads.
+fn spawn_policy_reload(
+    tasks: &mut JoinSet<Result<(), RunError>>,
+    policies: Arc<PolicyStore>,
+    path: PathBuf,
+    reload_every: Duration,
+    metrics: Arc<Metrics>,
+    workloads: Arc<Workloads>,
+    shutdown: &watch::Receiver<bool>,
+) {
+    let mut reload_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        let mut ticker = tokio::time::interval(reload_every);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    let store = policies.clone();
+                    let dir = path.clone();
+                    // The store catches its own panics; a failed task is only
+                    // logged, so the policies in force keep serving either way.
+                    match tokio::task::spawn_blocking(move || store.reload(&dir)).await {
+                        Ok(outcome) => {
+                            metrics.record_reload(&outcome);
+                            audit_reload(&workloads, &policies, &outcome);
+                        }
+                        Err(error) => {
+                            metrics.policy_reload_panics.inc();
+                            tracing::error!(%error, "policy reload failed; the policies in force keep serving");
+                        }
+                    }
+                }
+                _ = reload_shutdown.changed() => return Ok(()),
+            }
+        }
+    });
 }
 
 /// Token files re-read when they change, and aliases no ScaledObject asks for any more
