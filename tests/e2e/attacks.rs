@@ -1083,7 +1083,7 @@ fn serve_refuses_to_start_without_access_rules_and_names_open_inputs() {
     let text = lines.join("\n");
     assert!(text.contains("no `access:` section"), "{text}");
     assert!(
-        text.contains("insecure: [keda, write, status, metrics, shard]"),
+        text.contains("insecure: [keda, write, status, metrics, shard, control]"),
         "{text}"
     );
 
