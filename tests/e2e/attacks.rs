@@ -1132,37 +1132,6 @@ fn without_colours(line: &str) -> String {
     out
 }
 
-/// An HTTP client over TLS trusting `ca_pem`, presenting `identity` if given.
-fn https_client(ca_pem: &str, identity: Option<&Leaf>) -> reqwest::Client {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.expect("CA PEM")).expect("CA certificate");
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS versions")
-    .with_root_certificates(roots);
-    let mut config = match identity {
-        Some(leaf) => builder
-            .with_client_auth_cert(
-                vec![CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).expect("leaf")],
-                PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("key"),
-            )
-            .expect("client certificate"),
-        None => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .tls_backend_preconfigured(config)
-        .build()
-        .expect("an HTTPS client")
-}
-
 /// The HTTP port over mTLS: a verified client certificate names the caller as a token
 /// does (a tenant's reader sees its tenants, `/metrics` only for the metrics role), a
 /// token still works on a connection without a certificate, a certificate naming no
@@ -1220,7 +1189,7 @@ access:
 
     let grafana_acme = client_ca.client("grafana-acme");
     let (status, body) = get(
-        https_client(&server_ca.cert_pem, Some(&grafana_acme)),
+        tls::https_client(&server_ca.cert_pem, Some(&grafana_acme)),
         "/api/v1/status",
         None,
     )
@@ -1233,7 +1202,7 @@ access:
     );
     // No certificate and no token: the handshake passes (tokens are allowed on this
     // port), the request does not.
-    let anonymous = https_client(&server_ca.cert_pem, None);
+    let anonymous = tls::https_client(&server_ca.cert_pem, None);
     let (status, _) = get(anonymous.clone(), "/api/v1/status", None)
         .await
         .expect("status without credentials");
@@ -1250,7 +1219,7 @@ access:
     // A certificate of the right CA naming nobody is anonymous.
     let stranger = client_ca.client("stranger");
     let (status, _) = get(
-        https_client(&server_ca.cert_pem, Some(&stranger)),
+        tls::https_client(&server_ca.cert_pem, Some(&stranger)),
         "/api/v1/status",
         None,
     )
@@ -1259,7 +1228,7 @@ access:
     assert_eq!(status, 401);
     // The reader's certificate may not read /metrics; the metrics role's may.
     let (status, _) = get(
-        https_client(&server_ca.cert_pem, Some(&grafana_acme)),
+        tls::https_client(&server_ca.cert_pem, Some(&grafana_acme)),
         "/metrics",
         None,
     )
@@ -1271,7 +1240,7 @@ access:
     // on the TLS port: no request gets in.
     let rogue = Ca::new("rogue CA").client("grafana-acme");
     let refused = get(
-        https_client(&server_ca.cert_pem, Some(&rogue)),
+        tls::https_client(&server_ca.cert_pem, Some(&rogue)),
         "/api/v1/status",
         None,
     )
@@ -1291,7 +1260,7 @@ access:
 
     let prometheus = client_ca.client("prometheus");
     let (status, body) = get(
-        https_client(&server_ca.cert_pem, Some(&prometheus)),
+        tls::https_client(&server_ca.cert_pem, Some(&prometheus)),
         "/metrics",
         None,
     )

@@ -186,14 +186,13 @@ pub async fn channel(
     Ok(channel)
 }
 
-/// Completes a TLS handshake (and one round trip, so a refusal of the client certificate
-/// is seen) and returns the certificate the server presented.
-pub async fn served_certificate(
-    addr: SocketAddr,
+/// A rustls client config trusting `ca_pem`, presenting `identity` if given, offering
+/// `alpn`.
+pub fn client_config(
     ca_pem: &str,
     identity: Option<&Leaf>,
-) -> io::Result<Vec<u8>> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    alpn: &[&[u8]],
+) -> io::Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
@@ -218,7 +217,30 @@ pub async fn served_certificate(
         }
         None => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// An HTTPS client (HTTP/2 or HTTP/1.1 by ALPN) trusting `ca_pem`, presenting
+/// `identity` if given; requests give up after 10 s.
+pub fn https_client(ca_pem: &str, identity: Option<&Leaf>) -> reqwest::Client {
+    let config =
+        client_config(ca_pem, identity, &[b"h2", b"http/1.1"]).expect("a test TLS client config");
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .tls_backend_preconfigured(config)
+        .build()
+        .expect("an HTTPS client")
+}
+
+/// Completes a TLS handshake (and one round trip, so a refusal of the client certificate
+/// is seen) and returns the certificate the server presented.
+pub async fn served_certificate(
+    addr: SocketAddr,
+    ca_pem: &str,
+    identity: Option<&Leaf>,
+) -> io::Result<Vec<u8>> {
+    let config = client_config(ca_pem, identity, &[b"h2"])?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let name = ServerName::try_from(SERVER_NAME).map_err(io::Error::other)?;
     let handshake = async {
