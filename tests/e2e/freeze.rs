@@ -405,3 +405,90 @@ kubernetes:
         ]
     );
 }
+
+/// In HA mode the CLI reaches one replica through the Service, so an API freeze would hold
+/// on that replica only and KEDA would get different answers from the others: it is
+/// refused with the annotation to use, even when every writer feeds every replica, and
+/// nothing is held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_ha_mode_an_api_freeze_is_refused_with_the_annotation_to_use() {
+    let gateway = FakeGateway::start(Mode::Healthy).await;
+    gateway.drive_exact("acme", "web", Arc::new(AtomicU64::new(250)));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir_all(&tokens).expect("tokens dir");
+    std::fs::write(tokens.join("sre"), "s".repeat(40)).expect("token");
+    let policy = acme_policy(
+        "replicas: { min: 1, max: 50 }
+signals: { window: 2s, qps: { targetPerReplica: 100 } }
+panic: { enabled: false }",
+        &["web"],
+    );
+    let config = format!(
+        "scrape: {{ interval: 300ms, timeout: 250ms, targets: [{}] }}
+ha: {{ writesReachEveryReplica: true }}
+access:
+  insecure: [keda, metrics]
+  identities:
+    sre: {{ role: admin, tokenFile: tokens/sre }}
+",
+        gateway.url()
+    );
+    let config_path = write_serve_config(dir.path(), &[("acme.yaml", policy.as_str())], &config);
+    let spillway = Spillway::serve(BIN, &config_path);
+    let client = keda::connect(spillway.grpc).await;
+    let reference = scaled_object(
+        "acme-prod",
+        "web",
+        spillway.grpc,
+        &[("tenant", "acme"), ("app", "web")],
+    );
+    wait::until(
+        "3 replicas for 250/s",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let mut client = client.clone();
+            let reference = reference.clone();
+            async move {
+                keda::poll(&mut client, &reference)
+                    .await
+                    .ok()
+                    .filter(|p| p.value == 3.0)
+            }
+        },
+    )
+    .await;
+
+    let refused = spillway_cli(
+        spillway.http,
+        &tokens.join("sre"),
+        &["freeze", "acme/web", "--reason", "INC-1", "--for", "10m"],
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "an HA freeze was accepted");
+    assert!(
+        stderr.contains("409") && stderr.contains("kubectl annotate scaledobject"),
+        "{stderr}"
+    );
+    let unfreeze = spillway_cli(
+        spillway.http,
+        &tokens.join("sre"),
+        &["unfreeze", "acme/web"],
+    );
+    assert!(!unfreeze.status.success());
+    assert!(String::from_utf8_lossy(&unfreeze.stderr).contains("409"));
+
+    let freezes: Value = spillway_tests::http()
+        .get(format!("http://{}/api/v1/freezes", spillway.http))
+        .bearer_auth("s".repeat(40))
+        .send()
+        .await
+        .expect("freezes")
+        .json()
+        .await
+        .expect("freezes JSON");
+    assert_eq!(freezes, Value::Array(vec![]), "nothing is held");
+    let w = workload(spillway.http, &"s".repeat(40)).await;
+    assert_ne!(w["latest"]["rule"], "frozen");
+}

@@ -38,6 +38,8 @@ pub struct PlacementGoal {
     pub desired: u32,
     pub burst: BurstRule,
     pub requests: Resources,
+    /// Scaling is frozen (the emergency brake): no new drain-back move starts.
+    pub frozen: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -366,6 +368,7 @@ impl Controller {
                 moves: &observations,
                 proposals: &the_plan.drain_moves,
                 rolling_out: rolling_out(&pods) || rollout_in_progress(&target_json),
+                frozen: goal.frozen,
             },
             &self.config.planner.drain,
         );

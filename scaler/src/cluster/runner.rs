@@ -175,6 +175,10 @@ pub async fn run(
                             policy.placement.requests.cpu_millis,
                             policy.placement.requests.memory_bytes,
                         ),
+                        frozen: matches!(
+                            workloads.freezes().verdict(&key, unix_ms()),
+                            Some(crate::freeze::Verdict::Holding(_))
+                        ),
                     };
                     let now = LeaseNow {
                         unix_ms: unix_ms(),

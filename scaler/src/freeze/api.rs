@@ -82,13 +82,15 @@ async fn list(State(state): State<HttpState>, credentials: HttpCredentials) -> R
     }
 }
 
-/// In HA mode a freeze set on one replica would not hold on the others.
+/// In HA mode a freeze set on one replica would not hold on the others: the CLI reaches
+/// one replica through the Service. This holds even when every writer feeds every
+/// replica (`ha.writesReachEveryReplica`), since a freeze is not such a write.
 fn ha_refusal(state: &HttpState) -> Option<Response> {
-    state.write_refusal.as_ref().map(|why| {
+    state.ha_mode.then(|| {
         (
             StatusCode::CONFLICT,
             format!(
-                "freezes are not set through the API in HA mode ({why}); annotate the ScaledObject instead: kubectl annotate scaledobject NAME {}=REASON [{}=N] [{}=RFC3339]\n",
+                "freezes are not set through the API in HA mode (`ha:` in the serve config): this replica alone would hold it; annotate the ScaledObject instead, which every replica reads: kubectl annotate scaledobject NAME {}=REASON [{}=N] [{}=RFC3339]\n",
                 annotation::FREEZE,
                 annotation::FLOOR,
                 annotation::UNTIL

@@ -2,7 +2,8 @@
 //! reason and an expiry. A frozen workload is served the replicas it runs (or a floor
 //! given with the freeze, if higher) whatever the engine decides; the engine still
 //! decides every tick, so `explain` shows what it would do, and nothing jumps when the
-//! freeze goes.
+//! freeze goes. Placement stops changing things too: no new drain-back move starts while
+//! a workload is frozen (a move already under way finishes, or its surge pod would stay).
 //!
 //! Two ways in, so the brake works when Spillway's own API does not:
 //! - the status API (`POST`/`DELETE /api/v1/freezes`, admin role only) and

@@ -43,6 +43,9 @@ pub struct HttpState {
     pub hpa: Arc<HpaViews>,
     /// HA mode refuses writes that would reach only this replica; `None`: accepted.
     pub write_refusal: Option<Arc<str>>,
+    /// HA mode (any `ha:` section): a freeze set through the API would hold on the
+    /// replica that took the call only, whatever the writers do, so it is refused.
+    pub ha_mode: bool,
     /// Who may read what (`/metrics`, the status API).
     pub access: Arc<Access>,
     /// Who may write what (remote-write).

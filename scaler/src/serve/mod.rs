@@ -296,6 +296,7 @@ pub async fn run_with_cluster(
         shards,
         hpa: hpa_views.clone(),
         write_refusal,
+        ha_mode: config.inputs.ha.is_some(),
         access: access.clone(),
         writes,
         readiness,

@@ -94,6 +94,7 @@ impl Harness {
                 desired: replicas,
                 burst,
                 requests: Resources::per_pod(1000, 1 << 30),
+                frozen: false,
             },
             now_ms: T0_MS,
         }

@@ -112,6 +112,10 @@ pub struct DrainObservation<'a> {
     /// (the ReplicaSet controller sees our surge as a raised spec), and its new pods
     /// take the regular room anyway.
     pub rolling_out: bool,
+    /// Scaling is frozen for the workload (the emergency brake): no new move starts, as
+    /// an SRE who pulls the brake expects every change to stop. Moves in flight finish,
+    /// since stopping one halfway would leave its surge pod as an extra replica.
+    pub frozen: bool,
 }
 
 /// An instruction to the controller.
@@ -283,7 +287,11 @@ pub fn drain_step(
     // New moves: not while the workload is short of ready replicas (its own new pods need
     // the regular room first), not while the disruption budget is spent (the surge would
     // sit there as an extra replica with no way to finish), and within both rate limits.
-    if !obs.rolling_out && obs.ready >= obs.desired && obs.unavailable < limits.max_unavailable {
+    if !obs.rolling_out
+        && !obs.frozen
+        && obs.ready >= obs.desired
+        && obs.unavailable < limits.max_unavailable
+    {
         let busy: BTreeSet<String> = state.draining().into_iter().collect();
         let mut started = 0u32;
         for p in obs.proposals {
@@ -358,6 +366,7 @@ mod tests {
             moves,
             proposals,
             rolling_out: false,
+            frozen: false,
         }
     }
 
@@ -420,6 +429,7 @@ mod tests {
             moves: &moves,
             proposals: &[],
             rolling_out: false,
+            frozen: false,
         };
         let step = drain_step(&state, &obs, &limits());
         assert!(step.actions.is_empty(), "{:?}", step.actions);
@@ -459,6 +469,43 @@ mod tests {
     }
 
     #[test]
+    fn a_frozen_workload_starts_no_move_but_finishes_the_one_in_flight() {
+        let props = [proposal("b2")];
+        let state = DrainState {
+            in_flight: vec![InFlightMove {
+                from_pod: "b1".into(),
+                to_node: "n1".into(),
+                started_at: 0,
+                phase: MovePhase::Surging,
+                phase_since: 0,
+            }],
+        };
+        let moves = [seen("b1", SurgeStatus::ReadyOnRegular)];
+        let frozen = DrainObservation {
+            frozen: true,
+            ..obs(5, 4, &moves, &props)
+        };
+        let step = drain_step(&state, &frozen, &limits());
+        // The move under way goes on to its eviction; the new proposal waits.
+        assert_eq!(step.actions, vec![DrainAction::Evict { pod: "b1".into() }]);
+        assert!(
+            step.state.in_flight.iter().all(|m| m.from_pod == "b1"),
+            "{:?}",
+            step.state.in_flight
+        );
+        // Unfrozen, the same proposal starts.
+        let step = drain_step(&state, &obs(5, 4, &moves, &props), &limits());
+        assert!(
+            step.actions.contains(&DrainAction::Surge {
+                from_pod: "b2".into(),
+                to_node: "n1".into()
+            }),
+            "{:?}",
+            step.actions
+        );
+    }
+
+    #[test]
     fn stuck_surge_is_cancelled_after_the_timeout() {
         let state = DrainState {
             in_flight: vec![InFlightMove {
@@ -478,6 +525,7 @@ mod tests {
             moves: &moves,
             proposals: &[],
             rolling_out: false,
+            frozen: false,
         };
         assert!(drain_step(&state, &obs, &limits()).actions.is_empty());
         let obs = DrainObservation { now: 60, ..obs };
@@ -502,6 +550,7 @@ mod tests {
             moves: &[],
             proposals: &props,
             rolling_out: false,
+            frozen: false,
         };
         let none = DrainLimits {
             max_unavailable: 0,
@@ -540,6 +589,7 @@ mod tests {
             moves: &[],
             proposals: &props,
             rolling_out: false,
+            frozen: false,
         };
         assert!(
             drain_step(&DrainState::default(), &obs, &limits())

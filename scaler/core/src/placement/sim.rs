@@ -486,6 +486,8 @@ impl Simulation {
                 moves: &moves,
                 proposals: &plan.drain_moves,
                 rolling_out: false,
+                // The replay has no emergency brake.
+                frozen: false,
             },
             &self.planner.drain,
         );
