@@ -152,6 +152,7 @@ proptest! {
                     moves: &moves,
                     proposals: &proposals,
                     rolling_out: false,
+                    frozen: false,
                 },
                 &s.limits,
             );

@@ -316,6 +316,7 @@ fn a_surge_that_lands_on_virtual_is_taken_back() {
             moves: &[],
             proposals: &p.drain_moves,
             rolling_out: false,
+            frozen: false,
         },
         &sim.planner.drain,
     );
