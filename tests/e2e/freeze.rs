@@ -492,3 +492,125 @@ access:
     let w = workload(spillway.http, &"s".repeat(40)).await;
     assert_ne!(w["latest"]["rule"], "frozen");
 }
+
+/// With `freezeFile:`, an API freeze outlasts a restart of the process: the restarted
+/// Spillway holds its floor from its first answer, and a lift is kept too. (Without the
+/// Kubernetes side a restarted process does not know what runs, so the floor is what
+/// shows the hold.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_freeze_in_the_freeze_file_holds_across_a_restart() {
+    let gateway = FakeGateway::start(Mode::Healthy).await;
+    let qps = Arc::new(AtomicU64::new(250));
+    gateway.drive_exact("acme", "web", qps.clone());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir_all(&tokens).expect("tokens dir");
+    let sre = "s".repeat(40);
+    std::fs::write(tokens.join("sre"), &sre).expect("token");
+    let policy = acme_policy(
+        "replicas: { min: 1, max: 50 }
+signals: { window: 2s, qps: { targetPerReplica: 100 } }
+hysteresis: { upWindow: 0s, downWindow: 1s }
+panic: { enabled: false }
+limits: { up: { percent: 1000, per: 1s }, down: { percent: 100, per: 1s } }",
+        &["web"],
+    );
+    let config = format!(
+        "scrape: {{ interval: 300ms, timeout: 250ms, targets: [{}] }}
+freezeFile: freezes.json
+access:
+  insecure: [keda, metrics]
+  identities:
+    sre: {{ role: admin, tokenFile: tokens/sre }}
+",
+        gateway.url()
+    );
+    let config_path = write_serve_config(dir.path(), &[("acme.yaml", policy.as_str())], &config);
+    let served = |spillway: &Spillway, want: f64, what: &'static str| {
+        let grpc = spillway.grpc;
+        async move {
+            let client = keda::connect(grpc).await;
+            let reference = scaled_object(
+                "acme-prod",
+                "web",
+                grpc,
+                &[("tenant", "acme"), ("app", "web")],
+            );
+            wait::until(
+                what,
+                Duration::from_secs(30),
+                Duration::from_millis(100),
+                || {
+                    let mut client = client.clone();
+                    let reference = reference.clone();
+                    async move {
+                        keda::poll(&mut client, &reference)
+                            .await
+                            .ok()
+                            .filter(|p| p.value == want)
+                    }
+                },
+            )
+            .await
+        }
+    };
+    let spillway = Spillway::serve(BIN, &config_path);
+    served(&spillway, 3.0, "3 replicas for 250/s").await;
+    let out = stdout_of(
+        &spillway_cli(
+            spillway.http,
+            &tokens.join("sre"),
+            &[
+                "freeze", "acme/web", "--reason", "INC-9", "--for", "10m", "--floor", "5",
+            ],
+        ),
+        "spillway freeze",
+    );
+    assert!(!out.contains("kept in memory only"), "{out}");
+    assert!(dir.path().join("freezes.json").exists());
+    served(&spillway, 5.0, "the floor of 5 while the load needs 3").await;
+    drop(spillway);
+
+    // Restarted, it holds the floor from its first answer ...
+    let spillway = Spillway::serve(BIN, &config_path);
+    wait::until(
+        "the restarted engine to decide 3 under the restored freeze",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            let w = workload(spillway.http, &sre).await;
+            (w["latest"]["freeze"]["engine_desired"] == 3).then_some(())
+        },
+    )
+    .await;
+    let w = workload(spillway.http, &sre).await;
+    assert_eq!(w["latest"]["rule"], "frozen");
+    assert_eq!(frozen_condition(&w), ("True".into(), "FrozenByApi".into()));
+    let client = keda::connect(spillway.grpc).await;
+    let reference = scaled_object(
+        "acme-prod",
+        "web",
+        spillway.grpc,
+        &[("tenant", "acme"), ("app", "web")],
+    );
+    let mut poll_client = client.clone();
+    let poll = keda::poll(&mut poll_client, &reference)
+        .await
+        .expect("poll");
+    assert_eq!(poll.value, 5.0, "the restored freeze's floor");
+
+    // ... and a lift is kept as well: after another restart nothing holds.
+    stdout_of(
+        &spillway_cli(
+            spillway.http,
+            &tokens.join("sre"),
+            &["unfreeze", "acme/web"],
+        ),
+        "spillway unfreeze",
+    );
+    drop(spillway);
+    let spillway = Spillway::serve(BIN, &config_path);
+    served(&spillway, 3.0, "3 replicas once the lifted freeze is gone").await;
+    let w = workload(spillway.http, &sre).await;
+    assert_ne!(w["latest"]["rule"], "frozen");
+}

@@ -256,6 +256,7 @@ async fn start_spillway(
         // Loopback only: the load is measured without authentication in the way.
         http_tls: None,
         access: Arc::new(spillway_scaler::access::Access::insecure_everywhere()),
+        freeze_file: None,
     };
     tokio::spawn(async move {
         if let Err(e) = serve::run(config, Listeners { grpc, http }, shutdown).await {

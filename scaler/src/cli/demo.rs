@@ -197,6 +197,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         http: Default::default(),
         http_tls: None,
         access: Arc::new(access),
+        // The demo starts fresh every time.
+        freeze_file: None,
     };
     serve::run(config, Listeners { grpc, http }, shutdown).await?;
     gateway_task.await??;

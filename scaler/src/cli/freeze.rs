@@ -124,6 +124,12 @@ pub async fn freeze(args: FreezeArgs) -> anyhow::Result<ExitCode> {
             answer.freeze.scope
         );
     }
+    if !answer.durable {
+        outln!(
+            out,
+            "  note: kept in memory only, so a restart of Spillway releases it (set freezeFile: in the serve config, or annotate the ScaledObject)"
+        );
+    }
     super::emit(&out);
     Ok(ExitCode::SUCCESS)
 }

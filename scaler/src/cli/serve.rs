@@ -88,6 +88,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         http: config.http_limits,
         http_tls,
         access: Arc::new(access),
+        freeze_file: config.freeze_file,
     };
     serve::run_with_cluster(process, Listeners { grpc, http }, shutdown, kubernetes).await?;
     Ok(())

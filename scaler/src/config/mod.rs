@@ -78,6 +78,9 @@ struct RawConfig {
     collectors: Option<RawCollectors>,
     #[serde(default)]
     ha: Option<crate::ha::HaSettings>,
+    /// Where API freezes are kept across restarts; absent: in memory only.
+    #[serde(default)]
+    freeze_file: Option<PathBuf>,
     /// Required: who may call each input, or which inputs are open on purpose.
     #[serde(default)]
     access: Option<crate::access::settings::RawAccess>,
@@ -305,6 +308,8 @@ pub struct ServeConfig {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
     pub policies: PathBuf,
+    /// API freezes kept across restarts (`freezeFile:`); `None`: in memory only.
+    pub freeze_file: Option<PathBuf>,
     pub policy_reload: Duration,
     pub scrape: ScrapeConfig,
     pub targets: Vec<Target>,
@@ -369,6 +374,9 @@ impl ServeConfig {
         if let Some(dir) = path.parent() {
             if config.policies.is_relative() {
                 config.policies = dir.join(&config.policies);
+            }
+            if let Some(file) = config.freeze_file.as_mut().filter(|f| f.is_relative()) {
+                *file = dir.join(&*file);
             }
             for tls in [config.tls.as_mut(), config.http_tls.as_mut()]
                 .into_iter()
@@ -518,6 +526,7 @@ impl ServeConfig {
             grpc: raw.listen.grpc,
             http: raw.listen.http,
             policies: raw.policies,
+            freeze_file: raw.freeze_file,
             policy_reload: raw.policy_reload.unwrap_or(Duration::from_secs(5)),
             scrape,
             targets,

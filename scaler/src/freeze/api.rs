@@ -33,6 +33,27 @@ pub struct FreezeAnswer {
     pub freeze: Freeze,
     /// Workloads it covers now (0: the scope names nothing Spillway decides, yet).
     pub covers: usize,
+    /// Kept in the freeze file, so it outlasts a restart; false: in memory only (no
+    /// `freezeFile:`, or writing it failed; the server log says why).
+    #[serde(default)]
+    pub durable: bool,
+}
+
+/// Writes the API freezes to the freeze file, if there is one; whether they are there.
+fn persist(state: &HttpState) -> bool {
+    let Some(file) = state.freeze_file.as_ref() else {
+        return false;
+    };
+    match file.save(&state.workloads.freezes().api_freezes()) {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::error!(
+                kind = error.label(),
+                "{error}; the freeze holds until a restart only"
+            );
+            false
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -132,9 +153,14 @@ async fn set(
         .workloads
         .freezes()
         .set(freeze.clone(), state.workloads.audit());
+    let durable = persist(&state);
     (
         StatusCode::CREATED,
-        axum::Json(FreezeAnswer { freeze, covers }),
+        axum::Json(FreezeAnswer {
+            freeze,
+            covers,
+            durable,
+        }),
     )
         .into_response()
 }
@@ -171,6 +197,7 @@ async fn lift(
     ) {
         Some(freeze) => axum::Json(FreezeAnswer {
             covers: covers(&state.workloads, &scope),
+            durable: persist(&state),
             freeze,
         })
         .into_response(),

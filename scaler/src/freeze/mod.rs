@@ -7,8 +7,9 @@
 //!
 //! Two ways in, so the brake works when Spillway's own API does not:
 //! - the status API (`POST`/`DELETE /api/v1/freezes`, admin role only) and
-//!   `spillway freeze` / `spillway unfreeze`; held in memory, so such a freeze lasts
-//!   until it expires, is lifted, or the process restarts;
+//!   `spillway freeze` / `spillway unfreeze`; such a freeze lasts until it expires or
+//!   is lifted, across restarts when `freezeFile:` is set ([`file`]), else until the
+//!   process restarts;
 //! - annotations on the ScaledObject ([`annotation`]), read by the Kubernetes side with
 //!   the replica counts; they last as long as the annotation.
 //!
@@ -21,6 +22,7 @@
 
 pub mod annotation;
 pub mod api;
+pub mod file;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, PoisonError};
@@ -58,6 +60,32 @@ impl FreezeBook {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(freeze.scope.clone(), freeze)
+    }
+
+    /// The API freezes, for the freeze file.
+    pub fn api_freezes(&self) -> Vec<Freeze> {
+        self.api
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// API freezes read back from the freeze file at start; recorded as restored.
+    pub fn restore(&self, freezes: Vec<Freeze>, audit: &AuditLog, now_ms: i64) {
+        let mut api = self.api.lock().unwrap_or_else(PoisonError::into_inner);
+        for freeze in freezes {
+            audit.record(AuditEntry {
+                at_ms: now_ms,
+                kind: AuditKind::FreezeSet,
+                tenant: freeze.scope.tenant().map(str::to_owned),
+                subject: freeze.scope.to_string(),
+                by: freeze.by.clone(),
+                detail: format!("restored from the freeze file: {}", freeze.describe()),
+            });
+            api.insert(freeze.scope.clone(), freeze);
+        }
     }
 
     /// Lifts the API freeze of `scope`, if there is one.

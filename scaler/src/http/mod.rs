@@ -46,6 +46,8 @@ pub struct HttpState {
     /// HA mode (any `ha:` section): a freeze set through the API would hold on the
     /// replica that took the call only, whatever the writers do, so it is refused.
     pub ha_mode: bool,
+    /// Where API freezes are kept across restarts; `None`: in memory only.
+    pub freeze_file: Option<Arc<crate::freeze::file::FreezeFile>>,
     /// Who may read what (`/metrics`, the status API).
     pub access: Arc<Access>,
     /// Who may write what (remote-write).

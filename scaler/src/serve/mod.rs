@@ -87,6 +87,8 @@ pub struct ProcessConfig {
     pub http_tls: Option<Arc<crate::keda::tls::ReloadingTls>>,
     /// Who may call each input.
     pub access: Arc<Access>,
+    /// Where API freezes are kept across restarts (`freezeFile:`); `None`: in memory.
+    pub freeze_file: Option<PathBuf>,
 }
 
 /// Inputs besides scraping, each off unless configured: anyone who can reach a port
@@ -169,6 +171,7 @@ pub async fn run_with_cluster(
     let access = config.access.clone();
     let workloads = Arc::new(Workloads::new());
     workloads.set_alias_limits(access.policy().aliases);
+    let freeze_file = restore_freezes(&config, &workloads);
     let hpa_views = Arc::new(crate::cluster::hpa::HpaViews::new());
     let Inputs {
         ingest,
@@ -297,6 +300,7 @@ pub async fn run_with_cluster(
         hpa: hpa_views.clone(),
         write_refusal,
         ha_mode: config.inputs.ha.is_some(),
+        freeze_file,
         access: access.clone(),
         writes,
         readiness,
@@ -680,4 +684,41 @@ pub(crate) async fn join_parts(mut tasks: JoinSet<Result<(), RunError>>) -> Resu
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// The API freezes of the last run, back in force before the first decision, so a
+/// restart mid-incident does not release the brake. A file that cannot be read is
+/// reported and left as it is (a later set or lift rewrites it); in HA mode API freezes
+/// are refused, so the file is not used.
+fn restore_freezes(
+    config: &ProcessConfig,
+    workloads: &Workloads,
+) -> Option<Arc<crate::freeze::file::FreezeFile>> {
+    let path = config.freeze_file.clone()?;
+    if config.inputs.ha.is_some() {
+        tracing::warn!(
+            path = %path.display(),
+            "freezeFile is not used in HA mode (API freezes are refused there; annotate the ScaledObject)"
+        );
+        return None;
+    }
+    let file = crate::freeze::file::FreezeFile::new(path);
+    let now_ms = spillway_collector::clock::unix_ms();
+    match file.load() {
+        Ok(freezes) => {
+            let live: Vec<_> = freezes.into_iter().filter(|f| !f.expired(now_ms)).collect();
+            if !live.is_empty() {
+                tracing::warn!(
+                    count = live.len(),
+                    "API freezes restored from the freeze file"
+                );
+            }
+            workloads.freezes().restore(live, workloads.audit(), now_ms);
+        }
+        Err(error) => tracing::error!(
+            kind = error.label(),
+            "{error}; starting without the freezes it may hold"
+        ),
+    }
+    Some(Arc::new(file))
 }
