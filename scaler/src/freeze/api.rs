@@ -44,7 +44,7 @@ fn persist(state: &HttpState) -> bool {
     let Some(file) = state.freeze_file.as_ref() else {
         return false;
     };
-    match file.save(&state.workloads.freezes().api_freezes()) {
+    match file.save(|| state.workloads.freezes().api_freezes()) {
         Ok(()) => true,
         Err(error) => {
             tracing::error!(

@@ -7,8 +7,11 @@
 //!
 //! The file is the whole list of API freezes as JSON, rewritten through a temporary file
 //! and a rename on every set or lift, so a crash mid-write leaves the old list whole.
+//! Writes take the list under the file's lock, so of two freezes set at once the later
+//! list is the one written last.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use super::{Freeze, Source};
 
@@ -49,14 +52,18 @@ impl FreezeFileError {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct FreezeFile {
     path: PathBuf,
+    writing: Mutex<()>,
 }
 
 impl FreezeFile {
     pub fn new(path: PathBuf) -> Self {
-        Self { path }
+        Self {
+            path,
+            writing: Mutex::new(()),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -94,13 +101,15 @@ impl FreezeFile {
             .collect())
     }
 
-    /// Replaces the file's list with `freezes`, whole or not at all.
-    pub fn save(&self, freezes: &[Freeze]) -> Result<(), FreezeFileError> {
+    /// Replaces the file's list with the one `current` gives, whole or not at all;
+    /// `current` is read under the lock, so no older list can be written after it.
+    pub fn save(&self, current: impl FnOnce() -> Vec<Freeze>) -> Result<(), FreezeFileError> {
+        let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
         let write = |source| FreezeFileError::Write {
             path: self.name(),
             source,
         };
-        let text = serde_json::to_string_pretty(freezes).map_err(|e| write(e.into()))?;
+        let text = serde_json::to_string_pretty(&current()).map_err(|e| write(e.into()))?;
         let mut temporary = self.path.clone().into_os_string();
         temporary.push(".tmp");
         let temporary = PathBuf::from(temporary);
@@ -133,9 +142,9 @@ mod tests {
         let file = FreezeFile::new(dir.path().join("freezes.json"));
         assert!(file.load().expect("missing file").is_empty());
         let saved = vec![freeze("acme/web", Source::Api), freeze("*", Source::Api)];
-        file.save(&saved).expect("save");
+        file.save(|| saved.clone()).expect("save");
         assert_eq!(file.load().expect("load"), saved);
-        file.save(&[]).expect("save empty");
+        file.save(Vec::new).expect("save empty");
         assert!(file.load().expect("load").is_empty());
     }
 
@@ -143,10 +152,12 @@ mod tests {
     fn annotation_freezes_are_not_restored_and_a_broken_file_is_an_error() {
         let dir = tempfile::tempdir().expect("temp dir");
         let file = FreezeFile::new(dir.path().join("freezes.json"));
-        file.save(&[
-            freeze("acme/web", Source::Annotation),
-            freeze("acme", Source::Api),
-        ])
+        file.save(|| {
+            vec![
+                freeze("acme/web", Source::Annotation),
+                freeze("acme", Source::Api),
+            ]
+        })
         .expect("save");
         let loaded = file.load().expect("load");
         assert_eq!(loaded.len(), 1);
