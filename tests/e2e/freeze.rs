@@ -4,13 +4,14 @@
 //! the load decide again, and an expired freeze stops holding and says so.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
+use spillway_proto::externalscaler::ScaledObjectRef;
 use spillway_tests::gateway::{FakeGateway, Mode};
 use spillway_tests::keda::{self, scaled_object};
 use spillway_tests::policy::acme_policy;
@@ -67,65 +68,76 @@ fn frozen_condition(workload: &Value) -> (String, String) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_freeze_holds_what_keda_is_served_shows_everywhere_and_lifts_or_expires() {
-    let gateway = FakeGateway::start(Mode::Healthy).await;
-    let qps = Arc::new(AtomicU64::new(250));
-    gateway.drive_exact("acme", "web", qps.clone());
-    let dir = tempfile::tempdir().expect("temp dir");
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir_all(&tokens).expect("tokens dir");
-    let (sre, grafana) = ("s".repeat(40), "g".repeat(40));
-    std::fs::write(tokens.join("sre"), &sre).expect("token");
-    std::fs::write(tokens.join("grafana"), &grafana).expect("token");
-    let policy = acme_policy(
+/// `acme/web` as KEDA names it to the Spillway at `grpc`.
+fn acme_web(grpc: SocketAddr) -> ScaledObjectRef {
+    scaled_object(
+        "acme-prod",
+        "web",
+        grpc,
+        &[("tenant", "acme"), ("app", "web")],
+    )
+}
+
+/// Each identity's token at `dir/tokens/NAME`, where the configs below name it.
+fn write_tokens(dir: &Path, tokens: &[(&str, &str)]) -> PathBuf {
+    let tokens_dir = dir.join("tokens");
+    std::fs::create_dir_all(&tokens_dir).expect("tokens dir");
+    for (name, token) in tokens {
+        std::fs::write(tokens_dir.join(name), token).expect("token");
+    }
+    tokens_dir
+}
+
+/// Whole replicas that follow the load at once both ways, so a hold shows at once.
+fn following_policy() -> String {
+    acme_policy(
         "replicas: { min: 1, max: 50 }
 signals: { window: 2s, qps: { targetPerReplica: 100 } }
 hysteresis: { upWindow: 0s, downWindow: 1s }
 panic: { enabled: false }
 limits: { up: { percent: 1000, per: 1s }, down: { percent: 100, per: 1s } }",
         &["web"],
-    );
-    let config = format!(
+    )
+}
+
+/// `gateway` scraped every 300 ms, `extra` top-level settings, the admin `sre` and the
+/// `identities` after it.
+fn api_config(gateway: &FakeGateway, extra: &str, identities: &str) -> String {
+    format!(
         "scrape: {{ interval: 300ms, timeout: 250ms, targets: [{}] }}
-access:
+{extra}access:
   insecure: [keda, metrics]
   identities:
     sre: {{ role: admin, tokenFile: tokens/sre }}
-    grafana: {{ role: reader, tenants: [acme], tokenFile: tokens/grafana }}
-",
+{identities}",
         gateway.url()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_freeze_holds_what_keda_is_served_shows_everywhere_and_lifts_or_expires() {
+    let gateway = FakeGateway::start(Mode::Healthy).await;
+    let qps = Arc::new(AtomicU64::new(250));
+    gateway.drive_exact("acme", "web", qps.clone());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (sre, grafana) = ("s".repeat(40), "g".repeat(40));
+    let tokens = write_tokens(dir.path(), &[("sre", &sre), ("grafana", &grafana)]);
+    let config = api_config(
+        &gateway,
+        "",
+        "    grafana: { role: reader, tenants: [acme], tokenFile: tokens/grafana }\n",
     );
-    let config_path = write_serve_config(dir.path(), &[("acme.yaml", policy.as_str())], &config);
+    let config_path = write_serve_config(
+        dir.path(),
+        &[("acme.yaml", following_policy().as_str())],
+        &config,
+    );
     let spillway = Spillway::serve(BIN, &config_path);
     let client = keda::connect(spillway.grpc).await;
-    let reference = scaled_object(
-        "acme-prod",
-        "web",
-        spillway.grpc,
-        &[("tenant", "acme"), ("app", "web")],
-    );
+    let reference = acme_web(spillway.grpc);
     let served = |want: f64, what: &'static str| {
-        let client = client.clone();
-        let reference = reference.clone();
-        async move {
-            wait::until(
-                what,
-                Duration::from_secs(30),
-                Duration::from_millis(100),
-                || {
-                    let mut client = client.clone();
-                    let reference = reference.clone();
-                    async move {
-                        keda::poll(&mut client, &reference)
-                            .await
-                            .ok()
-                            .filter(|p| p.value == want)
-                    }
-                },
-            )
-            .await
-        }
+        let (client, reference) = (client.clone(), reference.clone());
+        async move { keda::until_served(&client, &reference, want, what).await }
     };
     // Rates between whole replicas: the scraped rate is within a few requests/s of it.
     served(3.0, "3 replicas for 250/s").await;
@@ -329,12 +341,7 @@ kubernetes:
     let config_path = write_serve_config(dir.path(), &[("acme.yaml", policy.as_str())], &config);
     let spillway = Spillway::serve(BIN, &config_path);
     let client = keda::connect(spillway.grpc).await;
-    let reference = scaled_object(
-        "acme-prod",
-        "web",
-        spillway.grpc,
-        &[("tenant", "acme"), ("app", "web")],
-    );
+    let reference = acme_web(spillway.grpc);
     let url = format!("http://{}/api/v1/workloads/acme/web", spillway.http);
     // 850/s asks for 9; the annotation holds the 3 running at its floor of 4.
     let held = wait::until(
@@ -364,20 +371,11 @@ kubernetes:
 
     // The annotation goes: the load decides again.
     fake.put(fixtures::scaled_object("acme-prod", "web", "web"));
-    wait::until(
+    keda::until_served(
+        &client,
+        &reference,
+        9.0,
         "9 replicas once the annotation is removed",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || {
-            let mut client = client.clone();
-            let reference = reference.clone();
-            async move {
-                keda::poll(&mut client, &reference)
-                    .await
-                    .ok()
-                    .filter(|p| p.value == 9.0)
-            }
-        },
     )
     .await;
     let status: Value = reqwest::get(format!("http://{}/api/v1/status", spillway.http))
@@ -415,48 +413,21 @@ async fn in_ha_mode_an_api_freeze_is_refused_with_the_annotation_to_use() {
     let gateway = FakeGateway::start(Mode::Healthy).await;
     gateway.drive_exact("acme", "web", Arc::new(AtomicU64::new(250)));
     let dir = tempfile::tempdir().expect("temp dir");
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir_all(&tokens).expect("tokens dir");
-    std::fs::write(tokens.join("sre"), "s".repeat(40)).expect("token");
-    let policy = acme_policy(
-        "replicas: { min: 1, max: 50 }
-signals: { window: 2s, qps: { targetPerReplica: 100 } }
-panic: { enabled: false }",
-        &["web"],
+    let sre = "s".repeat(40);
+    let tokens = write_tokens(dir.path(), &[("sre", &sre)]);
+    let config = api_config(&gateway, "ha: { writesReachEveryReplica: true }\n", "");
+    let config_path = write_serve_config(
+        dir.path(),
+        &[("acme.yaml", following_policy().as_str())],
+        &config,
     );
-    let config = format!(
-        "scrape: {{ interval: 300ms, timeout: 250ms, targets: [{}] }}
-ha: {{ writesReachEveryReplica: true }}
-access:
-  insecure: [keda, metrics]
-  identities:
-    sre: {{ role: admin, tokenFile: tokens/sre }}
-",
-        gateway.url()
-    );
-    let config_path = write_serve_config(dir.path(), &[("acme.yaml", policy.as_str())], &config);
     let spillway = Spillway::serve(BIN, &config_path);
     let client = keda::connect(spillway.grpc).await;
-    let reference = scaled_object(
-        "acme-prod",
-        "web",
-        spillway.grpc,
-        &[("tenant", "acme"), ("app", "web")],
-    );
-    wait::until(
+    keda::until_served(
+        &client,
+        &acme_web(spillway.grpc),
+        3.0,
         "3 replicas for 250/s",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || {
-            let mut client = client.clone();
-            let reference = reference.clone();
-            async move {
-                keda::poll(&mut client, &reference)
-                    .await
-                    .ok()
-                    .filter(|p| p.value == 3.0)
-            }
-        },
     )
     .await;
 
@@ -481,7 +452,7 @@ access:
 
     let freezes: Value = spillway_tests::http()
         .get(format!("http://{}/api/v1/freezes", spillway.http))
-        .bearer_auth("s".repeat(40))
+        .bearer_auth(&sre)
         .send()
         .await
         .expect("freezes")
@@ -489,7 +460,7 @@ access:
         .await
         .expect("freezes JSON");
     assert_eq!(freezes, Value::Array(vec![]), "nothing is held");
-    let w = workload(spillway.http, &"s".repeat(40)).await;
+    let w = workload(spillway.http, &sre).await;
     assert_ne!(w["latest"]["rule"], "frozen");
 }
 
@@ -500,58 +471,21 @@ access:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_freeze_in_the_freeze_file_holds_across_a_restart() {
     let gateway = FakeGateway::start(Mode::Healthy).await;
-    let qps = Arc::new(AtomicU64::new(250));
-    gateway.drive_exact("acme", "web", qps.clone());
+    gateway.drive_exact("acme", "web", Arc::new(AtomicU64::new(250)));
     let dir = tempfile::tempdir().expect("temp dir");
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir_all(&tokens).expect("tokens dir");
     let sre = "s".repeat(40);
-    std::fs::write(tokens.join("sre"), &sre).expect("token");
-    let policy = acme_policy(
-        "replicas: { min: 1, max: 50 }
-signals: { window: 2s, qps: { targetPerReplica: 100 } }
-hysteresis: { upWindow: 0s, downWindow: 1s }
-panic: { enabled: false }
-limits: { up: { percent: 1000, per: 1s }, down: { percent: 100, per: 1s } }",
-        &["web"],
+    let tokens = write_tokens(dir.path(), &[("sre", &sre)]);
+    let config = api_config(&gateway, "freezeFile: freezes.json\n", "");
+    let config_path = write_serve_config(
+        dir.path(),
+        &[("acme.yaml", following_policy().as_str())],
+        &config,
     );
-    let config = format!(
-        "scrape: {{ interval: 300ms, timeout: 250ms, targets: [{}] }}
-freezeFile: freezes.json
-access:
-  insecure: [keda, metrics]
-  identities:
-    sre: {{ role: admin, tokenFile: tokens/sre }}
-",
-        gateway.url()
-    );
-    let config_path = write_serve_config(dir.path(), &[("acme.yaml", policy.as_str())], &config);
     let served = |spillway: &Spillway, want: f64, what: &'static str| {
         let grpc = spillway.grpc;
         async move {
             let client = keda::connect(grpc).await;
-            let reference = scaled_object(
-                "acme-prod",
-                "web",
-                grpc,
-                &[("tenant", "acme"), ("app", "web")],
-            );
-            wait::until(
-                what,
-                Duration::from_secs(30),
-                Duration::from_millis(100),
-                || {
-                    let mut client = client.clone();
-                    let reference = reference.clone();
-                    async move {
-                        keda::poll(&mut client, &reference)
-                            .await
-                            .ok()
-                            .filter(|p| p.value == want)
-                    }
-                },
-            )
-            .await
+            keda::until_served(&client, &acme_web(grpc), want, what).await
         }
     };
     let spillway = Spillway::serve(BIN, &config_path);
@@ -586,15 +520,8 @@ access:
     let w = workload(spillway.http, &sre).await;
     assert_eq!(w["latest"]["rule"], "frozen");
     assert_eq!(frozen_condition(&w), ("True".into(), "FrozenByApi".into()));
-    let client = keda::connect(spillway.grpc).await;
-    let reference = scaled_object(
-        "acme-prod",
-        "web",
-        spillway.grpc,
-        &[("tenant", "acme"), ("app", "web")],
-    );
-    let mut poll_client = client.clone();
-    let poll = keda::poll(&mut poll_client, &reference)
+    let mut client = keda::connect(spillway.grpc).await;
+    let poll = keda::poll(&mut client, &acme_web(spillway.grpc))
         .await
         .expect("poll");
     assert_eq!(poll.value, 5.0, "the restored freeze's floor");

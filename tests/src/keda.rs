@@ -57,6 +57,26 @@ pub fn with_deadline<T>(message: T) -> Request<T> {
     request
 }
 
+/// Polls as KEDA does (every 100 ms, for at most 30 s) until `GetMetrics` serves `want`.
+pub async fn until_served(client: &Client, reference: &ScaledObjectRef, want: f64, what: &str) {
+    crate::wait::until(
+        what,
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let mut client = client.clone();
+            let reference = reference.clone();
+            async move {
+                poll(&mut client, &reference)
+                    .await
+                    .ok()
+                    .filter(|p| p.value == want)
+            }
+        },
+    )
+    .await;
+}
+
 /// What one KEDA poll saw.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Poll {

@@ -325,6 +325,19 @@ pub fn drain_step(
 mod tests {
     use super::*;
 
+    /// One move under way since 0: b1's surge pod asked for on n1.
+    fn surging_b1() -> DrainState {
+        DrainState {
+            in_flight: vec![InFlightMove {
+                from_pod: "b1".into(),
+                to_node: "n1".into(),
+                started_at: 0,
+                phase: MovePhase::Surging,
+                phase_since: 0,
+            }],
+        }
+    }
+
     fn limits() -> DrainLimits {
         DrainLimits {
             max_moves_per_tick: 1,
@@ -410,15 +423,7 @@ mod tests {
 
     #[test]
     fn never_evicts_into_a_shortage() {
-        let state = DrainState {
-            in_flight: vec![InFlightMove {
-                from_pod: "b1".into(),
-                to_node: "n1".into(),
-                started_at: 0,
-                phase: MovePhase::Surging,
-                phase_since: 0,
-            }],
-        };
+        let state = surging_b1();
         let moves = [seen("b1", SurgeStatus::ReadyOnRegular)];
         // Another replica crashed: only 3 ready of 3 desired even with the surge.
         let obs = DrainObservation {
@@ -471,15 +476,7 @@ mod tests {
     #[test]
     fn a_frozen_workload_starts_no_move_but_finishes_the_one_in_flight() {
         let props = [proposal("b2")];
-        let state = DrainState {
-            in_flight: vec![InFlightMove {
-                from_pod: "b1".into(),
-                to_node: "n1".into(),
-                started_at: 0,
-                phase: MovePhase::Surging,
-                phase_since: 0,
-            }],
-        };
+        let state = surging_b1();
         let moves = [seen("b1", SurgeStatus::ReadyOnRegular)];
         let frozen = DrainObservation {
             frozen: true,
@@ -507,15 +504,7 @@ mod tests {
 
     #[test]
     fn stuck_surge_is_cancelled_after_the_timeout() {
-        let state = DrainState {
-            in_flight: vec![InFlightMove {
-                from_pod: "b1".into(),
-                to_node: "n1".into(),
-                started_at: 0,
-                phase: MovePhase::Surging,
-                phase_since: 0,
-            }],
-        };
+        let state = surging_b1();
         let moves = [seen("b1", SurgeStatus::Pending)];
         let obs = DrainObservation {
             now: 59,
