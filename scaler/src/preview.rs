@@ -8,15 +8,21 @@
 //! taken to serve), for both runs, so the two are scored against the same demand. Gaps
 //! in the window (a second with no value) repeat the last value.
 //!
+//! With a PromQL source configured, the past comes from it instead (`?window=`, 1 h by
+//! default, at most a day): Prometheus, Thanos, Mimir and VictoriaMetrics keep weeks of
+//! the request rate that the store keeps minutes of. Without one, `window` only trims
+//! the store's.
+//!
 //! [`preview`] is pure; [`router`] serves it at
 //! `GET /api/v1/workloads/{tenant}/{app}/preview` for `spillway policy diff --replay`.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
+use spillway_collector::promql::{MAX_HISTORY_SECONDS, history};
 use spillway_collector::{Signal, SignalView, WorkloadKey};
 
 use crate::access::{HttpCredentials, Input};
@@ -61,6 +67,9 @@ pub struct Preview {
     /// The unix second the replay starts at, and how many seconds it covers.
     pub from_unix: i64,
     pub seconds: usize,
+    /// Where the past came from: the store's window or the PromQL source's history.
+    #[serde(default)]
+    pub source: String,
     /// `live`, then `candidate`.
     pub rows: Vec<PreviewRow>,
 }
@@ -69,11 +78,12 @@ impl Preview {
     /// The table `spillway policy diff --replay` prints.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "{}/{}: {} s of its own request rate from {}\n",
+            "{}/{}: {} s of its own request rate from {} ({})\n",
             self.tenant,
             self.app,
             self.seconds,
-            crate::freeze::timestamp(self.from_unix.saturating_mul(1000))
+            crate::freeze::timestamp(self.from_unix.saturating_mul(1000)),
+            self.source
         );
         out.push_str(&format!(
             "  {:<10} {:>14} {:>14} {:>8} {:>5} {:>11} {:>11} {:>10}\n",
@@ -151,8 +161,35 @@ pub fn preview(
         app: live.app.clone(),
         from_unix: from,
         seconds: trace.rps.len(),
+        source: trace.description.clone(),
         rows,
     })
+}
+
+/// How much of the PromQL source's past is replayed unless `?window=` says.
+const DEFAULT_HISTORY_SECONDS: u64 = 3600;
+
+/// Where a replay reads the past beyond the store's window.
+#[derive(Clone)]
+pub struct HistorySource {
+    pub client: reqwest::Client,
+    pub config: spillway_collector::promql::PromqlConfig,
+}
+
+#[derive(Deserialize)]
+struct PreviewParams {
+    /// How far back, e.g. `6h`.
+    window: Option<String>,
+}
+
+/// The last `window` seconds of a store window.
+fn trim(from: i64, mut trace: Trace, window: Option<u64>) -> (i64, Trace) {
+    let keep = window.map_or(trace.rps.len(), |w| {
+        usize::try_from(w).unwrap_or(usize::MAX)
+    });
+    let drop = trace.rps.len().saturating_sub(keep);
+    trace.rps.drain(..drop);
+    (from + drop as i64, trace)
 }
 
 pub fn router() -> Router<HttpState> {
@@ -166,6 +203,7 @@ async fn preview_handler(
     State(state): State<HttpState>,
     credentials: HttpCredentials,
     Path((tenant, app)): Path<(String, String)>,
+    Query(params): Query<PreviewParams>,
 ) -> Response {
     let permit = match state.access.authorize_http(Input::Status, &credentials) {
         Ok(permit) => permit,
@@ -205,11 +243,54 @@ async fn preview_handler(
             .into_response();
     };
     let now = spillway_collector::clock::unix_ms().div_euclid(1000);
-    let view = state.ingest.store().view(&key);
-    let Some((from, trace)) = recent_rate(&view, now) else {
+    let window = match params
+        .window
+        .as_deref()
+        .map(crate::durations::parse)
+        .transpose()
+    {
+        Ok(window) => window.map(|w| w.as_secs().max(1)),
+        Err(error) => {
+            return (StatusCode::BAD_REQUEST, format!("window: {error}\n")).into_response();
+        }
+    };
+    if window.is_some_and(|w| w > MAX_HISTORY_SECONDS) {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("window: at most {MAX_HISTORY_SECONDS} s (a day) is replayed\n"),
+        )
+            .into_response();
+    }
+    let past = match &state.history {
+        Some(source) => {
+            let seconds = window.unwrap_or(DEFAULT_HISTORY_SECONDS);
+            match history(&source.client, &source.config, &key, now, seconds).await {
+                Ok(Some(h)) => Some((
+                    h.from,
+                    Trace {
+                        rps: h.per_second,
+                        description: format!("PromQL history at a {} s step", h.step_seconds),
+                    },
+                )),
+                Ok(None) => None,
+                Err(error) => {
+                    return (
+                        StatusCode::BAD_GATEWAY,
+                        format!("reading {key}'s history from the PromQL source: {error}\n"),
+                    )
+                        .into_response();
+                }
+            }
+        }
+        None => {
+            let view = state.ingest.store().view(&key);
+            recent_rate(&view, now).map(|(from, trace)| trim(from, trace, window))
+        }
+    };
+    let Some((from, trace)) = past else {
         return (
             StatusCode::NOT_FOUND,
-            format!("{key} has no request rate in the store yet; nothing to replay\n"),
+            format!("{key} has no request rate in the store or the PromQL source yet; nothing to replay\n"),
         )
             .into_response();
     };
@@ -291,6 +372,19 @@ candidate:
             table.contains("live") && table.contains("candidate") && table.contains("600 s"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn a_window_keeps_the_last_seconds_of_the_store() {
+        let trace = Trace {
+            rps: vec![1.0, 2.0, 3.0, 4.0],
+            description: "test".into(),
+        };
+        let (from, kept) = trim(100, trace.clone(), Some(3));
+        assert_eq!((from, kept.rps), (101, vec![2.0, 3.0, 4.0]));
+        let (from, kept) = trim(100, trace.clone(), Some(10));
+        assert_eq!((from, kept.rps.len()), (100, 4));
+        assert_eq!(trim(100, trace, None).1.rps.len(), 4);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use serde_json::Value;
 use spillway_tests::gateway::{FakeGateway, Mode};
 use spillway_tests::policy::acme_policy;
 use spillway_tests::process::{Spillway, write_serve_config};
-use spillway_tests::prometheus::{Prometheus, find_on_path};
+use spillway_tests::prometheus::{Prometheus, tool};
 use spillway_tests::wait;
 
 const BIN: &str = env!("CARGO_BIN_EXE_spillway");
@@ -25,19 +25,6 @@ fn deploy() -> PathBuf {
 
 fn rules_file() -> PathBuf {
     deploy().join("alerts/spillway.rules.yml")
-}
-
-/// A Prometheus tool, or `None` after saying SKIPPED (a failure when required).
-fn tool(name: &str) -> Option<PathBuf> {
-    if let Some(path) = find_on_path(name) {
-        return Some(path);
-    }
-    assert!(
-        std::env::var("SPILLWAY_REQUIRE_PROMETHEUS").as_deref() != Ok("1"),
-        "{name} is not on PATH and SPILLWAY_REQUIRE_PROMETHEUS=1 (install Debian's `prometheus` package)"
-    );
-    eprintln!("SKIPPED: {name} is not on PATH (Debian's `prometheus` package has it)");
-    None
 }
 
 fn yaml(path: &Path) -> Value {

@@ -295,3 +295,113 @@ async fn a_graded_candidate_is_served_until_its_guard_rolls_it_back() {
     assert_eq!(grades[1].0, "guard");
     assert!(grades[1].1.contains("rolled back"), "{grades:?}");
 }
+
+/// Two hours of `acme/web`'s request counter ending `end` (unix seconds), a sample
+/// every 15 s: 200/s for the first hour, 800/s for the second.
+fn two_hours_of_traffic(end: i64) -> String {
+    let mut text = String::from("# TYPE gateway_requests counter\n");
+    let mut total = 0.0;
+    for step in 0..=480 {
+        let at = end - 7200 + step * 15;
+        total += if step <= 240 {
+            200.0 * 15.0
+        } else {
+            800.0 * 15.0
+        };
+        text.push_str(&format!(
+            "gateway_requests_total{{tenant=\"acme\",app=\"web\"}} {total} {at}\n"
+        ));
+    }
+    text.push_str("# EOF\n");
+    text
+}
+
+/// With a PromQL source, `--replay` reads the workload's past from it, beyond the
+/// store's minutes: here two hours a real Prometheus holds (backfilled with promtool).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_reads_hours_of_the_workloads_past_from_prometheus() {
+    let (Some(prometheus_bin), Some(promtool)) = (
+        spillway_tests::prometheus::tool("prometheus"),
+        spillway_tests::prometheus::tool("promtool"),
+    ) else {
+        return;
+    };
+    spillway_scaler::serve::install_crypto_provider();
+    // The wall clock: Prometheus and Spillway, real processes, both read it.
+    let now = spillway_collector::clock::unix_ms().div_euclid(1000);
+    let history = two_hours_of_traffic(now - 5);
+    // Nothing to scrape: its TSDB already holds the past the replay reads.
+    let unused_target = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
+    let prometheus = spillway_tests::prometheus::Prometheus::start_with_history(
+        &prometheus_bin,
+        unused_target,
+        "15s",
+        spillway_tests::prometheus::Backfill {
+            promtool: &promtool,
+            openmetrics: &history,
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    // rate over 5m: the last backfilled samples keep the live value for minutes.
+    let config = format!(
+        "policyReload: 300ms\npromql:\n  url: http://{}\n  interval: 1s\n  queries:\n  \
+         - {{signal: qps, expr: 'sum by (tenant, app) (rate(gateway_requests_total[5m]))'}}\n",
+        prometheus.addr
+    );
+    let config_path = write_serve_config(dir.path(), &[("acme.yaml", &policy(50))], &config);
+    let spillway = Spillway::serve(BIN, &config_path);
+    wait::until(
+        "a shadow decision for acme/web",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || async { shadow_of(spillway.http).await },
+    )
+    .await;
+
+    let output = Command::new(BIN)
+        .args([
+            "policy", "diff", "acme/web", "--replay", "--window", "2h", "--url",
+        ])
+        .arg(format!("http://{}", spillway.http))
+        .stdin(Stdio::null())
+        .output()
+        .expect("spillway policy diff --replay");
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{table}{}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        prometheus.log()
+    );
+    assert!(table.contains("PromQL history at a 1 s step"), "{table}");
+
+    let preview: Value = reqwest::get(format!(
+        "http://{}/api/v1/workloads/acme/web/preview?window=2h",
+        spillway.http
+    ))
+    .await
+    .expect("preview")
+    .json()
+    .await
+    .expect("preview JSON");
+    // Two hours less the first rate window's wait for a second sample.
+    let seconds = preview["seconds"].as_u64().expect("seconds");
+    assert!((7000..=7201).contains(&seconds), "{preview}");
+    // 800/s at its peak, an hour ago and later: 8 replicas at 100 each, 16 at 50.
+    let peaks: Vec<&Value> = preview["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| &r["peak_replicas"])
+        .collect();
+    assert_eq!(peaks, [8, 16], "{preview}");
+
+    let too_long = reqwest::get(format!(
+        "http://{}/api/v1/workloads/acme/web/preview?window=2d",
+        spillway.http
+    ))
+    .await
+    .expect("preview");
+    assert_eq!(too_long.status(), reqwest::StatusCode::BAD_REQUEST);
+}

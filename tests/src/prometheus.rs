@@ -17,6 +17,27 @@ pub fn find_on_path(name: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
+/// A Prometheus tool, or `None` after saying SKIPPED (a failure when
+/// `SPILLWAY_REQUIRE_PROMETHEUS=1`).
+pub fn tool(name: &str) -> Option<PathBuf> {
+    if let Some(path) = find_on_path(name) {
+        return Some(path);
+    }
+    assert!(
+        std::env::var("SPILLWAY_REQUIRE_PROMETHEUS").as_deref() != Ok("1"),
+        "{name} is not on PATH and SPILLWAY_REQUIRE_PROMETHEUS=1 (install Debian's `prometheus` package)"
+    );
+    eprintln!("SKIPPED: {name} is not on PATH (Debian's `prometheus` package has it)");
+    None
+}
+
+/// Series written into the TSDB before Prometheus starts, as OpenMetrics text (ending
+/// in `# EOF`), by `promtool tsdb create-blocks-from openmetrics`.
+pub struct Backfill<'a> {
+    pub promtool: &'a Path,
+    pub openmetrics: &'a str,
+}
+
 /// A running Prometheus, killed and its directory removed on drop.
 pub struct Prometheus {
     child: Child,
@@ -60,9 +81,29 @@ impl Prometheus {
         interval: &str,
         rules: &[PathBuf],
     ) -> Self {
+        Self::start_full(binary, target, interval, rules, None).await
+    }
+
+    /// [`Self::start`] with a past already in its TSDB, kept for two days.
+    pub async fn start_with_history(
+        binary: &Path,
+        target: SocketAddr,
+        interval: &str,
+        backfill: Backfill<'_>,
+    ) -> Self {
+        Self::start_full(binary, target, interval, &[], Some(&backfill)).await
+    }
+
+    async fn start_full(
+        binary: &Path,
+        target: SocketAddr,
+        interval: &str,
+        rules: &[PathBuf],
+        backfill: Option<&Backfill<'_>>,
+    ) -> Self {
         let mut last_error = String::new();
         for attempt in 0..3 {
-            match Self::try_start(binary, target, interval, rules, attempt).await {
+            match Self::try_start(binary, target, interval, rules, backfill, attempt).await {
                 Ok(prometheus) => return prometheus,
                 Err(error) => last_error = error,
             }
@@ -75,6 +116,7 @@ impl Prometheus {
         target: SocketAddr,
         interval: &str,
         rules: &[PathBuf],
+        backfill: Option<&Backfill<'_>>,
         attempt: u32,
     ) -> Result<Self, String> {
         // A fresh directory per attempt (removed on drop): a reused one would hand
@@ -85,6 +127,25 @@ impl Prometheus {
             .map_err(|e| format!("temp dir: {e}"))?
             .keep();
         std::fs::create_dir_all(dir.join("data")).map_err(|e| format!("temp dir: {e}"))?;
+        if let Some(backfill) = backfill {
+            let input = dir.join("backfill.om");
+            std::fs::write(&input, backfill.openmetrics)
+                .map_err(|e| format!("writing the backfill: {e}"))?;
+            let output = Command::new(backfill.promtool)
+                .args(["tsdb", "create-blocks-from", "openmetrics"])
+                .arg(&input)
+                .arg(dir.join("data"))
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| format!("starting {}: {e}", backfill.promtool.display()))?;
+            if !output.status.success() {
+                return Err(format!(
+                    "promtool backfill failed: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                ));
+            }
+        }
+        let retention = if backfill.is_some() { "2d" } else { "1h" };
         let config_path = dir.join("prometheus.yml");
         std::fs::write(&config_path, config(target, interval, rules))
             .map_err(|e| format!("writing config: {e}"))?;
@@ -99,7 +160,7 @@ impl Prometheus {
                 dir.join("data").display()
             ))
             .arg(format!("--web.listen-address={addr}"))
-            .arg("--storage.tsdb.retention.time=1h")
+            .arg(format!("--storage.tsdb.retention.time={retention}"))
             .arg("--log.level=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -6,8 +6,10 @@
 //! A failed query leaves the source's last values in place until staleness drops them,
 //! as a failed scrape does: a slow TSDB must not read as traffic vanishing.
 
+mod range;
 mod response;
 
+pub use range::{History, MAX_HISTORY_SECONDS, history, parse_matrix, per_second, workload_expr};
 pub use response::{VectorResult, parse_vector};
 
 use std::sync::Arc;
@@ -54,6 +56,10 @@ pub enum PromqlError {
     Failed { error_type: String, error: String },
     #[error("expected an instant vector, got a {0}")]
     NotVector(String),
+    #[error("expected a range vector (matrix), got a {0}")]
+    NotMatrix(String),
+    #[error("no query for the {0} signal is configured")]
+    NoQuery(&'static str),
     #[error("response larger than {0} bytes")]
     TooLarge(usize),
 }
@@ -144,42 +150,55 @@ impl PromqlSource {
     }
 
     async fn query(&self, query: &PromqlQuery, now_ms: i64) -> Result<VectorResult, PromqlError> {
-        let base = self.config.url.trim_end_matches('/');
-        let mut url =
-            reqwest::Url::parse(&format!("{base}/api/v1/query")).map_err(|e| PromqlError::Url {
-                url: self.config.url.clone(),
-                message: e.to_string(),
-            })?;
-        url.query_pairs_mut()
-            .append_pair("query", &query.expr)
-            .append_pair("time", &format!("{:.3}", now_ms as f64 / 1000.0));
-        let timeout = self.config.timeout;
-        let body = tokio::time::timeout(timeout, async {
-            let mut response = self
-                .client
-                .get(url)
-                .send()
-                .await
-                .map_err(PromqlError::Request)?;
-            let status = response.status();
-            let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(PromqlError::Request)? {
-                if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                    return Err(PromqlError::TooLarge(MAX_RESPONSE_BYTES));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            // Prometheus answers query errors with 4xx/5xx and a JSON body that says why.
-            if !status.is_success() && !body.starts_with(b"{") {
-                return Err(PromqlError::Status {
-                    status: status.as_u16(),
-                    body: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
-                });
-            }
-            Ok(body)
-        })
-        .await
-        .map_err(|_| PromqlError::Timeout(timeout))??;
+        let time = format!("{:.3}", now_ms as f64 / 1000.0);
+        let body = get(
+            &self.client,
+            &self.config,
+            "query",
+            &[("query", query.expr.as_str()), ("time", time.as_str())],
+        )
+        .await?;
         parse_vector(&body, query)
     }
+}
+
+/// One GET of the Prometheus API at `{url}/api/v1/{endpoint}`, bounded by the config's
+/// timeout and the response size; the body of a success, or of an error Prometheus
+/// explains in JSON.
+pub(crate) async fn get(
+    client: &reqwest::Client,
+    config: &PromqlConfig,
+    endpoint: &str,
+    params: &[(&str, &str)],
+) -> Result<Vec<u8>, PromqlError> {
+    let base = config.url.trim_end_matches('/');
+    let mut url = reqwest::Url::parse(&format!("{base}/api/v1/{endpoint}")).map_err(|e| {
+        PromqlError::Url {
+            url: config.url.clone(),
+            message: e.to_string(),
+        }
+    })?;
+    url.query_pairs_mut().extend_pairs(params);
+    let timeout = config.timeout;
+    tokio::time::timeout(timeout, async {
+        let mut response = client.get(url).send().await.map_err(PromqlError::Request)?;
+        let status = response.status();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(PromqlError::Request)? {
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(PromqlError::TooLarge(MAX_RESPONSE_BYTES));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        // Prometheus answers query errors with 4xx/5xx and a JSON body that says why.
+        if !status.is_success() && !body.starts_with(b"{") {
+            return Err(PromqlError::Status {
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+            });
+        }
+        Ok(body)
+    })
+    .await
+    .map_err(|_| PromqlError::Timeout(timeout))?
 }

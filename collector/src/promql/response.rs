@@ -9,21 +9,38 @@ use crate::signal::WorkloadKey;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ApiResponse {
-    status: String,
+pub(super) struct ApiResponse {
+    pub(super) status: String,
     #[serde(default)]
-    data: Option<Data>,
+    pub(super) data: Option<Data>,
     #[serde(default)]
     error_type: Option<String>,
     #[serde(default)]
     error: Option<String>,
 }
 
+impl ApiResponse {
+    /// The data of a successful answer, or the error Prometheus gave.
+    pub(super) fn parse(body: &[u8]) -> Result<Data, PromqlError> {
+        let response: ApiResponse =
+            serde_json::from_slice(body).map_err(|e| PromqlError::Json(e.to_string()))?;
+        if response.status != "success" {
+            return Err(PromqlError::Failed {
+                error_type: response.error_type.unwrap_or_else(|| "unknown".into()),
+                error: response.error.unwrap_or_default(),
+            });
+        }
+        response
+            .data
+            .ok_or_else(|| PromqlError::Json("success without data".into()))
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Data {
-    result_type: String,
-    result: serde_json::Value,
+pub(super) struct Data {
+    pub(super) result_type: String,
+    pub(super) result: serde_json::Value,
 }
 
 #[derive(Deserialize)]
@@ -46,17 +63,7 @@ pub struct VectorResult {
 }
 
 pub fn parse_vector(body: &[u8], query: &PromqlQuery) -> Result<VectorResult, PromqlError> {
-    let response: ApiResponse =
-        serde_json::from_slice(body).map_err(|e| PromqlError::Json(e.to_string()))?;
-    if response.status != "success" {
-        return Err(PromqlError::Failed {
-            error_type: response.error_type.unwrap_or_else(|| "unknown".into()),
-            error: response.error.unwrap_or_default(),
-        });
-    }
-    let data = response
-        .data
-        .ok_or_else(|| PromqlError::Json("success without data".into()))?;
+    let data = ApiResponse::parse(body)?;
     if data.result_type != "vector" {
         return Err(PromqlError::NotVector(data.result_type));
     }

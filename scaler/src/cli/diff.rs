@@ -1,7 +1,7 @@
 //! `spillway policy diff TENANT[/APP]`: the live policy's decision next to the tenant's
 //! candidate's, per workload, as a running Spillway makes them every tick; with
-//! `--replay`, both replayed over each workload's recent request rate (the store's
-//! window) through the engine `spillway simulate` uses, as a table of
+//! `--replay`, both replayed over each workload's recent request rate (the PromQL
+//! source's history when Spillway has one, else the store's window) through the engine `spillway simulate` uses, as a table of
 //! under/over-provisioning, actions and cost.
 
 use std::process::ExitCode;
@@ -23,6 +23,10 @@ pub struct DiffArgs {
     /// Replay both policies over each workload's recent request rate instead.
     #[arg(long)]
     pub replay: bool,
+    /// How far back to replay, e.g. `6h` (at most a day): read from the PromQL source
+    /// when Spillway has one (1 h unless given), else the last part of the store's window.
+    #[arg(long, requires = "replay", value_parser = super::parse_duration)]
+    pub window: Option<std::time::Duration>,
 }
 
 pub async fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
@@ -65,7 +69,10 @@ pub async fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
             );
             continue;
         }
-        let url = format!("{base}/api/v1/workloads/{}/{}/preview", w.tenant, w.app);
+        let mut url = format!("{base}/api/v1/workloads/{}/{}/preview", w.tenant, w.app);
+        if let Some(window) = args.window {
+            url.push_str(&format!("?window={}s", window.as_secs().max(1)));
+        }
         let response = match super::inspect::get(&url, &args.auth).await? {
             Ok(response) => response,
             Err(code) => return Ok(code),

@@ -54,6 +54,8 @@ pub struct HttpState {
     pub writes: Arc<WriteAuthority>,
     /// What `/readyz` judges from.
     pub readiness: Arc<crate::readiness::Readiness>,
+    /// The PromQL source, whose history a policy replay reads; `None`: the store's.
+    pub history: Option<crate::preview::HistorySource>,
 }
 
 pub fn router(state: HttpState) -> Router {

@@ -206,6 +206,7 @@ pub async fn run_with_cluster(
     }));
     let metrics = Arc::new(metrics);
     let metrics_for_scrapes = metrics.clone();
+    let history_client = client.clone();
     let scraper = Scraper::new(client, config.scrape.clone(), ingest.clone())
         .with_stats(scrape_stats)
         .on_scrape(Arc::new(move |duration, outcome| {
@@ -304,6 +305,14 @@ pub async fn run_with_cluster(
         access: access.clone(),
         writes,
         readiness,
+        history: config
+            .inputs
+            .promql
+            .clone()
+            .map(|config| crate::preview::HistorySource {
+                client: history_client.clone(),
+                config,
+            }),
     };
     let http_server = http::serve(
         listeners.http,
