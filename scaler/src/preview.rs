@@ -261,18 +261,19 @@ async fn preview_handler(
         )
             .into_response();
     }
-    let past = match &state.history {
+    let from_history = match &state.history {
         Some(source) => {
             let seconds = window.unwrap_or(DEFAULT_HISTORY_SECONDS);
             match history(&source.client, &source.config, &key, now, seconds).await {
-                Ok(Some(h)) => Some((
-                    h.from,
-                    Trace {
-                        rps: h.per_second,
-                        description: format!("PromQL history at a {} s step", h.step_seconds),
-                    },
-                )),
-                Ok(None) => None,
+                Ok(past) => past.map(|h| {
+                    (
+                        h.from,
+                        Trace {
+                            rps: h.per_second,
+                            description: format!("PromQL history at a {} s step", h.step_seconds),
+                        },
+                    )
+                }),
                 Err(error) => {
                     return (
                         StatusCode::BAD_GATEWAY,
@@ -282,11 +283,13 @@ async fn preview_handler(
                 }
             }
         }
-        None => {
-            let view = state.ingest.store().view(&key);
-            recent_rate(&view, now).map(|(from, trace)| trim(from, trace, window))
-        }
+        None => None,
     };
+    // A workload the PromQL source has no past for yet still has the store's minutes.
+    let past = from_history.or_else(|| {
+        let view = state.ingest.store().view(&key);
+        recent_rate(&view, now).map(|(from, trace)| trim(from, trace, window))
+    });
     let Some((from, trace)) = past else {
         return (
             StatusCode::NOT_FOUND,

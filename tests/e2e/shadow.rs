@@ -43,6 +43,26 @@ candidate:
     )
 }
 
+/// `spillway policy diff acme/web --replay` with `extra` arguments: its table, which it
+/// must print with success (else the failure shows `context` too).
+fn replay_acme_web(http: std::net::SocketAddr, extra: &[&str], context: &str) -> String {
+    let output = Command::new(BIN)
+        .args(["policy", "diff", "acme/web", "--replay"])
+        .args(extra)
+        .arg("--url")
+        .arg(format!("http://{http}"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("spillway policy diff --replay");
+    let table = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{table}{}\n{context}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    table
+}
+
 async fn shadow_of(http: std::net::SocketAddr) -> Option<Value> {
     let v: Value = reqwest::get(format!("http://{http}/api/v1/workloads/acme/web"))
         .await
@@ -116,18 +136,7 @@ async fn the_candidate_is_decided_beside_the_live_policy_and_never_served() {
     );
 
     // Both replayed over the workload's own recent request rate.
-    let output = Command::new(BIN)
-        .args(["policy", "diff", "acme/web", "--replay", "--url"])
-        .arg(format!("http://{}", spillway.http))
-        .stdin(Stdio::null())
-        .output()
-        .expect("spillway policy diff --replay");
-    let table = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{table}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let table = replay_acme_web(spillway.http, &[], "");
     let peak = |policy: &str| -> u32 {
         let row = table
             .lines()
@@ -359,21 +368,7 @@ async fn a_replay_reads_hours_of_the_workloads_past_from_prometheus() {
     )
     .await;
 
-    let output = Command::new(BIN)
-        .args([
-            "policy", "diff", "acme/web", "--replay", "--window", "2h", "--url",
-        ])
-        .arg(format!("http://{}", spillway.http))
-        .stdin(Stdio::null())
-        .output()
-        .expect("spillway policy diff --replay");
-    let table = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{table}{}\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        prometheus.log()
-    );
+    let table = replay_acme_web(spillway.http, &["--window", "2h"], &prometheus.log());
     assert!(table.contains("PromQL history at a 1 s step"), "{table}");
 
     let preview: Value = reqwest::get(format!(

@@ -202,3 +202,18 @@ pub(crate) async fn get(
     .await
     .map_err(|_| PromqlError::Timeout(timeout))?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The query the parsers' tests map answers with.
+    pub(super) fn query() -> PromqlQuery {
+        PromqlQuery {
+            signal: Signal::Qps,
+            expr: "sum by (tenant, app) (rate(gateway_requests_total[1m]))".into(),
+            tenant_label: "tenant".into(),
+            app_label: "app".into(),
+        }
+    }
+}

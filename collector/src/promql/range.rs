@@ -66,9 +66,16 @@ pub fn parse_matrix(body: &[u8]) -> Result<Vec<(i64, f64)>, PromqlError> {
     Ok(sums.into_iter().collect())
 }
 
-/// Points at `step` seconds as one value per second from the first point to `to`: each
-/// point holds until the next, for at most [`MAX_HELD_SECONDS`], then the rate is zero.
-pub fn per_second(points: &[(i64, f64)], to: i64) -> Option<(i64, Vec<f64>)> {
+/// Points at `step` seconds as one value per second from the first point in
+/// `from..=to` to `to`: each point holds until the next, for at most
+/// [`MAX_HELD_SECONDS`], then the rate is zero. Points outside the span asked for (a
+/// broken or hostile server's) are left out, so they cannot stretch the result.
+pub fn per_second(points: &[(i64, f64)], from: i64, to: i64) -> Option<(i64, Vec<f64>)> {
+    let points: Vec<(i64, f64)> = points
+        .iter()
+        .copied()
+        .filter(|(at, _)| (from..=to).contains(at))
+        .collect();
     let first = points.first()?.0;
     let mut out = Vec::with_capacity(usize::try_from(to - first + 1).unwrap_or(0));
     let mut next = points.iter().peekable();
@@ -118,7 +125,7 @@ pub async fn history(
     let seconds = seconds.clamp(1, MAX_HISTORY_SECONDS);
     let step = seconds.div_ceil(MAX_POINTS).max(1);
     let start = now - seconds as i64;
-    let (expr, start, end, step_text) = (
+    let (expr, start_text, end_text, step_text) = (
         workload_expr(query, key),
         start.to_string(),
         now.to_string(),
@@ -130,32 +137,26 @@ pub async fn history(
         "query_range",
         &[
             ("query", expr.as_str()),
-            ("start", start.as_str()),
-            ("end", end.as_str()),
+            ("start", start_text.as_str()),
+            ("end", end_text.as_str()),
             ("step", step_text.as_str()),
         ],
     )
     .await?;
     let points = parse_matrix(&body)?;
-    Ok(per_second(&points, now).map(|(from, per_second)| History {
-        from,
-        per_second,
-        step_seconds: step,
-    }))
+    Ok(
+        per_second(&points, start, now).map(|(from, per_second)| History {
+            from,
+            per_second,
+            step_seconds: step,
+        }),
+    )
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::query;
     use super::*;
-
-    fn query() -> PromqlQuery {
-        PromqlQuery {
-            signal: Signal::Qps,
-            expr: "sum by (tenant, app) (rate(gateway_requests_total[1m]))".into(),
-            tenant_label: "tenant".into(),
-            app_label: "app".into(),
-        }
-    }
 
     #[test]
     fn the_expression_is_restricted_to_the_workload_by_its_labels() {
@@ -183,13 +184,22 @@ mod tests {
     #[test]
     fn points_hold_until_the_next_and_a_long_gap_reads_as_no_traffic() {
         let points = [(10, 1.0), (12, 2.0), (13 + MAX_HELD_SECONDS + 5, 3.0)];
-        let (from, values) = per_second(&points, 13 + MAX_HELD_SECONDS + 6).unwrap();
+        let (from, values) = per_second(&points, 0, 13 + MAX_HELD_SECONDS + 6).unwrap();
         assert_eq!(from, 10);
         assert_eq!(&values[..4], [1.0, 1.0, 2.0, 2.0]);
         // 12 + 300 is the last second 2.0 holds.
         assert_eq!(values[(12 + MAX_HELD_SECONDS - 10) as usize], 2.0);
         assert_eq!(values[(13 + MAX_HELD_SECONDS - 10) as usize], 0.0);
         assert_eq!(values[values.len() - 2..], [3.0, 3.0]);
-        assert!(per_second(&[], 100).is_none());
+        assert!(per_second(&[], 0, 100).is_none());
+    }
+
+    #[test]
+    fn points_outside_the_span_asked_for_are_left_out() {
+        // A point at the epoch would otherwise ask for decades of seconds.
+        let points = [(0, 9.0), (100, 1.0), (101, 2.0), (500, 9.0)];
+        let (from, values) = per_second(&points, 50, 102).unwrap();
+        assert_eq!((from, values), (100, vec![1.0, 2.0, 2.0]));
+        assert!(per_second(&[(0, 1.0)], 50, 102).is_none());
     }
 }

@@ -97,17 +97,8 @@ pub fn parse_vector(body: &[u8], query: &PromqlQuery) -> Result<VectorResult, Pr
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::query;
     use super::*;
-    use crate::signal::Signal;
-
-    fn query() -> PromqlQuery {
-        PromqlQuery {
-            signal: Signal::Qps,
-            expr: "sum by (tenant, app) (rate(gateway_requests_total[1m]))".into(),
-            tenant_label: "tenant".into(),
-            app_label: "app".into(),
-        }
-    }
 
     #[test]
     fn a_vector_maps_to_workloads_and_skips_what_it_cannot_map() {

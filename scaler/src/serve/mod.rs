@@ -305,10 +305,17 @@ pub async fn run_with_cluster(
         access: access.clone(),
         writes,
         readiness,
+        // Only a source with a request-rate query has the past a replay needs.
         history: config
             .inputs
             .promql
             .clone()
+            .filter(|promql| {
+                promql
+                    .queries
+                    .iter()
+                    .any(|q| q.signal == spillway_collector::Signal::Qps)
+            })
             .map(|config| crate::preview::HistorySource {
                 client: history_client.clone(),
                 config,
